@@ -1,0 +1,244 @@
+//! Reading, validating and atomically writing World files.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::placement::{gpu_instance_id, Placer};
+use crate::world::{World, WORLD_FORMAT};
+
+/// Why a World file could not be read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldFileError {
+    #[error("cannot read World file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("World file {} is not valid JSON for a World: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("World file {} is inconsistent: {problem}", path.display())]
+    Invalid { path: PathBuf, problem: String },
+    #[error("cannot write World file {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl World {
+    /// Parses and validates a World from JSON text; `path` only names it in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<World, WorldFileError> {
+        let world: World = serde_json::from_str(text).map_err(|source| WorldFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        world.validate().map_err(|problem| WorldFileError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        Ok(world)
+    }
+
+    pub fn load(path: &Path) -> Result<World, WorldFileError> {
+        let text = fs::read_to_string(path).map_err(|source| WorldFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        World::from_json(&text, path)
+    }
+
+    pub fn to_json(&self) -> String {
+        // A World holds only strings, numbers and plain structs: serializing cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Writes the World so that a reader sees the old file or the new one,
+    /// never a torn one: temp file in the same directory, fsync, rename, fsync dir.
+    pub fn save(&self, path: &Path) -> Result<(), WorldFileError> {
+        let err = |source| WorldFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(self.to_json().as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)?;
+            fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            err(e)
+        })
+    }
+
+    /// Checks what JSON types cannot: known profiles, legal placements, the
+    /// GI-id numbering, no collisions, budgets, CI shapes, loads in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != WORLD_FORMAT {
+            return Err(format!(
+                "format {} is not supported (expected {WORLD_FORMAT})",
+                self.format
+            ));
+        }
+        let mut indexes: Vec<u32> = self.gpus.iter().map(|g| g.index).collect();
+        indexes.sort();
+        indexes.dedup();
+        if indexes.len() != self.gpus.len() {
+            return Err("two GPUs share an index".into());
+        }
+        for gpu in &self.gpus {
+            let at = |what: String| format!("gpus[index={}]: {what}", gpu.index);
+            let spec = gpu.spec();
+            if !gpu.mig.current && !gpu.gpu_instances.is_empty() {
+                return Err(at("GPU instances exist while MIG mode is disabled".into()));
+            }
+            let mut existing = Vec::new();
+            for gi in &gpu.gpu_instances {
+                let at = |what: String| at(format!("gpu_instances[id={}]: {what}", gi.id));
+                let profile = gpu.product.profile_by_id(gi.profile_id).ok_or_else(|| {
+                    at(format!(
+                        "{} has no GPU instance profile id {}",
+                        gpu.product, gi.profile_id
+                    ))
+                })?;
+                Placer::new(spec, existing.iter().copied())
+                    .check(profile, gi.placement)
+                    .map_err(|r| {
+                        at(format!(
+                            "placement {} for {} refused: {r:?}",
+                            gi.placement, profile.name
+                        ))
+                    })?;
+                existing.push((profile, gi.placement));
+                let expected_id = gpu_instance_id(gi.placement, spec.memory_slots);
+                if gi.id != expected_id {
+                    return Err(at(format!("a GI at {} has id {expected_id}", gi.placement)));
+                }
+                check_ratio(gi.load.dram_active, "dram_active").map_err(at)?;
+                if gi.load.memory_used_mib > profile.memory_mib {
+                    return Err(at(format!(
+                        "memory_used_mib {} exceeds the profile's {} MiB",
+                        gi.load.memory_used_mib, profile.memory_mib
+                    )));
+                }
+                let ci_profiles = gpu.product.ci_profiles(profile);
+                let mut used = 0u32;
+                for ci in &gi.compute_instances {
+                    let at = |what: String| at(format!("compute_instances[id={}]: {what}", ci.id));
+                    let cp = ci_profiles
+                        .iter()
+                        .find(|p| p.id == ci.profile_id)
+                        .ok_or_else(|| at(format!("no compute instance profile id {}", ci.profile_id)))?;
+                    if ci.placement.size != cp.compute_slices
+                        || !cp.placement_starts.contains(&ci.placement.start)
+                    {
+                        return Err(at(format!("placement {} is not valid", ci.placement)));
+                    }
+                    if used & ci.placement.slot_mask() != 0 {
+                        return Err(at("overlaps another compute instance".into()));
+                    }
+                    used |= ci.placement.slot_mask();
+                    if !ci.uuid.starts_with("MIG-") {
+                        return Err(at(format!("uuid '{}' does not start with MIG-", ci.uuid)));
+                    }
+                    for (v, name) in [
+                        (ci.load.sm_active, "sm_active"),
+                        (ci.load.sm_occupancy, "sm_occupancy"),
+                        (ci.load.tensor_active, "tensor_active"),
+                    ] {
+                        check_ratio(v, name).map_err(at)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_ratio(v: f64, name: &str) -> Result<(), String> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{name} {v} is outside 0..1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::product::Product;
+
+    #[test]
+    fn round_trips_and_writes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.json");
+        let mut w = World::new("n", Product::H100_80GB, 2);
+        w.gpus[0].set_mig_mode(true);
+        let gi = w.gpus[0].create_gpu_instance(9, None).unwrap();
+        w.gpus[0].create_compute_instance(gi, None).unwrap();
+        w.save(&path).unwrap();
+        assert_eq!(World::load(&path).unwrap(), w);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let p = Path::new("/tmp/x/world.json");
+        let e = World::from_json("{", p).unwrap_err().to_string();
+        assert!(e.contains("/tmp/x/world.json") && e.contains("line 1"), "{e}");
+
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        w.gpus[0].set_mig_mode(true);
+        w.gpus[0].create_gpu_instance(19, None).unwrap();
+        w.gpus[0].gpu_instances[0].profile_id = 99;
+        let e = World::from_json(&w.to_json(), p).unwrap_err().to_string();
+        assert!(
+            e.contains("no GPU instance profile id 99") && e.contains("gpus[index=0]"),
+            "{e}"
+        );
+
+        let e = World::load(Path::new("/nonexistent/w.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/w.json"), "{e}");
+
+        let e = World::from_json(&w.to_json().replace("\"hostname\"", "\"hostnme\""), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hostnme"), "{e}");
+    }
+
+    #[test]
+    fn rejects_colliding_instances() {
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        w.gpus[0].set_mig_mode(true);
+        w.gpus[0].create_gpu_instance(9, Some(0)).unwrap();
+        let mut dup = w.gpus[0].gpu_instances[0].clone();
+        dup.profile_id = 5; // a 4g.40gb on the same slots
+        w.gpus[0].gpu_instances.push(dup);
+        let e = World::from_json(&w.to_json(), Path::new("w"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refused"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub");
+        fs::create_dir(&path).unwrap(); // renaming a file over a directory fails
+        let w = World::new("n", Product::H100_80GB, 1);
+        assert!(w.save(&path).is_err());
+        assert!(path.is_dir());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

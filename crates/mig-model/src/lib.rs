@@ -1,0 +1,28 @@
+//! The rules of NVIDIA MIG (Multi-Instance GPU) as a library.
+//!
+//! * [`product`] and [`products`]: per-product GPU-instance profile tables with
+//!   real NVML profile ids, slices, SMs, memory, engines and placements.
+//! * [`profile`]: profile names with their suffix semantics, compute-instance profiles.
+//! * [`placement`]: the placement engine (what fits, where the driver puts it,
+//!   remaining capacity).
+//! * [`world`]: a serializable node whose lifecycle follows the driver, and
+//!   [`file`]: validated, atomically written World files.
+//!
+//! The simulator source, `mig-sim`, `fake-nvml` and `fake-dcgm` all share one World.
+
+pub mod file;
+pub mod placement;
+pub mod product;
+pub mod products;
+pub mod profile;
+pub mod world;
+
+pub use file::WorldFileError;
+pub use placement::{Placement, Placer};
+pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
+pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
+pub use world::{CiLoad, ComputeInstance, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange, World};
+
+/// Environment variable naming the World file that `mig-sim`, `fake-nvml` and
+/// `fake-dcgm` share.
+pub const WORLD_ENV: &str = "MIG_WORLD";
