@@ -1,1 +1,12 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = mig_exporter::cli::Cli::parse();
+    match mig_exporter::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mig-exporter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The metric contract: encodes a [`NodeSnapshot`] straight into Prometheus
+//! text or OpenMetrics through a prometheus-client [`Collector`]; no global
+//! registry, no metric objects kept between scrapes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::model::{ComputeInstanceSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+use crate::poll::Published;
+
+/// Exposition formats, chosen by the scraper's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    PrometheusText,
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::PrometheusText => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// OpenMetrics when the client asks for it (as Prometheus does), the
+    /// classic text format otherwise (curl, browsers, promtool).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|part| {
+                let mut params = part.split(';').map(str::trim);
+                let media = params.next().unwrap_or("");
+                let q = params
+                    .find_map(|p| p.strip_prefix("q="))
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::PrometheusText
+        }
+    }
+}
+
+/// Builds the registry that `/metrics` encodes: one collector over the
+/// published snapshot.
+pub fn registry(published: Arc<Published>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector { published }));
+    registry
+}
+
+pub fn render(registry: &Registry, format: Format) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(64 * 1024);
+    match format {
+        Format::PrometheusText => prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?,
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry)?,
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+pub struct SnapshotCollector {
+    published: Arc<Published>,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_snapshot(&self.published.load(), &mut encoder)
+    }
+}
+
+/// A label value: text or a number, so label sets need no allocation.
+#[derive(Clone, Copy)]
+enum Lv<'a> {
+    S(&'a str),
+    N(u32),
+}
+
+impl EncodeLabelValue for Lv<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        match self {
+            Lv::S(s) => EncodeLabelValue::encode(s, encoder),
+            Lv::N(n) => EncodeLabelValue::encode(n, encoder),
+        }
+    }
+}
+
+type Labels<'a, const N: usize> = [(&'static str, Lv<'a>); N];
+
+fn gpu_labels(g: &GpuSnapshot) -> Labels<'_, 2> {
+    [("gpu", Lv::N(g.index)), ("gpu_uuid", Lv::S(&g.uuid))]
+}
+
+fn gi_labels<'a>(g: &'a GpuSnapshot, gi: &'a GpuInstanceSnapshot) -> Labels<'a, 4> {
+    [
+        ("gpu", Lv::N(g.index)),
+        ("gpu_uuid", Lv::S(&g.uuid)),
+        ("gi", Lv::N(gi.id)),
+        ("profile", Lv::S(&gi.profile)),
+    ]
+}
+
+fn ci_labels<'a>(
+    g: &'a GpuSnapshot,
+    gi: &'a GpuInstanceSnapshot,
+    ci: &'a ComputeInstanceSnapshot,
+) -> Labels<'a, 6> {
+    [
+        ("gpu", Lv::N(g.index)),
+        ("gpu_uuid", Lv::S(&g.uuid)),
+        ("gi", Lv::N(gi.id)),
+        ("ci", Lv::N(ci.id)),
+        ("profile", Lv::S(&gi.profile)),
+        ("mig_uuid", Lv::S(&ci.mig_uuid)),
+    ]
+}
+
+/// Encodes one gauge family; a family with no series is left out entirely.
+fn gauge<L, V, I>(enc: &mut DescriptorEncoder, name: &str, help: &str, series: I) -> Result<(), fmt::Error>
+where
+    L: EncodeLabelSet,
+    V: EncodeGaugeValue,
+    I: IntoIterator<Item = (L, V)>,
+{
+    family(enc, name, help, MetricType::Gauge, series, |m, v| m.encode_gauge(v))
+}
+
+fn family<L, V, I>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    series: I,
+    write: impl Fn(&mut prometheus_client::encoding::MetricEncoder, &V) -> Result<(), fmt::Error>,
+) -> Result<(), fmt::Error>
+where
+    L: EncodeLabelSet,
+    I: IntoIterator<Item = (L, V)>,
+{
+    let mut series = series.into_iter().peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = enc.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in series {
+        write(&mut metric.encode_family(&labels)?, &value)?;
+    }
+    Ok(())
+}
+
+fn gis(s: &NodeSnapshot) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot)> {
+    s.gpus.iter().flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
+}
+
+fn cis(
+    s: &NodeSnapshot,
+) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot, &ComputeInstanceSnapshot)> {
+    gis(s).flat_map(|(g, gi)| gi.compute_instances.iter().map(move |ci| (g, gi, ci)))
+}
+
+fn flag(b: bool) -> u32 {
+    u32::from(b)
+}
+
+pub fn encode_snapshot(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    encode_gpus(s, enc)?;
+    encode_profiles(s, enc)?;
+    encode_instances(s, enc)?;
+    encode_exporter(s, enc)
+}
+
+fn encode_gpus(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    let driver = s.driver_version.as_deref().unwrap_or("");
+    gauge(
+        enc,
+        "nvidia_gpu_info",
+        "Physical GPU facts; always 1.",
+        s.gpus.iter().map(|g| {
+            let labels: Labels<5> = [
+                ("gpu", Lv::N(g.index)),
+                ("gpu_uuid", Lv::S(&g.uuid)),
+                ("name", Lv::S(&g.name)),
+                ("pci_bus_id", Lv::S(&g.pci_bus_id)),
+                ("driver_version", Lv::S(driver)),
+            ];
+            (labels, 1u32)
+        }),
+    )?;
+    gauge(
+        enc,
+        "nvidia_gpu_memory_total_bytes",
+        "Framebuffer of the physical GPU.",
+        s.gpus.iter().map(|g| (gpu_labels(g), g.memory_total_bytes)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_mode_current",
+        "1 if MIG mode is in force on the GPU.",
+        s.gpus.iter().map(|g| (gpu_labels(g), flag(g.mig_current))),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_mode_pending",
+        "1 if MIG mode will be in force after the next GPU reset; differs from current while a change waits.",
+        s.gpus.iter().map(|g| (gpu_labels(g), flag(g.mig_pending))),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_compute_slices_capacity",
+        "SM slices the GPU divides into (7, or 4 on A30 and RTX PRO 6000).",
+        s.gpus.iter().map(|g| (gpu_labels(g), g.compute_slices_capacity)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_compute_slices_used",
+        "SM slices held by GPU instances.",
+        s.gpus.iter().map(|g| (gpu_labels(g), g.compute_slices_used)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_memory_slices_capacity",
+        "Memory slices the GPU divides into (8, or 4 on A30 and RTX PRO 6000).",
+        s.gpus.iter().map(|g| (gpu_labels(g), g.memory_slices_capacity)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_memory_slices_used",
+        "Memory slices held by GPU instances.",
+        s.gpus.iter().map(|g| (gpu_labels(g), g.memory_slices_used)),
+    )
+}
+
+fn encode_profiles(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    let profiles = || {
+        s.gpus.iter().flat_map(|g| {
+            g.profiles.iter().map(move |p| {
+                let labels: Labels<4> = [
+                    ("gpu", Lv::N(g.index)),
+                    ("gpu_uuid", Lv::S(&g.uuid)),
+                    ("profile", Lv::S(&p.name)),
+                    ("profile_id", Lv::N(p.id)),
+                ];
+                (labels, p)
+            })
+        })
+    };
+    gauge(
+        enc,
+        "nvidia_mig_profile_max_instances",
+        "Instances of this GPU-instance profile that fit an empty GPU.",
+        profiles().map(|(l, p)| (l, p.max_instances)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_profile_remaining_instances",
+        "Instances of this profile that could still be created next to the existing ones (NVML remaining capacity).",
+        profiles().map(|(l, p)| (l, p.remaining_instances)),
+    )
+}
+
+fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_info",
+        "A GPU instance (GI) with its profile and placement; always 1.",
+        gis(s).map(|(g, gi)| {
+            let labels: Labels<7> = [
+                ("gpu", Lv::N(g.index)),
+                ("gpu_uuid", Lv::S(&g.uuid)),
+                ("gi", Lv::N(gi.id)),
+                ("profile", Lv::S(&gi.profile)),
+                ("profile_id", Lv::N(gi.profile_id)),
+                ("placement_start", Lv::N(gi.placement_start)),
+                ("placement_size", Lv::N(gi.placement_size)),
+            ];
+            (labels, 1u32)
+        }),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_compute_slices",
+        "SM slices of the GPU instance.",
+        gis(s).map(|(g, gi)| (gi_labels(g, gi), gi.compute_slices)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_compute_instances",
+        "Compute instances inside the GPU instance; 0 means CUDA cannot use it.",
+        gis(s).map(|(g, gi)| (gi_labels(g, gi), gi.compute_instances.len() as u64)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_memory_total_bytes",
+        "Framebuffer of the GPU instance.",
+        gis(s).map(|(g, gi)| (gi_labels(g, gi), gi.memory_total_bytes)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_memory_used_bytes",
+        "Framebuffer in use in the GPU instance.",
+        gis(s).filter_map(|(g, gi)| Some((gi_labels(g, gi), gi.memory_used_bytes?))),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_gpu_instance_dram_active_ratio",
+        "Fraction of cycles the GPU instance's memory interface was busy.",
+        gis(s).filter_map(|(g, gi)| Some((gi_labels(g, gi), gi.dram_active_ratio?))),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_compute_instance_info",
+        "A compute instance (CI), the unit CUDA sees as a MIG device; always 1.",
+        cis(s).map(|(g, gi, ci)| {
+            let labels: Labels<10> = [
+                ("gpu", Lv::N(g.index)),
+                ("gpu_uuid", Lv::S(&g.uuid)),
+                ("gi", Lv::N(gi.id)),
+                ("ci", Lv::N(ci.id)),
+                ("profile", Lv::S(&gi.profile)),
+                ("ci_profile", Lv::S(&ci.profile)),
+                ("ci_profile_id", Lv::N(ci.profile_id)),
+                ("placement_start", Lv::N(ci.placement_start)),
+                ("placement_size", Lv::N(ci.placement_size)),
+                ("mig_uuid", Lv::S(&ci.mig_uuid)),
+            ];
+            (labels, 1u32)
+        }),
+    )?;
+    let ci_ratio = |f: fn(&ComputeInstanceSnapshot) -> Option<f64>| {
+        cis(s).filter_map(move |(g, gi, ci)| Some((ci_labels(g, gi, ci), f(ci)?)))
+    };
+    gauge(
+        enc,
+        "nvidia_mig_compute_instance_sm_active_ratio",
+        "Fraction of the compute instance's SMs with at least one warp resident.",
+        ci_ratio(|ci| ci.sm_active_ratio),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_compute_instance_sm_occupancy_ratio",
+        "Resident warps over the maximum the compute instance's SMs hold.",
+        ci_ratio(|ci| ci.sm_occupancy_ratio),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_compute_instance_tensor_active_ratio",
+        "Fraction of cycles the compute instance's tensor pipes were busy.",
+        ci_ratio(|ci| ci.tensor_active_ratio),
+    )
+}
+
+fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    let build: Labels<2> = [
+        ("version", Lv::S(env!("CARGO_PKG_VERSION"))),
+        ("revision", Lv::S(crate::REVISION)),
+    ];
+    gauge(enc, "mig_exporter_build_info", "The exporter's build; always 1.", [(build, 1u32)])?;
+    let source = |h: &crate::model::SourceHealth| -> Labels<'static, 1> { [("source", Lv::S(h.name))] };
+    gauge(
+        enc,
+        "mig_exporter_source_up",
+        "1 if the source's last poll succeeded.",
+        s.sources.iter().map(|h| (source(h), flag(h.up))),
+    )?;
+    gauge(
+        enc,
+        "mig_exporter_last_successful_poll_timestamp_seconds",
+        "Unix time of the source's last successful poll.",
+        s.sources.iter().filter_map(|h| Some((source(h), h.last_success_seconds?))),
+    )?;
+    family(
+        enc,
+        "mig_exporter_poll_errors",
+        "Polls of the source that failed.",
+        MetricType::Counter,
+        s.sources.iter().map(|h| (source(h), h.errors_total)),
+        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None),
+    )?;
+    family(
+        enc,
+        "mig_exporter_poll_duration_seconds",
+        "Time one poll of the source took.",
+        MetricType::Histogram,
+        s.sources.iter().map(|h| (source(h), &h.poll_duration)),
+        |m, h| {
+            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum,
+                h.count,
+                &h.buckets(),
+                None,
+            )
+        },
+    )
+}

@@ -1,0 +1,240 @@
+//! The landing page: every GPU's slice map, rendered on the server from the
+//! published snapshot and refreshed by the browser every few seconds. No
+//! script is needed, so it works in any browser and in `curl`.
+
+use std::fmt::Write;
+
+use crate::model::{ComputeInstanceSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+
+const REFRESH_SECONDS: u32 = 5;
+
+const STYLE: &str = r#"
+body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d232b}
+h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
+.sources span{display:inline-block;padding:.1rem .5rem;border-radius:.7rem;margin-right:.4rem;font-size:.85rem}
+.up{background:#d7f5dd;color:#145c24}.down{background:#fde0e0;color:#8a1414}
+.gpu{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:.8rem 1rem;margin:.8rem 0}
+.gpu h2{font-size:1rem;margin:0 0 .4rem}.gpu .meta{color:#5b6673;font-size:.8rem;margin-bottom:.5rem}
+.warn{color:#8a4b00;font-weight:600}
+.slots{display:grid;gap:4px;grid-auto-rows:minmax(5.5rem,auto)}
+.slot{border:1px dashed #c3c9d1;border-radius:6px;color:#9aa3ad;font-size:.75rem;padding:.3rem}
+.gi{border-radius:6px;padding:.35rem .45rem;font-size:.78rem;background:#e4ecfb;border:1px solid #7d9fe0;overflow:hidden}
+.gi.noci{background:#fff1db;border-color:#e0a44a}
+.gi b{font-size:.85rem}.ci{margin-top:.25rem;padding:.2rem .3rem;background:#fff;border-radius:4px}
+.bar{height:5px;background:#e3e6ea;border-radius:3px;margin-top:2px}.bar i{display:block;height:5px;border-radius:3px;background:#3b7ddd}
+.uuid{font-family:ui-monospace,monospace;font-size:.68rem;color:#5b6673}
+.whole{padding:1rem;border:1px solid #c3c9d1;border-radius:6px;background:#eef0f3}
+table.cap{border-collapse:collapse;font-size:.75rem;margin-top:.5rem}table.cap td{padding:.1rem .5rem;border-top:1px solid #eef0f3}
+"#;
+
+pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
+    let mut html = String::with_capacity(32 * 1024);
+    let title = format!("mig-exporter on {}", escape(&snapshot.hostname));
+    let _ = write!(
+        html,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <title>{title}</title><style>{STYLE}</style></head><body>\
+         <h1>{title}</h1><div class=\"sub\">{} GPUs · driver {} · <a href=\"{}\">metrics</a> · \
+         <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></div>",
+        snapshot.gpus.len(),
+        escape(snapshot.driver_version.as_deref().unwrap_or("unknown")),
+        escape(telemetry_path),
+    );
+    html.push_str("<div class=\"sources\">");
+    for source in &snapshot.sources {
+        let (class, state) = if source.up { ("up", "up") } else { ("down", "down") };
+        let _ = write!(
+            html,
+            "<span class=\"{class}\" data-source=\"{}\">{} {state}{}</span>",
+            source.name,
+            source.name,
+            source
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {}", escape(e)))
+                .unwrap_or_default()
+        );
+    }
+    html.push_str("</div>");
+    for gpu in &snapshot.gpus {
+        render_gpu(&mut html, gpu);
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
+    let mode = |on: bool| if on { "enabled" } else { "disabled" };
+    let pending = if gpu.mig_current != gpu.mig_pending {
+        format!(" <span class=\"warn\">(pending: {} after reset)</span>", mode(gpu.mig_pending))
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        html,
+        "<section class=\"gpu\" data-gpu=\"{}\"><h2>GPU {} · {}</h2>\
+         <div class=\"meta\">{} · {} · MIG {}{pending} · {}/{} SM slices, {}/{} memory slices used</div>",
+        gpu.index,
+        gpu.index,
+        escape(&gpu.name),
+        escape(&gpu.uuid),
+        escape(&gpu.pci_bus_id),
+        mode(gpu.mig_current),
+        gpu.compute_slices_used,
+        gpu.compute_slices_capacity,
+        gpu.memory_slices_used,
+        gpu.memory_slices_capacity,
+    );
+    if !gpu.mig_current {
+        html.push_str("<div class=\"whole\">MIG is disabled: one whole GPU, no slices.</div></section>");
+        return;
+    }
+    let slots = gpu.memory_slices_capacity;
+    let _ = write!(
+        html,
+        "<div class=\"slots\" style=\"grid-template-columns:repeat({slots},1fr)\">"
+    );
+    let mut covered = vec![false; slots as usize];
+    for gi in &gpu.gpu_instances {
+        for slot in gi.placement_start..gi.placement_start + gi.placement_size {
+            if let Some(c) = covered.get_mut(slot as usize) {
+                *c = true;
+            }
+        }
+        render_gi(html, gi);
+    }
+    for (slot, _) in covered.iter().enumerate().filter(|(_, c)| !**c) {
+        let _ = write!(
+            html,
+            "<div class=\"slot\" data-free-slot=\"{slot}\" style=\"grid-column:{} / span 1;grid-row:1\">slot {slot}<br>free</div>",
+            slot + 1
+        );
+    }
+    html.push_str("</div><table class=\"cap\"><tr><td>profile</td><td>remaining / max</td></tr>");
+    for p in &gpu.profiles {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{} / {}</td></tr>",
+            escape(&p.name),
+            p.remaining_instances,
+            p.max_instances
+        );
+    }
+    html.push_str("</table></section>");
+}
+
+fn render_gi(html: &mut String, gi: &GpuInstanceSnapshot) {
+    let class = if gi.compute_instances.is_empty() { "gi noci" } else { "gi" };
+    let _ = write!(
+        html,
+        "<div class=\"{class}\" data-gi=\"{}\" data-profile=\"{}\" data-placement=\"{}:{}\" \
+         style=\"grid-column:{} / span {};grid-row:1\"><b>{}</b> · GI {} · {}:{}",
+        gi.id,
+        escape(&gi.profile),
+        gi.placement_start,
+        gi.placement_size,
+        gi.placement_start + 1,
+        gi.placement_size,
+        escape(&gi.profile),
+        gi.id,
+        gi.placement_start,
+        gi.placement_size,
+    );
+    if let (Some(used), total) = (gi.memory_used_bytes, gi.memory_total_bytes) {
+        let _ = write!(html, "<div>memory {} / {} GiB</div>", gib(used), gib(total));
+        bar(html, used as f64 / total.max(1) as f64);
+    }
+    if gi.compute_instances.is_empty() {
+        html.push_str("<div class=\"warn\">no compute instance: CUDA cannot use this slice</div>");
+    }
+    for ci in &gi.compute_instances {
+        render_ci(html, ci);
+    }
+    html.push_str("</div>");
+}
+
+fn render_ci(html: &mut String, ci: &ComputeInstanceSnapshot) {
+    let _ = write!(
+        html,
+        "<div class=\"ci\" data-ci=\"{}\">CI {} · {}<div class=\"uuid\">{}</div>",
+        ci.id,
+        ci.id,
+        escape(&ci.profile),
+        escape(&ci.mig_uuid)
+    );
+    if let Some(sm) = ci.sm_active_ratio {
+        let _ = write!(html, "SM active {:.0}%", sm * 100.0);
+        bar(html, sm);
+    }
+    html.push_str("</div>");
+}
+
+fn bar(html: &mut String, ratio: f64) {
+    let _ = write!(
+        html,
+        "<div class=\"bar\"><i style=\"width:{:.0}%\"></i></div>",
+        (ratio.clamp(0.0, 1.0) * 100.0)
+    );
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{scenarios, sim};
+
+    fn snapshot(scenario: &str) -> NodeSnapshot {
+        let r = sim::reading_from_world(&scenarios::build(scenario).unwrap());
+        NodeSnapshot {
+            hostname: r.hostname,
+            driver_version: r.driver_version,
+            gpus: r.gpus,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn draws_every_gi_at_its_placement_and_the_free_slots() {
+        let html = render(&snapshot("h100-mixed"), "/metrics");
+        // GPU 2: 4g.40gb at 0:4 (GI 1), 2g.20gb at 4:2 (GI 5), 1g.10gb at 6:1 (GI 13); slot 7 free.
+        let gpu2 = html.split("data-gpu=\"2\"").nth(1).unwrap().split("data-gpu=\"3\"").next().unwrap();
+        for (gi, profile, placement) in [(1, "4g.40gb", "0:4"), (5, "2g.20gb", "4:2"), (13, "1g.10gb", "6:1")] {
+            let tag = format!("data-gi=\"{gi}\" data-profile=\"{profile}\" data-placement=\"{placement}\"");
+            assert!(gpu2.contains(&tag), "missing {tag}");
+        }
+        assert!(gpu2.contains("data-free-slot=\"7\""));
+        assert!(!gpu2.contains("data-free-slot=\"6\""));
+    }
+
+    #[test]
+    fn says_when_mig_is_off_or_a_gi_has_no_ci() {
+        let html = render(&snapshot("h100-rebooted"), "/metrics");
+        assert_eq!(html.matches("MIG is disabled").count(), 8);
+        let html = render(&snapshot("gi-without-ci"), "/metrics");
+        assert_eq!(html.matches("gi noci").count(), 3);
+    }
+
+    #[test]
+    fn escapes_outside_text() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}

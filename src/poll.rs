@@ -1,0 +1,171 @@
+//! Runs the sources on their cadence and publishes complete snapshots.
+//!
+//! A poll builds a whole [`NodeSnapshot`] and swaps it in atomically; a scrape
+//! only ever reads the latest one. When a source fails, the next snapshot has
+//! nothing from it (no stale series) and says so in its [`SourceHealth`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::model::{DurationHistogram, NodeSnapshot, SourceHealth};
+use crate::source::{GeometrySource, NodeReading};
+
+/// The latest published snapshot, shared by the poller and every reader.
+#[derive(Debug, Default)]
+pub struct Published {
+    snapshot: ArcSwap<NodeSnapshot>,
+    ready: AtomicBool,
+}
+
+impl Published {
+    pub fn load(&self) -> Arc<NodeSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// True once a poll has completed, whether its source was up or not.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn publish(&self, snapshot: NodeSnapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Polls one geometry source and turns each reading into a snapshot.
+pub struct Poller {
+    source: Box<dyn GeometrySource>,
+    health: SourceHealth,
+}
+
+impl Poller {
+    pub fn new(source: Box<dyn GeometrySource>) -> Self {
+        let health = SourceHealth {
+            name: source.name(),
+            up: false,
+            last_error: None,
+            last_success_seconds: None,
+            errors_total: 0,
+            poll_duration: DurationHistogram::default(),
+        };
+        Poller { source, health }
+    }
+
+    /// One poll: read the source, account for it, build the snapshot.
+    pub fn poll_once(&mut self) -> NodeSnapshot {
+        let started = Instant::now();
+        let result = self.source.poll();
+        self.health.poll_duration.observe(started.elapsed().as_secs_f64());
+        let now = unix_now();
+        let reading = match result {
+            Ok(reading) => {
+                if !self.health.up {
+                    tracing::info!(source = self.health.name, gpus = reading.gpus.len(), "source is up");
+                }
+                self.health.up = true;
+                self.health.last_error = None;
+                self.health.last_success_seconds = Some(now);
+                reading
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                if self.health.last_error.as_deref() != Some(&message) {
+                    tracing::warn!(source = self.health.name, error = %message, "poll failed");
+                }
+                self.health.up = false;
+                self.health.errors_total += 1;
+                self.health.last_error = Some(message);
+                NodeReading::default()
+            }
+        };
+        NodeSnapshot {
+            taken_at_seconds: now,
+            hostname: reading.hostname,
+            boot_id: reading.boot_id,
+            driver_version: reading.driver_version,
+            gpus: reading.gpus,
+            sources: vec![self.health.clone()],
+        }
+    }
+
+    /// Polls forever on `interval`, publishing each snapshot. The source runs
+    /// on a blocking thread so a slow driver call never stalls the HTTP server.
+    pub async fn run(mut self, interval: Duration, published: Arc<Published>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let joined = tokio::task::spawn_blocking(move || {
+                let snapshot = self.poll_once();
+                (self, snapshot)
+            })
+            .await;
+            match joined {
+                Ok((poller, snapshot)) => {
+                    self = poller;
+                    published.publish(snapshot);
+                }
+                Err(e) => {
+                    // A panicking source would be a bug; stop polling rather than spin.
+                    tracing::error!(error = %e, "poller task failed; geometry is no longer updated");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GpuSnapshot;
+
+    struct Flaky {
+        fail: bool,
+    }
+
+    impl GeometrySource for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn poll(&mut self) -> anyhow::Result<NodeReading> {
+            if self.fail {
+                anyhow::bail!("driver gone")
+            }
+            let reading = crate::source::sim::reading_from_world(&crate::source::scenarios::build("h100-mixed")?);
+            Ok(NodeReading {
+                gpus: reading.gpus.into_iter().take(1).collect::<Vec<GpuSnapshot>>(),
+                ..reading
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_poll_publishes_no_geometry_and_says_why() {
+        let mut poller = Poller::new(Box::new(Flaky { fail: false }));
+        let ok = poller.poll_once();
+        assert_eq!(ok.gpus.len(), 1);
+        assert!(ok.sources[0].up);
+
+        let mut poller = Poller {
+            source: Box::new(Flaky { fail: true }),
+            health: ok.sources[0].clone(),
+        };
+        let failed = poller.poll_once();
+        assert!(failed.gpus.is_empty(), "no stale series from a failed read");
+        let health = &failed.sources[0];
+        assert!(!health.up);
+        assert_eq!(health.errors_total, 1);
+        assert_eq!(health.last_error.as_deref(), Some("driver gone"));
+        assert_eq!(health.last_success_seconds, ok.sources[0].last_success_seconds);
+        assert_eq!(health.poll_duration.count, 2);
+    }
+}

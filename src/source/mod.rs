@@ -1,0 +1,24 @@
+//! Backends the pollers read. Each sits behind [`GeometrySource`] so that the
+//! poller, the snapshot and the exposition never know which one is in use.
+
+pub mod scenarios;
+pub mod sim;
+
+use crate::model::GpuSnapshot;
+
+/// What one poll of a geometry source read off the node.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeReading {
+    pub hostname: String,
+    pub boot_id: Option<String>,
+    pub driver_version: Option<String>,
+    pub gpus: Vec<GpuSnapshot>,
+}
+
+/// A source of MIG geometry (and, for the simulator, load).
+pub trait GeometrySource: Send {
+    /// The `source` label value (`sim`, `nvml`).
+    fn name(&self) -> &'static str;
+    /// Reads the node once. Runs on a blocking thread; may take milliseconds.
+    fn poll(&mut self) -> anyhow::Result<NodeReading>;
+}
