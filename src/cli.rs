@@ -18,7 +18,11 @@ use crate::source::GeometrySource;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:10110";
 
 #[derive(Debug, Parser)]
-#[command(name = "mig-exporter", version, about = "Prometheus exporter for NVIDIA MIG geometry, utilization and drift")]
+#[command(
+    name = "mig-exporter",
+    version,
+    about = "Prometheus exporter for NVIDIA MIG geometry, utilization and drift"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -129,7 +133,9 @@ fn init_logging(args: &ServeArgs) {
         LogLevel::Warn => tracing::Level::WARN,
         LogLevel::Error => tracing::Level::ERROR,
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Logfmt => builder.compact().with_ansi(false).init(),
         LogFormat::Json => builder.json().init(),

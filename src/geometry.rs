@@ -99,7 +99,12 @@ mod tests {
         let out = render(&reading, OutputFormat::Table);
         assert_eq!(out.matches("(no compute instance)").count(), 3, "{out}");
         let mig_uuids = out.matches(" MIG-").count();
-        let cis: usize = reading.gpus.iter().flat_map(|g| &g.gpu_instances).map(|gi| gi.compute_instances.len()).sum();
+        let cis: usize = reading
+            .gpus
+            .iter()
+            .flat_map(|g| &g.gpu_instances)
+            .map(|gi| gi.compute_instances.len())
+            .sum();
         assert_eq!(mig_uuids, cis);
         assert!(out.contains("Remaining capacity: 1g.10gb 0/7"), "{out}");
     }
@@ -110,6 +115,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render(&reading, OutputFormat::Json)).unwrap();
         assert_eq!(v["gpus"].as_array().unwrap().len(), 8);
         assert_eq!(v["gpus"][3]["gpu_instances"][0]["profile"], "7g.80gb");
-        assert_eq!(v["gpus"][3]["gpu_instances"][0]["compute_instances"][0]["profile"], "7g.80gb");
+        assert_eq!(
+            v["gpus"][3]["gpu_instances"][0]["compute_instances"][0]["profile"],
+            "7g.80gb"
+        );
     }
 }

@@ -64,7 +64,11 @@ impl Poller {
         let reading = match result {
             Ok(reading) => {
                 if !self.health.up {
-                    tracing::info!(source = self.health.name, gpus = reading.gpus.len(), "source is up");
+                    tracing::info!(
+                        source = self.health.name,
+                        gpus = reading.gpus.len(),
+                        "source is up"
+                    );
                 }
                 self.health.up = true;
                 self.health.last_error = None;
@@ -120,7 +124,9 @@ impl Poller {
 }
 
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -140,7 +146,8 @@ mod tests {
             if self.fail {
                 anyhow::bail!("driver gone")
             }
-            let reading = crate::source::sim::reading_from_world(&crate::source::scenarios::build("h100-mixed")?);
+            let reading =
+                crate::source::sim::reading_from_world(&crate::source::scenarios::build("h100-mixed")?);
             Ok(NodeReading {
                 gpus: reading.gpus.into_iter().take(1).collect::<Vec<GpuSnapshot>>(),
                 ..reading

@@ -133,7 +133,9 @@ where
     V: EncodeGaugeValue,
     I: IntoIterator<Item = (L, V)>,
 {
-    family(enc, name, help, MetricType::Gauge, series, |m, v| m.encode_gauge(v))
+    family(enc, name, help, MetricType::Gauge, series, |m, v| {
+        m.encode_gauge(v)
+    })
 }
 
 fn family<L, V, I>(
@@ -160,7 +162,9 @@ where
 }
 
 fn gis(s: &NodeSnapshot) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot)> {
-    s.gpus.iter().flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
+    s.gpus
+        .iter()
+        .flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
 }
 
 fn cis(
@@ -230,13 +234,13 @@ fn encode_gpus(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt:
     gauge(
         enc,
         "nvidia_mig_memory_slices_capacity",
-        "Memory slices the GPU divides into (8, or 4 on A30 and RTX PRO 6000).",
+        "Memory placement slots of the GPU (8; 4 on A30; 12 on RTX PRO 6000, 3 per quarter).",
         s.gpus.iter().map(|g| (gpu_labels(g), g.memory_slices_capacity)),
     )?;
     gauge(
         enc,
         "nvidia_mig_memory_slices_used",
-        "Memory slices held by GPU instances.",
+        "Memory placement slots held by GPU instances.",
         s.gpus.iter().map(|g| (gpu_labels(g), g.memory_slices_used)),
     )
 }
@@ -365,7 +369,12 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
         ("version", Lv::S(env!("CARGO_PKG_VERSION"))),
         ("revision", Lv::S(crate::REVISION)),
     ];
-    gauge(enc, "mig_exporter_build_info", "The exporter's build; always 1.", [(build, 1u32)])?;
+    gauge(
+        enc,
+        "mig_exporter_build_info",
+        "The exporter's build; always 1.",
+        [(build, 1u32)],
+    )?;
     let source = |h: &crate::model::SourceHealth| -> Labels<'static, 1> { [("source", Lv::S(h.name))] };
     gauge(
         enc,
@@ -377,7 +386,9 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
         enc,
         "mig_exporter_last_successful_poll_timestamp_seconds",
         "Unix time of the source's last successful poll.",
-        s.sources.iter().filter_map(|h| Some((source(h), h.last_success_seconds?))),
+        s.sources
+            .iter()
+            .filter_map(|h| Some((source(h), h.last_success_seconds?))),
     )?;
     family(
         enc,
@@ -394,12 +405,7 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
         MetricType::Histogram,
         s.sources.iter().map(|h| (source(h), &h.poll_duration)),
         |m, h| {
-            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                h.sum,
-                h.count,
-                &h.buckets(),
-                None,
-            )
+            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets(), None)
         },
     )
 }

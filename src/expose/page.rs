@@ -67,7 +67,10 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
 fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
     let mode = |on: bool| if on { "enabled" } else { "disabled" };
     let pending = if gpu.mig_current != gpu.mig_pending {
-        format!(" <span class=\"warn\">(pending: {} after reset)</span>", mode(gpu.mig_pending))
+        format!(
+            " <span class=\"warn\">(pending: {} after reset)</span>",
+            mode(gpu.mig_pending)
+        )
     } else {
         String::new()
     };
@@ -125,7 +128,11 @@ fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
 }
 
 fn render_gi(html: &mut String, gi: &GpuInstanceSnapshot) {
-    let class = if gi.compute_instances.is_empty() { "gi noci" } else { "gi" };
+    let class = if gi.compute_instances.is_empty() {
+        "gi noci"
+    } else {
+        "gi"
+    };
     let _ = write!(
         html,
         "<div class=\"{class}\" data-gi=\"{}\" data-profile=\"{}\" data-placement=\"{}:{}\" \
@@ -216,8 +223,18 @@ mod tests {
     fn draws_every_gi_at_its_placement_and_the_free_slots() {
         let html = render(&snapshot("h100-mixed"), "/metrics");
         // GPU 2: 4g.40gb at 0:4 (GI 1), 2g.20gb at 4:2 (GI 5), 1g.10gb at 6:1 (GI 13); slot 7 free.
-        let gpu2 = html.split("data-gpu=\"2\"").nth(1).unwrap().split("data-gpu=\"3\"").next().unwrap();
-        for (gi, profile, placement) in [(1, "4g.40gb", "0:4"), (5, "2g.20gb", "4:2"), (13, "1g.10gb", "6:1")] {
+        let gpu2 = html
+            .split("data-gpu=\"2\"")
+            .nth(1)
+            .unwrap()
+            .split("data-gpu=\"3\"")
+            .next()
+            .unwrap();
+        for (gi, profile, placement) in [
+            (1, "4g.40gb", "0:4"),
+            (5, "2g.20gb", "4:2"),
+            (13, "1g.10gb", "6:1"),
+        ] {
             let tag = format!("data-gi=\"{gi}\" data-profile=\"{profile}\" data-placement=\"{placement}\"");
             assert!(gpu2.contains(&tag), "missing {tag}");
         }
@@ -235,6 +252,9 @@ mod tests {
 
     #[test]
     fn escapes_outside_text() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -99,7 +99,9 @@ pub struct DurationHistogram {
 
 /// Seconds: geometry polls take well under a millisecond on the simulator and
 /// a few on real hardware (MIG mode alone is ~160 µs per GPU).
-pub const POLL_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+pub const POLL_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 impl Default for DurationHistogram {
     fn default() -> Self {
@@ -114,7 +116,11 @@ impl Default for DurationHistogram {
 
 impl DurationHistogram {
     pub fn observe(&mut self, seconds: f64) {
-        let i = self.bounds.iter().position(|b| seconds <= *b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(self.bounds.len());
         self.counts[i] += 1;
         self.sum += seconds;
         self.count += 1;
@@ -123,7 +129,12 @@ impl DurationHistogram {
     /// `(upper bound, count in that bucket)` pairs ending with `+Inf`; the
     /// encoder accumulates them.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
-        self.bounds.iter().copied().chain([f64::INFINITY]).zip(self.counts.iter().copied()).collect()
+        self.bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().copied())
+            .collect()
     }
 }
 

@@ -6,11 +6,26 @@ use mig_model::{CiLoad, GiLoad, MigError, Product, World};
 
 /// (name, what it shows)
 pub const SCENARIOS: &[(&str, &str)] = &[
-    ("h100-mixed", "8x H100 80GB, MIG on, a different mix of profiles on every GPU, under load"),
-    ("a100-single", "8x A100-SXM4-40GB, MIG on, seven 1g.5gb on every GPU (single strategy)"),
-    ("h100-rebooted", "8x H100 80GB just after a reboot: MIG mode and every instance gone"),
-    ("gi-without-ci", "8x H100 80GB where some GPU instances were created without compute instances"),
-    ("a100-pending", "8x A100-SXM4-40GB where enabling MIG was refused on GPU 1 (clients attached)"),
+    (
+        "h100-mixed",
+        "8x H100 80GB, MIG on, a different mix of profiles on every GPU, under load",
+    ),
+    (
+        "a100-single",
+        "8x A100-SXM4-40GB, MIG on, seven 1g.5gb on every GPU (single strategy)",
+    ),
+    (
+        "h100-rebooted",
+        "8x H100 80GB just after a reboot: MIG mode and every instance gone",
+    ),
+    (
+        "gi-without-ci",
+        "8x H100 80GB where some GPU instances were created without compute instances",
+    ),
+    (
+        "a100-pending",
+        "8x A100-SXM4-40GB where enabling MIG was refused on GPU 1 (clients attached)",
+    ),
 ];
 
 pub const DEFAULT_SCENARIO: &str = "h100-mixed";
@@ -33,7 +48,11 @@ pub fn build(name: &str) -> Result<World, ScenarioError> {
         }),
         "gi-without-ci" => gi_without_ci(),
         "a100-pending" => a100_pending(),
-        other => return Err(ScenarioError::Unknown { name: other.to_string() }),
+        other => {
+            return Err(ScenarioError::Unknown {
+                name: other.to_string(),
+            })
+        }
     };
     built.map_err(|e| ScenarioError::Build(name.to_string(), e))
 }
@@ -148,25 +167,42 @@ mod tests {
     #[test]
     fn scenarios_show_what_they_promise() {
         let mixed = build("h100-mixed").unwrap();
-        assert!(mixed.gpus.iter().all(|g| g.mig.current && !g.gpu_instances.is_empty()));
-        let shapes: std::collections::BTreeSet<_> =
-            mixed.gpus.iter().flat_map(|g| g.gpu_instances.iter().map(|gi| gi.profile_id)).collect();
+        assert!(mixed
+            .gpus
+            .iter()
+            .all(|g| g.mig.current && !g.gpu_instances.is_empty()));
+        let shapes: std::collections::BTreeSet<_> = mixed
+            .gpus
+            .iter()
+            .flat_map(|g| g.gpu_instances.iter().map(|gi| gi.profile_id))
+            .collect();
         assert_eq!(shapes.len(), 7, "every H100 profile appears");
 
         let rebooted = build("h100-rebooted").unwrap();
-        assert!(rebooted.gpus.iter().all(|g| !g.mig.current && g.gpu_instances.is_empty()));
+        assert!(rebooted
+            .gpus
+            .iter()
+            .all(|g| !g.mig.current && g.gpu_instances.is_empty()));
         assert_ne!(rebooted.boot_id, mixed.boot_id);
 
         let bare = build("gi-without-ci").unwrap();
         let empty: Vec<_> = bare
             .gpus
             .iter()
-            .flat_map(|g| g.gpu_instances.iter().filter(|gi| gi.compute_instances.is_empty()).map(|gi| (g.index, gi.id)))
+            .flat_map(|g| {
+                g.gpu_instances
+                    .iter()
+                    .filter(|gi| gi.compute_instances.is_empty())
+                    .map(|gi| (g.index, gi.id))
+            })
             .collect();
         assert_eq!(empty, vec![(2, 5), (4, 3), (4, 4)]);
 
         let single = build("a100-single").unwrap();
-        assert!(single.gpus.iter().all(|g| g.gpu_instances.len() == 7 && g.gpu_instances.iter().all(|gi| gi.profile_id == 19)));
+        assert!(single
+            .gpus
+            .iter()
+            .all(|g| g.gpu_instances.len() == 7 && g.gpu_instances.iter().all(|gi| gi.profile_id == 19)));
 
         let pending = build("a100-pending").unwrap();
         assert!(pending.gpus[1].mig.current && !pending.gpus[1].mig.pending);
@@ -175,6 +211,9 @@ mod tests {
     #[test]
     fn unknown_scenario_lists_the_known_ones() {
         let e = build("h100").unwrap_err().to_string();
-        assert!(e.contains("'h100'") && e.contains("h100-mixed") && e.contains("gi-without-ci"), "{e}");
+        assert!(
+            e.contains("'h100'") && e.contains("h100-mixed") && e.contains("gi-without-ci"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Where GPU instances sit in a GPU's memory slots, and what still fits.
 //!
-//! A GPU has `memory_slots` slots (8, or 4 on the quarter-granularity products)
-//! and `compute_slices` SM slices (7, or 4). A GPU instance occupies the slots
+//! A GPU has `memory_slots` slots (8; 4 on A30; 12 on RTX PRO 6000, whose
+//! quarter slices span 3 slots each) and `compute_slices` SM slices (7, or 4). A GPU instance occupies the slots
 //! `[start, start + size)` of one of its profile's placements and the profile's
 //! SM slices. Two instances may not share a slot, the SM slices may not exceed
 //! the budget, and a profile may not exceed its own instance count.
@@ -156,10 +156,42 @@ impl<'a> Placer<'a> {
     }
 
     /// Where the driver puts the next instance of `profile` when no placement
-    /// is given: the free placement with the highest start, as NVIDIA's
-    /// examples show (`-cgi 19,14,5` on an empty A100 yields 6:1, 4:2, 0:4).
+    /// is given: the free placement that leaves the most instances of every
+    /// profile creatable afterwards, the lowest start on a tie. This keeps
+    /// large profiles possible, and reproduces every published sequence we
+    /// know: `-cgi 19,14,5` on an empty A100 gives 6:1, 4:2, 0:4;
+    /// `-cgi 9,19,14,19` gives 4:4, 0:1, 2:2, 1:1; a lone `1g` on an A30 or
+    /// RTX PRO 6000 starts at 0.
     pub fn next_placement(&self, profile: &GiProfile) -> Option<Placement> {
-        self.free_placements(profile).pop()
+        let mut best: Option<(u32, Placement)> = None;
+        for placement in self.free_placements(profile) {
+            let after = self.with(profile, placement);
+            let room: u32 = self
+                .spec
+                .profiles
+                .iter()
+                .map(|p| after.remaining_capacity(p))
+                .sum();
+            if best.is_none_or(|(most, _)| room > most) {
+                best = Some((room, placement));
+            }
+        }
+        best.map(|(_, placement)| placement)
+    }
+
+    /// This placer with one more instance of `profile` at `placement`.
+    fn with(&self, profile: &GiProfile, placement: Placement) -> Placer<'a> {
+        let mut next = Placer {
+            spec: self.spec,
+            occupied: self.occupied,
+            counts: self.counts.clone(),
+        };
+        next.occupied.add(profile, placement);
+        match next.counts.iter_mut().find(|(id, _)| *id == profile.id) {
+            Some((_, n)) => *n += 1,
+            None => next.counts.push((profile.id, 1)),
+        }
+        next
     }
 
     /// How many more instances of `profile` could be created from here, the
@@ -219,9 +251,16 @@ mod tests {
             Err(Refusal::NotAPlacement)
         );
         assert_eq!(placer.check(p1g, Placement::new(5, 1)), Err(Refusal::Collides));
-        assert_eq!(placer.next_placement(p1g), Some(Placement::new(3, 1)));
+        // Every 1g kills the 4g and one 2g either way: the lowest start wins the tie.
+        assert_eq!(placer.next_placement(p1g), Some(Placement::new(0, 1)));
         assert_eq!(placer.remaining_capacity(p1g), 4);
         // 4g + 3g uses all 7 SM slices: nothing else fits even where slots are free.
+        let empty = Placer::new(product.spec(), []);
+        assert_eq!(
+            empty.next_placement(p1g),
+            Some(Placement::new(6, 1)),
+            "keeps 0:4 for a 4g"
+        );
         let full = Placer::new(
             product.spec(),
             [(p3g, Placement::new(4, 4)), (p4g, Placement::new(0, 4))],

@@ -74,7 +74,8 @@ pub struct ProductSpec {
     pub sm_count: u32,
     /// SM slices a GPU divides into (7, or 4 on A30 and RTX PRO 6000).
     pub compute_slices: u32,
-    /// Memory slots a GPU divides into (8, or 4 on A30 and RTX PRO 6000).
+    /// Placement slots of the memory (8; 4 on A30; 12 on RTX PRO 6000, where
+    /// each quarter of the memory spans 3 slots, as its NVML placements show).
     pub memory_slots: u32,
     /// GPU-instance profiles in `nvidia-smi mig -lgip` order.
     pub profiles: &'static [GiProfile],

@@ -479,7 +479,7 @@ mod tests {
         let mut w = h100_node();
         let gpu = w.gpu_mut(0).unwrap();
         let gi = gpu.create_gpu_instance(9, None).unwrap();
-        assert_eq!(gi, 2, "first 3g.40gb lands at 4:4, GI 2");
+        assert_eq!(gi, 2, "first 3g.40gb lands at 4:4, GI 2, keeping 0:4 for a 4g");
         assert!(gpu.gpu_instance(gi).unwrap().compute_instances.is_empty());
         let ci = gpu.create_compute_instance(gi, None).unwrap();
         let c = &gpu.gpu_instance(gi).unwrap().compute_instances[0];

@@ -1,0 +1,523 @@
+//! End to end: the real `mig-exporter` and `mig-sim` binaries on a World file,
+//! scraped over HTTP, checked with Prometheus's `promtool` and rendered in
+//! headless Chromium. The test command (`scripts/test.sh`) installs both.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
+
+/// `mig-sim` is built beside the exporter by `cargo test --workspace`.
+fn mig_sim_path() -> PathBuf {
+    let path = Path::new(EXPORTER).with_file_name("mig-sim");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+fn mig_sim(world: &Path, args: &[&str]) -> Output {
+    let out = Command::new(mig_sim_path())
+        .args(args)
+        .env("MIG_WORLD", world)
+        .output()
+        .expect("run mig-sim");
+    assert!(
+        out.status.success(),
+        "mig-sim {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A running exporter on an ephemeral loopback port, killed on drop.
+struct Exporter {
+    child: Child,
+    address: String,
+}
+
+impl Exporter {
+    fn start(args: &[&str]) -> Exporter {
+        let mut child = Command::new(EXPORTER)
+            .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mig-exporter");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("exporter exited before listening")
+                .expect("read stderr");
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+        };
+        // Keep draining the log so the exporter never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let exporter = Exporter { child, address };
+        wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
+        exporter
+    }
+
+    /// A minimal HTTP/1.1 GET: status and body.
+    fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Connection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics", None);
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Series identities (`name{labels}`) of the MIG and GPU families.
+fn series(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+fn value(exposition: &str, key: &str) -> Option<String> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(str::to_string)
+    })
+}
+
+fn world_with_two_3g(dir: &Path) -> PathBuf {
+    let world = dir.join("world.json");
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            "2",
+            "--product",
+            "h100-80gb",
+            world.to_str().unwrap(),
+        ],
+    );
+    mig_sim(&world, &["-mig", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,9", "-C"]);
+    world
+}
+
+const GI_FAMILIES: [&str; 6] = [
+    "nvidia_mig_gpu_instance_info",
+    "nvidia_mig_gpu_instance_compute_slices",
+    "nvidia_mig_gpu_instance_compute_instances",
+    "nvidia_mig_gpu_instance_memory_total_bytes",
+    "nvidia_mig_gpu_instance_memory_used_bytes",
+    "nvidia_mig_gpu_instance_dram_active_ratio",
+];
+const CI_FAMILIES: [&str; 4] = [
+    "nvidia_mig_compute_instance_info",
+    "nvidia_mig_compute_instance_sm_active_ratio",
+    "nvidia_mig_compute_instance_sm_occupancy_ratio",
+    "nvidia_mig_compute_instance_tensor_active_ratio",
+];
+
+/// The series one GI (and its CIs) contributes, found by their labels.
+fn series_of_gi(all: &BTreeSet<String>, gi: u32) -> BTreeSet<String> {
+    let tag = "gpu=\"0\",";
+    let gi_tag = format!(",gi=\"{gi}\"");
+    all.iter()
+        .filter(|s| s.contains(tag) && s.contains(&gi_tag))
+        .cloned()
+        .collect()
+}
+
+fn families(keys: &BTreeSet<String>) -> Vec<String> {
+    keys.iter()
+        .map(|k| k.split('{').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn reconfiguring_with_mig_sim_adds_and_removes_exactly_the_affected_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world_with_two_3g(dir.path());
+    let exporter = Exporter::start(&["--world", world.to_str().unwrap()]);
+
+    let before_text = exporter.metrics();
+    let before = series(&before_text);
+    // The first 3g.40gb lands at 4:4 (GI 2), the second at 0:4 (GI 1).
+    let gi1 = series_of_gi(&before, 1);
+    assert_eq!(gi1.len(), GI_FAMILIES.len() + CI_FAMILIES.len(), "{gi1:#?}");
+    assert!(gi1
+        .iter()
+        .any(|k| k.starts_with("nvidia_mig_gpu_instance_info{") && k.contains("placement_start=\"0\"")));
+
+    // Replace GI 1 (0:4) with two 1g.10gb: the driver puts them at 0:1 (GI 7) and 1:1 (GI 8),
+    // keeping 2:2 free for a 2g.
+    mig_sim(&world, &["-i", "0", "mig", "-dci", "-gi", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-dgi", "-gi", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "19,19", "-C"]);
+
+    let mut after_text = String::new();
+    wait_for(
+        || {
+            after_text = exporter.metrics();
+            !series_of_gi(&series(&after_text), 8).is_empty()
+        },
+        "the new GPU instances in /metrics",
+    );
+    let after = series(&after_text);
+
+    let vanished: BTreeSet<String> = before.difference(&after).cloned().collect();
+    let appeared: BTreeSet<String> = after.difference(&before).cloned().collect();
+    assert_eq!(vanished, gi1, "exactly GI 1 and its CI vanished");
+    let mut expected_appeared = series_of_gi(&after, 9);
+    expected_appeared.extend(series_of_gi(&after, 10));
+    assert_eq!(
+        appeared, expected_appeared,
+        "exactly GIs 9 and 10 and their CIs appeared"
+    );
+    let mut fams = families(&appeared);
+    fams.sort();
+    fams.dedup();
+    let mut expected_fams: Vec<String> = GI_FAMILIES
+        .iter()
+        .chain(&CI_FAMILIES)
+        .map(|s| s.to_string())
+        .collect();
+    expected_fams.sort();
+    assert_eq!(fams, expected_fams);
+    assert_eq!(appeared.len(), 2 * (GI_FAMILIES.len() + CI_FAMILIES.len()));
+
+    // Placement labels are the driver's.
+    assert!(appeared
+        .iter()
+        .any(|k| k.starts_with("nvidia_mig_gpu_instance_info{")
+            && k.contains(
+                "gi=\"8\",profile=\"1g.10gb\",profile_id=\"19\",placement_start=\"1\",placement_size=\"1\""
+            )));
+    // Capacity follows: 5 of 7 SM slices used on GPU 0 now (3g + 1g + 1g).
+    let used = |text: &str| {
+        let key = text
+            .lines()
+            .find(|l| l.starts_with("nvidia_mig_compute_slices_used{gpu=\"0\""))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.to_string());
+        key.unwrap_or_default()
+    };
+    assert_eq!(used(&before_text), "6");
+    assert_eq!(used(&after_text), "5");
+}
+
+#[test]
+fn load_set_with_mig_sim_shows_on_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world_with_two_3g(dir.path());
+    let exporter = Exporter::start(&["--world", world.to_str().unwrap()]);
+    mig_sim(
+        &world,
+        &[
+            "load",
+            "--gpu",
+            "0",
+            "--gi",
+            "2",
+            "--sm-active",
+            "0.75",
+            "--dram-active",
+            "0.5",
+        ],
+    );
+    wait_for(
+        || {
+            let text = exporter.metrics();
+            text.lines().any(|l| {
+                l.starts_with("nvidia_mig_compute_instance_sm_active_ratio{gpu=\"0\"")
+                    && l.contains("gi=\"2\"")
+                    && l.ends_with(" 0.75")
+            }) && text.lines().any(|l| {
+                l.starts_with("nvidia_mig_gpu_instance_dram_active_ratio{gpu=\"0\"")
+                    && l.contains("gi=\"2\"")
+                    && l.ends_with(" 0.5")
+            })
+        },
+        "the load in /metrics",
+    );
+}
+
+#[test]
+fn a_broken_world_file_drops_every_series_and_recovers_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world_with_two_3g(dir.path());
+    let good = std::fs::read(&world).unwrap();
+    let exporter = Exporter::start(&["--world", world.to_str().unwrap()]);
+    assert!(!series(&exporter.metrics()).is_empty());
+
+    std::fs::write(&world, b"{ not json").unwrap();
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"sim\"}").as_deref() == Some("0"),
+        "source_up 0",
+    );
+    let broken = exporter.metrics();
+    assert!(
+        series(&broken).is_empty(),
+        "no stale geometry while the source is down"
+    );
+    let errors: f64 = value(&broken, "mig_exporter_poll_errors_total{source=\"sim\"}")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(errors >= 1.0);
+    let (_, page) = exporter.get("/", None);
+    assert!(
+        page.contains("sim down") && page.contains("world.json"),
+        "landing page says why"
+    );
+
+    std::fs::write(&world, good).unwrap();
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"sim\"}").as_deref() == Some("1"),
+        "source_up back to 1",
+    );
+    assert!(!series(&exporter.metrics()).is_empty());
+}
+
+#[test]
+fn endpoints_and_content_negotiation() {
+    let exporter = Exporter::start(&["--simulate", "h100-mixed"]);
+    assert_eq!(exporter.get("/healthz", None).0, 200);
+    assert_eq!(exporter.get("/readyz", None).0, 200);
+    assert_eq!(exporter.get("/nope", None).0, 404);
+    let (status, om) = exporter.get(
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(status, 200);
+    assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with EOF");
+    let text = exporter.metrics();
+    assert!(!text.contains("# EOF"));
+    assert_eq!(series(&om), series(&text), "same series in both formats");
+}
+
+fn promtool() -> PathBuf {
+    which("promtool").expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn promtool_accepts_every_scenarios_exposition() {
+    for scenario in [
+        "h100-mixed",
+        "a100-single",
+        "h100-rebooted",
+        "gi-without-ci",
+        "a100-pending",
+    ] {
+        let exporter = Exporter::start(&["--simulate", scenario]);
+        let text = exporter.metrics();
+        let mut check = Command::new(promtool())
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed for {scenario}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn landing_page_in_chromium_draws_the_worlds_gis() {
+    let chromium = which("chromium")
+        .or_else(|| which("chromium-browser"))
+        .expect("chromium not found: scripts/test.sh installs it (Debian package chromium)");
+    let dir = tempfile::tempdir().unwrap();
+    let world = world_with_two_3g(dir.path());
+    mig_sim(&world, &["-i", "1", "mig", "-cgi", "19,14,5", "-C"]);
+    let exporter = Exporter::start(&["--world", world.to_str().unwrap()]);
+    let profile_dir = dir.path().join("chromium-profile");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile_dir.display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/", exporter.address))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let world: serde_json::Value = serde_json::from_slice(&std::fs::read(&world).unwrap()).unwrap();
+    let mut drawn = 0;
+    for gpu in world["gpus"].as_array().unwrap() {
+        let section = dom
+            .split(&format!("data-gpu=\"{}\"", gpu["index"]))
+            .nth(1)
+            .expect("a section per GPU")
+            .split("data-gpu=")
+            .next()
+            .unwrap()
+            .to_string();
+        for gi in gpu["gpu_instances"].as_array().unwrap() {
+            let placement = format!("{}:{}", gi["placement"]["start"], gi["placement"]["size"]);
+            let tag = format!("data-gi=\"{}\"", gi["id"]);
+            let block = section
+                .split(&tag)
+                .nth(1)
+                .unwrap_or_else(|| panic!("GI {} not drawn", gi["id"]));
+            assert!(
+                block.contains(&format!("data-placement=\"{placement}\"")),
+                "GI {} at {placement}",
+                gi["id"]
+            );
+            for ci in gi["compute_instances"].as_array().unwrap() {
+                assert!(
+                    section.contains(ci["uuid"].as_str().unwrap()),
+                    "CI {} shown",
+                    ci["uuid"]
+                );
+            }
+            drawn += 1;
+        }
+    }
+    assert_eq!(drawn, 5, "2 GIs on GPU 0 and 3 on GPU 1");
+}
+
+#[test]
+fn bad_input_exits_non_zero_and_names_the_problem() {
+    let out = Command::new(EXPORTER)
+        .args(["--simulate", "h100"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown scenario 'h100'") && err.contains("h100-mixed"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("broken.json");
+    std::fs::write(&world, b"{\"format\": 1,").unwrap();
+    for args in [
+        vec!["--world", world.to_str().unwrap()],
+        vec!["geometry", "--world", world.to_str().unwrap()],
+    ] {
+        let out = Command::new(EXPORTER).args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("broken.json") && err.contains("line 1"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(&world).unwrap(),
+        b"{\"format\": 1,",
+        "input left untouched"
+    );
+
+    let out = Command::new(EXPORTER)
+        .args(["--world", "/nonexistent/world.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/world.json"));
+}
+
+#[test]
+fn geometry_json_matches_the_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world_with_two_3g(dir.path());
+    let out = Command::new(EXPORTER)
+        .args(["geometry", "--output", "json", "--world", world.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&std::fs::read(&world).unwrap()).unwrap();
+    let gis = |gpu: &serde_json::Value, key: &str| -> Vec<(u64, u64)> {
+        gpu["gpu_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|gi| (gi["id"].as_u64().unwrap(), gi[key].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(gis(&v["gpus"][0], "profile_id"), gis(&w["gpus"][0], "profile_id"));
+    assert_eq!(v["gpus"][1]["mig_current"], true);
+    assert_eq!(
+        v["gpus"][0]["gpu_instances"][0]["compute_instances"][0]["mig_uuid"],
+        w["gpus"][0]["gpu_instances"][0]["compute_instances"][0]["uuid"]
+    );
+}
