@@ -126,22 +126,6 @@ impl SourceArgs {
     }
 }
 
-fn init_logging(args: &ServeArgs) {
-    let level = match args.log_level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Logfmt => builder.compact().with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Geometry(args)) => {
@@ -155,7 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args);
+    crate::logging::init(args.log_level, args.log_format);
     let source = args.source.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod expose;
 pub mod geometry;
+pub mod logging;
 pub mod model;
 pub mod poll;
 pub mod source;

@@ -24,7 +24,8 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .bar{height:5px;background:#e3e6ea;border-radius:3px;margin-top:2px}.bar i{display:block;height:5px;border-radius:3px;background:#3b7ddd}
 .uuid{font-family:ui-monospace,monospace;font-size:.68rem;color:#5b6673}
 .whole{padding:1rem;border:1px solid #c3c9d1;border-radius:6px;background:#eef0f3}
-table.cap{border-collapse:collapse;font-size:.75rem;margin-top:.5rem}table.cap td{padding:.1rem .5rem;border-top:1px solid #eef0f3}
+.cap{margin-top:.5rem;font-size:.75rem;color:#5b6673}.cap span{display:inline-block;margin:.15rem .3rem 0 0;padding:.05rem .45rem;border:1px solid #d9dde3;border-radius:.6rem}
+.cap span.none{color:#aab1ba}
 "#;
 
 pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
@@ -114,17 +115,19 @@ fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
             slot + 1
         );
     }
-    html.push_str("</div><table class=\"cap\"><tr><td>profile</td><td>remaining / max</td></tr>");
+    html.push_str("</div><div class=\"cap\">can still create: ");
     for p in &gpu.profiles {
+        let class = if p.remaining_instances == 0 { " class=\"none\"" } else { "" };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{} / {}</td></tr>",
+            "<span{class} data-remaining=\"{}\">{} {}/{}</span>",
+            escape(&p.name),
             escape(&p.name),
             p.remaining_instances,
             p.max_instances
         );
     }
-    html.push_str("</table></section>");
+    html.push_str("</div></section>");
 }
 
 fn render_gi(html: &mut String, gi: &GpuInstanceSnapshot) {

@@ -10,25 +10,25 @@ use crate::world::{World, WORLD_FORMAT};
 /// Why a World file could not be read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldFileError {
-    #[error("cannot read World file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("World file {} is not valid JSON for a World: {source}", path.display())]
+    #[error("cannot read World file {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("World file {} is not valid JSON for a World: {cause}", path.display())]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("World file {} is inconsistent: {problem}", path.display())]
     Invalid { path: PathBuf, problem: String },
-    #[error("cannot write World file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write World file {}: {cause}", path.display())]
+    Write { path: PathBuf, cause: std::io::Error },
 }
 
 impl World {
     /// Parses and validates a World from JSON text; `path` only names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<World, WorldFileError> {
-        let world: World = serde_json::from_str(text).map_err(|source| WorldFileError::Parse {
+        let world: World = serde_json::from_str(text).map_err(|cause| WorldFileError::Parse {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         world.validate().map_err(|problem| WorldFileError::Invalid {
             path: path.to_path_buf(),
@@ -38,9 +38,9 @@ impl World {
     }
 
     pub fn load(path: &Path) -> Result<World, WorldFileError> {
-        let text = fs::read_to_string(path).map_err(|source| WorldFileError::Read {
+        let text = fs::read_to_string(path).map_err(|cause| WorldFileError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         World::from_json(&text, path)
     }
@@ -53,9 +53,9 @@ impl World {
     /// Writes the World so that a reader sees the old file or the new one,
     /// never a torn one: temp file in the same directory, fsync, rename, fsync dir.
     pub fn save(&self, path: &Path) -> Result<(), WorldFileError> {
-        let err = |source| WorldFileError::Write {
+        let err = |cause| WorldFileError::Write {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,

@@ -21,7 +21,10 @@ pub use file::WorldFileError;
 pub use placement::{Placement, Placer};
 pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
 pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
-pub use world::{CiLoad, ComputeInstance, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange, World};
+pub use world::{
+    CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange,
+    RemappedRows, Telemetry, World,
+};
 
 /// Environment variable naming the World file that `mig-sim`, `fake-nvml` and
 /// `fake-dcgm` share.

@@ -21,6 +21,35 @@ pub struct World {
     pub boot_id: String,
     pub driver_version: String,
     pub gpus: Vec<Gpu>,
+    /// Failures the test doubles inject; empty on a healthy node.
+    #[serde(default, skip_serializing_if = "Faults::is_empty")]
+    pub faults: Faults,
+}
+
+/// Fault switches for the test doubles (`fake-nvml`, `fake-dcgm`). The model
+/// itself ignores them; they say how the driver should misbehave.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// NVML init fails with NVML_ERROR_DRIVER_NOT_LOADED.
+    #[serde(default)]
+    pub driver_not_loaded: bool,
+    /// GPU indexes whose every call fails with NVML_ERROR_GPU_IS_LOST.
+    #[serde(default)]
+    pub lost_gpus: Vec<u32>,
+    /// NVML function name → the `nvmlReturn_t` it returns instead of working.
+    #[serde(default)]
+    pub failing_calls: std::collections::BTreeMap<String, u32>,
+    /// NVML function name → microseconds it takes (e.g. the real H100's
+    /// 163 µs for `nvmlDeviceGetMigMode`); `"*"` applies to every call.
+    #[serde(default)]
+    pub call_latency_us: std::collections::BTreeMap<String, u64>,
+}
+
+impl Faults {
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
+    }
 }
 
 /// MIG mode as NVML reports it: the mode in force and the one after the next reset.
@@ -51,10 +80,75 @@ pub struct Gpu {
     pub uuid_serial: u64,
     #[serde(default)]
     pub gpu_instances: Vec<GpuInstance>,
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Whole-GPU readings NVML gives besides geometry. Defaults are what the
+/// real H100 80GB HBM3 in `shared/fixtures` read at idle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    pub power_watts: f64,
+    pub power_limit_watts: f64,
+    pub temperature_celsius: u32,
+    pub sm_clock_mhz: u32,
+    /// Total energy since the driver loaded (NVML reports millijoules).
+    pub energy_millijoules: u64,
+    /// Whole-GPU utilization; NVML reports it only while MIG is disabled.
+    pub utilization_percent: u32,
+    /// Framebuffer used by processes on the whole GPU while MIG is disabled.
+    pub memory_used_mib: u64,
+    pub pcie_tx_kibps: u32,
+    pub pcie_rx_kibps: u32,
+    pub ecc_errors: EccErrors,
+    pub remapped_rows: RemappedRows,
+    /// XID error codes the GPU raised, oldest first; NVML delivers each once
+    /// to every event set registered for critical XID errors.
+    pub xid_events: Vec<u64>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            power_watts: 137.0,
+            power_limit_watts: 700.0,
+            temperature_celsius: 54,
+            sm_clock_mhz: 1980,
+            energy_millijoules: 0,
+            utilization_percent: 0,
+            memory_used_mib: 0,
+            pcie_tx_kibps: 0,
+            pcie_rx_kibps: 0,
+            ecc_errors: EccErrors::default(),
+            remapped_rows: RemappedRows::default(),
+            xid_events: Vec::new(),
+        }
+    }
+}
+
+/// ECC error counts: volatile since the driver loaded, aggregate for the GPU's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EccErrors {
+    pub volatile_corrected: u64,
+    pub volatile_uncorrected: u64,
+    pub aggregate_corrected: u64,
+    pub aggregate_uncorrected: u64,
+}
+
+/// Row remapping state (`nvmlDeviceGetRemappedRows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemappedRows {
+    pub correctable: u32,
+    pub uncorrectable: u32,
+    pub pending: bool,
+    pub failure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +261,7 @@ impl World {
             gpus: (0..count)
                 .map(|index| Gpu::new(hostname, product, index))
                 .collect(),
+            faults: Faults::default(),
         }
     }
 
@@ -224,6 +319,7 @@ impl Gpu {
             clients: 0,
             uuid_serial: 0,
             gpu_instances: Vec::new(),
+            telemetry: Telemetry::default(),
         }
     }
 
@@ -448,9 +544,16 @@ pub fn uuid_from(parts: &[&str], version: u8) -> String {
                 .rotate_left(29);
         }
     }
+    // FNV alone leaves similar inputs with similar prefixes; a splitmix64
+    // finalizer spreads every input bit over the whole id.
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&hi.to_be_bytes());
-    bytes[8..].copy_from_slice(&lo.to_be_bytes());
+    bytes[..8].copy_from_slice(&mix(hi ^ lo.rotate_left(17)).to_be_bytes());
+    bytes[8..].copy_from_slice(&mix(lo ^ hi).to_be_bytes());
     bytes[6] = (bytes[6] & 0x0f) | (version << 4);
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
