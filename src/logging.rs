@@ -37,11 +37,21 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut ts = String::new();
         SystemTime.format_time(&mut Writer::new(&mut ts))?;
         let meta = event.metadata();
-        write!(writer, "ts={ts} level={} target={}", meta.level().as_str().to_lowercase(), meta.target())?;
+        write!(
+            writer,
+            "ts={ts} level={} target={}",
+            meta.level().as_str().to_lowercase(),
+            meta.target()
+        )?;
         let mut fields = Fields(String::new());
         event.record(&mut fields);
         writeln!(writer, "{}", fields.0)

@@ -117,7 +117,11 @@ fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
     }
     html.push_str("</div><div class=\"cap\">can still create: ");
     for p in &gpu.profiles {
-        let class = if p.remaining_instances == 0 { " class=\"none\"" } else { "" };
+        let class = if p.remaining_instances == 0 {
+            " class=\"none\""
+        } else {
+            ""
+        };
         let _ = write!(
             html,
             "<span{class} data-remaining=\"{}\">{} {}/{}</span>",

@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::placement::{gpu_instance_id, Placer};
+use crate::placement::{gpu_instance_id, Placement, Placer};
 use crate::world::{World, WORLD_FORMAT};
 
 /// Why a World file could not be read or written. Every variant names the file.
@@ -13,10 +13,7 @@ pub enum WorldFileError {
     #[error("cannot read World file {}: {cause}", path.display())]
     Read { path: PathBuf, cause: std::io::Error },
     #[error("World file {} is not valid JSON for a World: {cause}", path.display())]
-    Parse {
-        path: PathBuf,
-        cause: serde_json::Error,
-    },
+    Parse { path: PathBuf, cause: serde_json::Error },
     #[error("World file {} is inconsistent: {problem}", path.display())]
     Invalid { path: PathBuf, problem: String },
     #[error("cannot write World file {}: {cause}", path.display())]
@@ -118,9 +115,21 @@ impl World {
                         ))
                     })?;
                 existing.push((profile, gi.placement));
-                let expected_id = gpu_instance_id(gi.placement, spec.memory_slots);
-                if gi.id != expected_id {
-                    return Err(at(format!("a GI at {} has id {expected_id}", gi.placement)));
+                // The driver numbers new GIs by placement (gpu_instance_id), but
+                // real nodes also show other ids of the same size class (an H100
+                // with a 1g.10gb at 2:1 as GI 13), so any id of the class is valid.
+                let first = gpu_instance_id(Placement::new(0, gi.placement.size), spec.memory_slots);
+                let class = first..2 * first + 1;
+                if !class.contains(&gi.id) {
+                    return Err(at(format!(
+                        "a GI of size {} must have an id in {}..={}",
+                        gi.placement.size,
+                        class.start,
+                        class.end - 1
+                    )));
+                }
+                if gpu.gpu_instances.iter().filter(|other| other.id == gi.id).count() > 1 {
+                    return Err(at("two GPU instances share this id".into()));
                 }
                 check_ratio(gi.load.dram_active, "dram_active").map_err(at)?;
                 if gi.load.memory_used_mib > profile.memory_mib {
@@ -224,11 +233,25 @@ mod tests {
         w.gpus[0].create_gpu_instance(9, Some(0)).unwrap();
         let mut dup = w.gpus[0].gpu_instances[0].clone();
         dup.profile_id = 5; // a 4g.40gb on the same slots
+        dup.id = 2;
         w.gpus[0].gpu_instances.push(dup);
         let e = World::from_json(&w.to_json(), Path::new("w"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("refused"), "{e}");
+    }
+
+    #[test]
+    fn accepts_any_id_of_the_size_class_but_no_other() {
+        // A real H100 showed a 1g.10gb at 2:1 as GI 13 (the driver's formula says 9).
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        w.gpus[0].set_mig_mode(true);
+        w.gpus[0].create_gpu_instance(19, Some(2)).unwrap();
+        w.gpus[0].gpu_instances[0].id = 13;
+        World::from_json(&w.to_json(), Path::new("w")).unwrap();
+        w.gpus[0].gpu_instances[0].id = 5;
+        let e = World::from_json(&w.to_json(), Path::new("w")).unwrap_err().to_string();
+        assert!(e.contains("must have an id in 7..=14"), "{e}");
     }
 
     #[test]

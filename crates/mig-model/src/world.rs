@@ -414,7 +414,7 @@ impl Gpu {
                 .next_placement(profile)
                 .ok_or(MigError::InsufficientResources)?,
         };
-        let id = gpu_instance_id(placement, self.spec().memory_slots);
+        let id = self.free_gpu_instance_id(placement);
         self.gpu_instances.push(GpuInstance {
             id,
             profile_id,
@@ -424,6 +424,20 @@ impl Gpu {
         });
         self.gpu_instances.sort_by_key(|g| g.id);
         Ok(id)
+    }
+
+    /// The id the driver numbers a GI at `placement` with, or, when a GI of the
+    /// same size already holds that id (real nodes show such layouts), the
+    /// lowest free id of the size class.
+    fn free_gpu_instance_id(&self, placement: Placement) -> u32 {
+        let slots = self.spec().memory_slots;
+        let taken = |id: u32| self.gpu_instances.iter().any(|g| g.id == id);
+        let preferred = gpu_instance_id(placement, slots);
+        let first = gpu_instance_id(Placement::new(0, placement.size), slots);
+        std::iter::once(preferred)
+            .chain(first..=2 * first)
+            .find(|id| !taken(*id))
+            .unwrap_or(preferred)
     }
 
     /// `nvidia-smi mig -dgi -gi ID`: refused while compute instances exist.
@@ -461,22 +475,10 @@ impl Gpu {
             profile: gi_profile.name.to_string(),
             id: ci_profile_id.unwrap_or(u32::MAX),
         })?;
-        let used: u32 = instance
-            .compute_instances
-            .iter()
-            .map(|c| c.placement.slot_mask())
-            .fold(0, |a, m| a | m);
-        let used_slices: u32 = instance.compute_instances.iter().map(|c| c.placement.size).sum();
-        let same_profile = instance
-            .compute_instances
-            .iter()
-            .filter(|c| c.profile_id == profile.id)
-            .count() as u32;
-        if same_profile >= profile.max_instances
-            || used_slices + profile.compute_slices > gi_profile.compute_slices
-        {
+        if ci_remaining_capacity(instance, gi_profile, profile) == 0 {
             return Err(MigError::InsufficientResources);
         }
+        let used = ci_slot_mask(instance);
         let placement = profile
             .placement_starts
             .iter()
@@ -521,6 +523,34 @@ impl Gpu {
         let o = self.placer().occupancy();
         (o.compute_slices, o.memory_slots_used())
     }
+}
+
+/// SM slices of a GPU instance held by its compute instances, one bit each.
+fn ci_slot_mask(gi: &GpuInstance) -> u32 {
+    gi.compute_instances
+        .iter()
+        .fold(0, |mask, c| mask | c.placement.slot_mask())
+}
+
+/// How many more compute instances of `profile` GPU instance `gi` can hold,
+/// the meaning of `nvmlGpuInstanceGetComputeInstanceRemainingCapacity`.
+pub fn ci_remaining_capacity(gi: &GpuInstance, gi_profile: &GiProfile, profile: &CiProfile) -> u32 {
+    let used = ci_slot_mask(gi);
+    let used_slices: u32 = gi.compute_instances.iter().map(|c| c.placement.size).sum();
+    let same = gi
+        .compute_instances
+        .iter()
+        .filter(|c| c.profile_id == profile.id)
+        .count() as u32;
+    let free_placements = profile
+        .placement_starts
+        .iter()
+        .filter(|&&s| used & Placement::new(s, profile.compute_slices).slot_mask() == 0)
+        .count() as u32;
+    let by_slices = gi_profile.compute_slices.saturating_sub(used_slices) / profile.compute_slices;
+    free_placements
+        .min(by_slices)
+        .min(profile.max_instances.saturating_sub(same))
 }
 
 impl ComputeInstance {
@@ -617,6 +647,16 @@ mod tests {
             Err(MigError::InsufficientResources)
         );
         assert_eq!(gpu.slices_used(), (7, 7));
+    }
+
+    #[test]
+    fn a_taken_gi_id_falls_back_to_a_free_id_of_its_class() {
+        let mut w = h100_node();
+        let gpu = w.gpu_mut(0).unwrap();
+        gpu.create_gpu_instance(19, Some(2)).unwrap();
+        gpu.gpu_instances[0].id = 13; // as seen on a real H100
+        assert_eq!(gpu.create_gpu_instance(19, Some(6)), Ok(7));
+        assert_eq!(gpu.create_gpu_instance(19, Some(5)), Ok(12));
     }
 
     #[test]
