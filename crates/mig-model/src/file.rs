@@ -250,7 +250,9 @@ mod tests {
         w.gpus[0].gpu_instances[0].id = 13;
         World::from_json(&w.to_json(), Path::new("w")).unwrap();
         w.gpus[0].gpu_instances[0].id = 5;
-        let e = World::from_json(&w.to_json(), Path::new("w")).unwrap_err().to_string();
+        let e = World::from_json(&w.to_json(), Path::new("w"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must have an id in 7..=14"), "{e}");
     }
 
