@@ -91,6 +91,7 @@ impl Poller {
             hostname: reading.hostname,
             boot_id: reading.boot_id,
             driver_version: reading.driver_version,
+            nvml_version: reading.nvml_version,
             gpus: reading.gpus,
             sources: vec![self.health.clone()],
         }

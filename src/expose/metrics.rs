@@ -12,7 +12,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::model::{ComputeInstanceSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+use crate::model::{ComputeInstanceSnapshot, DeviceHealth, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
 use crate::poll::Published;
 
 /// Exposition formats, chosen by the scraper's `Accept` header.
@@ -85,6 +85,7 @@ impl Collector for SnapshotCollector {
 enum Lv<'a> {
     S(&'a str),
     N(u32),
+    L(u64),
 }
 
 impl EncodeLabelValue for Lv<'_> {
@@ -92,6 +93,7 @@ impl EncodeLabelValue for Lv<'_> {
         match self {
             Lv::S(s) => EncodeLabelValue::encode(s, encoder),
             Lv::N(n) => EncodeLabelValue::encode(n, encoder),
+            Lv::L(n) => EncodeLabelValue::encode(n, encoder),
         }
     }
 }
@@ -179,6 +181,7 @@ fn flag(b: bool) -> u32 {
 
 pub fn encode_snapshot(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
     encode_gpus(s, enc)?;
+    encode_health(s, enc)?;
     encode_profiles(s, enc)?;
     encode_instances(s, enc)?;
     encode_exporter(s, enc)
@@ -242,6 +245,186 @@ fn encode_gpus(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt:
         "nvidia_mig_memory_slices_used",
         "Memory placement slots held by GPU instances.",
         s.gpus.iter().map(|g| (gpu_labels(g), g.memory_slices_used)),
+    )
+}
+
+/// One gauge per GPU for a health reading the source may not have.
+fn health_gauge<V: EncodeGaugeValue>(
+    s: &NodeSnapshot,
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    read: impl Fn(&DeviceHealth) -> Option<V>,
+) -> Result<(), fmt::Error> {
+    gauge(
+        enc,
+        name,
+        help,
+        s.gpus
+            .iter()
+            .filter_map(|g| Some((gpu_labels(g), read(&g.health)?))),
+    )
+}
+
+fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_persistence_mode",
+        "1 if persistence mode is on; off lets the driver tear MIG state down when the last client exits.",
+        |h| h.persistence_mode.map(flag),
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_ecc_mode_current",
+        "1 if ECC is enabled.",
+        |h| h.ecc_mode_current.map(flag),
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_ecc_mode_pending",
+        "1 if ECC is enabled after the next reset.",
+        |h| h.ecc_mode_pending.map(flag),
+    )?;
+    let ecc = || {
+        s.gpus
+            .iter()
+            .filter_map(|g| g.health.ecc_errors.map(|e| (g, e)))
+            .flat_map(|(g, e)| {
+                [
+                    ("corrected", "volatile", e.volatile_corrected),
+                    ("uncorrected", "volatile", e.volatile_uncorrected),
+                    ("corrected", "aggregate", e.aggregate_corrected),
+                    ("uncorrected", "aggregate", e.aggregate_uncorrected),
+                ]
+                .map(|(kind, scope, n)| {
+                    let labels: Labels<4> = [
+                        ("gpu", Lv::N(g.index)),
+                        ("gpu_uuid", Lv::S(&g.uuid)),
+                        ("error_type", Lv::S(kind)),
+                        ("counter", Lv::S(scope)),
+                    ];
+                    (labels, n)
+                })
+            })
+    };
+    family(
+        enc,
+        "nvidia_gpu_ecc_errors",
+        "ECC errors: volatile since the driver loaded, aggregate over the GPU's life.",
+        MetricType::Counter,
+        ecc(),
+        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None),
+    )?;
+    let rows = || {
+        s.gpus
+            .iter()
+            .filter_map(|g| g.health.remapped_rows.map(|r| (g, r)))
+            .flat_map(|(g, r)| {
+                [("correctable", r.correctable), ("uncorrectable", r.uncorrectable)].map(|(kind, n)| {
+                    let labels: Labels<3> = [
+                        ("gpu", Lv::N(g.index)),
+                        ("gpu_uuid", Lv::S(&g.uuid)),
+                        ("error_type", Lv::S(kind)),
+                    ];
+                    (labels, n)
+                })
+            })
+    };
+    gauge(
+        enc,
+        "nvidia_gpu_remapped_rows",
+        "Memory rows remapped, by the error that caused it.",
+        rows(),
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_row_remapping_pending",
+        "1 if a row remapping waits for a GPU reset.",
+        |h| h.remapped_rows.map(|r| flag(r.pending)),
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_row_remapping_failed",
+        "1 if a row remapping failed.",
+        |h| h.remapped_rows.map(|r| flag(r.failure)),
+    )?;
+    health_gauge(s, enc, "nvidia_gpu_power_watts", "Power draw of the GPU.", |h| {
+        h.power_watts
+    })?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_power_limit_watts",
+        "Enforced power limit.",
+        |h| h.power_limit_watts,
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_temperature_celsius",
+        "GPU core temperature.",
+        |h| h.temperature_celsius,
+    )?;
+    health_gauge(s, enc, "nvidia_gpu_sm_clock_hz", "SM clock.", |h| h.sm_clock_hz)?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_utilization_ratio",
+        "Whole-GPU utilization; absent while MIG is enabled (NVML does not report it then).",
+        |h| h.utilization_ratio,
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_memory_used_bytes",
+        "Framebuffer in use on the whole GPU.",
+        |h| h.memory_used_bytes,
+    )?;
+    family(
+        enc,
+        "nvidia_gpu_energy_joules",
+        "Energy consumed since the driver loaded (read on the slow cadence).",
+        MetricType::Counter,
+        s.gpus
+            .iter()
+            .filter_map(|g| Some((gpu_labels(g), g.health.energy_joules?))),
+        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(v, None),
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_pcie_tx_bytes_per_second",
+        "PCIe transmit throughput (slow cadence, when enabled).",
+        |h| h.pcie_tx_bytes_per_second,
+    )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_pcie_rx_bytes_per_second",
+        "PCIe receive throughput (slow cadence, when enabled).",
+        |h| h.pcie_rx_bytes_per_second,
+    )?;
+    family(
+        enc,
+        "nvidia_gpu_xid_errors",
+        "XID errors the GPU raised since the exporter started, by XID code.",
+        MetricType::Counter,
+        s.gpus.iter().flat_map(|g| {
+            g.health.xid_errors.iter().map(move |&(xid, n)| {
+                let labels: Labels<3> = [
+                    ("gpu", Lv::N(g.index)),
+                    ("gpu_uuid", Lv::S(&g.uuid)),
+                    ("xid", Lv::L(xid)),
+                ];
+                (labels, n)
+            })
+        }),
+        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None),
     )
 }
 

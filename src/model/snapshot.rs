@@ -12,6 +12,7 @@ pub struct NodeSnapshot {
     pub hostname: String,
     pub boot_id: Option<String>,
     pub driver_version: Option<String>,
+    pub nvml_version: Option<String>,
     pub gpus: Vec<GpuSnapshot>,
     pub sources: Vec<SourceHealth>,
 }
@@ -32,6 +33,49 @@ pub struct GpuSnapshot {
     /// Every GPU-instance profile with how many more could be created now.
     pub profiles: Vec<ProfileCapacity>,
     pub gpu_instances: Vec<GpuInstanceSnapshot>,
+    pub health: DeviceHealth,
+}
+
+/// Whole-GPU readings besides geometry. Each is `None` when the source could
+/// not read it (not supported, or not read on this poll's cadence).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceHealth {
+    pub persistence_mode: Option<bool>,
+    pub ecc_mode_current: Option<bool>,
+    pub ecc_mode_pending: Option<bool>,
+    pub ecc_errors: Option<EccErrorCounts>,
+    pub remapped_rows: Option<RemappedRowCounts>,
+    pub power_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    pub temperature_celsius: Option<f64>,
+    pub sm_clock_hz: Option<f64>,
+    /// Whole-GPU utilization; NVML does not report it while MIG is enabled.
+    pub utilization_ratio: Option<f64>,
+    /// Framebuffer in use on the whole GPU.
+    pub memory_used_bytes: Option<u64>,
+    /// Read on the slow cadence (≈4 ms per call on a real H100).
+    pub energy_joules: Option<f64>,
+    /// Read on the slow cadence and only when enabled (≈21 ms per call).
+    pub pcie_tx_bytes_per_second: Option<f64>,
+    pub pcie_rx_bytes_per_second: Option<f64>,
+    /// XID errors seen since the exporter started, per XID code.
+    pub xid_errors: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EccErrorCounts {
+    pub volatile_corrected: u64,
+    pub volatile_uncorrected: u64,
+    pub aggregate_corrected: u64,
+    pub aggregate_uncorrected: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RemappedRowCounts {
+    pub correctable: u32,
+    pub uncorrectable: u32,
+    pub pending: bool,
+    pub failure: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -12,6 +12,7 @@ pub struct NodeReading {
     pub hostname: String,
     pub boot_id: Option<String>,
     pub driver_version: Option<String>,
+    pub nvml_version: Option<String>,
     pub gpus: Vec<GpuSnapshot>,
 }
 

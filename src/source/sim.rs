@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use mig_model::{Gpu, World};
 
 use super::{GeometrySource, NodeReading};
-use crate::model::{ComputeInstanceSnapshot, GpuInstanceSnapshot, GpuSnapshot, ProfileCapacity};
+use crate::model::{
+    ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot, ProfileCapacity,
+    RemappedRowCounts,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -35,7 +38,63 @@ pub fn reading_from_world(world: &World) -> NodeReading {
         hostname: world.hostname.clone(),
         boot_id: Some(world.boot_id.clone()),
         driver_version: Some(world.driver_version.clone()),
+        nvml_version: Some(nvml_version(&world.driver_version)),
         gpus: world.gpus.iter().map(gpu_snapshot).collect(),
+    }
+}
+
+/// NVML's version string for a driver: the CUDA major version the 580
+/// branch ships, then the driver version (`13.580.159.04` on the fixture's H100).
+pub fn nvml_version(driver_version: &str) -> String {
+    format!("13.{driver_version}")
+}
+
+/// What NVML reports of the whole GPU, from the World's telemetry.
+fn device_health(gpu: &Gpu) -> DeviceHealth {
+    let t = &gpu.telemetry;
+    let mut xid_errors: Vec<(u64, u64)> = Vec::new();
+    for &xid in &t.xid_events {
+        match xid_errors.iter_mut().find(|(code, _)| *code == xid) {
+            Some((_, n)) => *n += 1,
+            None => xid_errors.push((xid, 1)),
+        }
+    }
+    xid_errors.sort();
+    let kib = |v: u32| f64::from(v) * 1024.0;
+    DeviceHealth {
+        persistence_mode: Some(gpu.persistence_mode),
+        ecc_mode_current: Some(gpu.ecc_enabled),
+        ecc_mode_pending: Some(gpu.ecc_enabled),
+        ecc_errors: Some(EccErrorCounts {
+            volatile_corrected: t.ecc_errors.volatile_corrected,
+            volatile_uncorrected: t.ecc_errors.volatile_uncorrected,
+            aggregate_corrected: t.ecc_errors.aggregate_corrected,
+            aggregate_uncorrected: t.ecc_errors.aggregate_uncorrected,
+        }),
+        remapped_rows: Some(RemappedRowCounts {
+            correctable: t.remapped_rows.correctable,
+            uncorrectable: t.remapped_rows.uncorrectable,
+            pending: t.remapped_rows.pending,
+            failure: t.remapped_rows.failure,
+        }),
+        power_watts: Some(t.power_watts),
+        power_limit_watts: Some(t.power_limit_watts),
+        temperature_celsius: Some(f64::from(t.temperature_celsius)),
+        sm_clock_hz: Some(f64::from(t.sm_clock_mhz) * 1e6),
+        utilization_ratio: (!gpu.mig.current).then(|| f64::from(t.utilization_percent) / 100.0),
+        memory_used_bytes: Some(if gpu.mig.current {
+            gpu.gpu_instances
+                .iter()
+                .map(|gi| gi.load.memory_used_mib)
+                .sum::<u64>()
+                * MIB
+        } else {
+            t.memory_used_mib * MIB
+        }),
+        energy_joules: Some(t.energy_millijoules as f64 / 1000.0),
+        pcie_tx_bytes_per_second: Some(kib(t.pcie_tx_kibps)),
+        pcie_rx_bytes_per_second: Some(kib(t.pcie_rx_kibps)),
+        xid_errors,
     }
 }
 
@@ -109,5 +168,6 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
         memory_slices_used: occupancy.memory_slots_used(),
         profiles,
         gpu_instances,
+        health: device_health(gpu),
     }
 }
