@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{Poller, Published};
+use crate::source::nvml::{NvmlOptions, NvmlSource};
 use crate::source::scenarios::{self, DEFAULT_SCENARIO};
 use crate::source::sim::SimSource;
 use crate::source::GeometrySource;
@@ -46,8 +47,20 @@ pub struct SourceArgs {
     #[arg(long, value_name = "SCENARIO", conflicts_with = "world")]
     pub simulate: Option<String>,
     /// Simulated node read from a World file, re-read on every poll (mutate it with `mig-sim`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "nvml")]
     pub world: Option<PathBuf>,
+    /// Read the real node through NVML (libnvidia-ml.so.1).
+    #[arg(long, conflicts_with = "simulate")]
+    pub nvml: bool,
+    /// Load NVML from this file instead of the system's libnvidia-ml.so.1.
+    #[arg(long = "nvml.library", value_name = "PATH", requires = "nvml")]
+    pub nvml_library: Option<PathBuf>,
+    /// Cadence of NVML reads that are expensive on real GPUs (total energy ≈ 4 ms per call).
+    #[arg(long = "nvml.slow-interval", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub nvml_slow_interval: Duration,
+    /// Also read PCIe throughput (≈ 21 ms per GPU on a real H100), on the slow cadence.
+    #[arg(long = "nvml.pcie-throughput")]
+    pub nvml_pcie_throughput: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -117,6 +130,15 @@ impl SourceArgs {
     /// The geometry source the flags select. Fails on an unknown scenario or a
     /// World file that cannot be read now, so a typo stops the process at start.
     pub fn open(&self) -> anyhow::Result<Box<dyn GeometrySource>> {
+        if self.nvml {
+            // A missing library or driver is reported by the source and retried
+            // on every poll, so the exporter serves (source_up 0) meanwhile.
+            return Ok(Box::new(NvmlSource::new(NvmlOptions {
+                library: self.nvml_library.clone(),
+                slow_interval: self.nvml_slow_interval,
+                pcie_throughput: self.nvml_pcie_throughput,
+            })));
+        }
         if let Some(path) = &self.world {
             mig_model::World::load(path)?;
             return Ok(Box::new(SimSource::File(path.clone())));

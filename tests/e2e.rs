@@ -521,3 +521,31 @@ fn geometry_json_matches_the_world() {
         w["gpus"][0]["gpu_instances"][0]["compute_instances"][0]["uuid"]
     );
 }
+
+#[test]
+fn a_missing_nvml_library_keeps_the_exporter_serving_and_says_why() {
+    let exporter = Exporter::start(&["--nvml", "--nvml.library", "/nonexistent/libnvidia-ml.so.1"]);
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"nvml\"}").as_deref(),
+        Some("0")
+    );
+    assert!(series(&text).is_empty());
+    let (_, page) = exporter.get("/", None);
+    assert!(
+        page.contains("nvml down") && page.contains("/nonexistent/libnvidia-ml.so.1"),
+        "{page}"
+    );
+
+    let out = Command::new(EXPORTER)
+        .args([
+            "geometry",
+            "--nvml",
+            "--nvml.library",
+            "/nonexistent/libnvidia-ml.so.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load /nonexistent/libnvidia-ml.so.1"));
+}

@@ -1,0 +1,284 @@
+//! Every NVML call that nvml-wrapper does not wrap (or wraps wrongly), in one
+//! place. Each function checks its symbol, passes only pointers to locals it
+//! owns, and turns the return code into an [`NvmlError`].
+//!
+//! nvml-wrapper 0.13 has no GPU-instance or compute-instance enumeration, no
+//! MIG id getters, no remapped rows, and its `possible_placements` returns an
+//! empty list (it never sets the vector's length), so those go through here.
+
+use std::ffi::CStr;
+use std::os::raw::c_uint;
+use std::ptr;
+
+use nvml_wrapper::error::{nvml_try, NvmlError};
+use nvml_wrapper::Nvml;
+use nvml_wrapper_sys::bindings::{
+    nvmlComputeInstanceInfo_t, nvmlComputeInstanceProfileInfo_v2_t, nvmlComputeInstance_t, nvmlDevice_t,
+    nvmlEventData_t, nvmlEventSet_t, nvmlGpuInstanceInfo_t, nvmlGpuInstancePlacement_t,
+    nvmlGpuInstanceProfileInfo_v2_t, nvmlGpuInstance_t, nvmlReturn_enum_NVML_ERROR_TIMEOUT,
+    NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+};
+
+/// `sizeof(struct) | version << 24`, NVML's versioned-struct convention.
+const fn struct_version<T>(version: u32) -> u32 {
+    std::mem::size_of::<T>() as u32 | (version << 24)
+}
+
+fn sym<T: Copy>(symbol: &Result<T, libloading::Error>, name: &'static str) -> Result<T, NvmlError> {
+    symbol
+        .as_ref()
+        .copied()
+        .map_err(|_| NvmlError::FailedToLoadSymbol(name.to_string()))
+}
+
+fn name_of(raw: &[std::os::raw::c_char]) -> String {
+    // NVML NUL-terminates names within the array; a missing NUL yields "".
+    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
+    CStr::from_bytes_until_nul(&bytes)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub struct GiProfileInfo {
+    pub id: u32,
+    pub name: String,
+    pub slice_count: u32,
+    pub instance_count: u32,
+    pub multiprocessor_count: u32,
+    pub memory_size_mb: u64,
+}
+
+/// `nvmlDeviceGetGpuInstanceProfileInfoV` for one `NVML_GPU_INSTANCE_PROFILE_*` index.
+pub fn gi_profile_info(nvml: &Nvml, device: nvmlDevice_t, index: u32) -> Result<GiProfileInfo, NvmlError> {
+    let f = sym(
+        &nvml.lib().nvmlDeviceGetGpuInstanceProfileInfoV,
+        "nvmlDeviceGetGpuInstanceProfileInfoV",
+    )?;
+    // SAFETY: zeroed is a valid bit pattern for this plain C struct; NVML writes into it.
+    let mut info: nvmlGpuInstanceProfileInfo_v2_t = unsafe { std::mem::zeroed() };
+    info.version = struct_version::<nvmlGpuInstanceProfileInfo_v2_t>(2);
+    nvml_try(unsafe { f(device, index, &mut info) })?;
+    Ok(GiProfileInfo {
+        id: info.id,
+        name: name_of(&info.name),
+        slice_count: info.sliceCount,
+        instance_count: info.instanceCount,
+        multiprocessor_count: info.multiprocessorCount,
+        memory_size_mb: info.memorySizeMB,
+    })
+}
+
+/// `nvmlDeviceGetGpuInstancePossiblePlacements_v2`: `(start, size)` pairs.
+pub fn possible_placements(
+    nvml: &Nvml,
+    device: nvmlDevice_t,
+    profile_id: u32,
+) -> Result<Vec<(u32, u32)>, NvmlError> {
+    let f = sym(
+        &nvml.lib().nvmlDeviceGetGpuInstancePossiblePlacements_v2,
+        "nvmlDeviceGetGpuInstancePossiblePlacements_v2",
+    )?;
+    let mut count: c_uint = 0;
+    nvml_try(unsafe { f(device, profile_id, ptr::null_mut(), &mut count) })?;
+    let mut placements = vec![nvmlGpuInstancePlacement_t { start: 0, size: 0 }; count as usize];
+    nvml_try(unsafe { f(device, profile_id, placements.as_mut_ptr(), &mut count) })?;
+    placements.truncate(count as usize);
+    Ok(placements.iter().map(|p| (p.start, p.size)).collect())
+}
+
+/// `nvmlDeviceGetGpuInstanceRemainingCapacity`.
+pub fn remaining_capacity(nvml: &Nvml, device: nvmlDevice_t, profile_id: u32) -> Result<u32, NvmlError> {
+    let f = sym(
+        &nvml.lib().nvmlDeviceGetGpuInstanceRemainingCapacity,
+        "nvmlDeviceGetGpuInstanceRemainingCapacity",
+    )?;
+    let mut count: c_uint = 0;
+    nvml_try(unsafe { f(device, profile_id, &mut count) })?;
+    Ok(count)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GiInfo {
+    pub id: u32,
+    pub profile_id: u32,
+    pub placement: (u32, u32),
+}
+
+/// The GPU instances of one profile: their handles and what they are.
+pub fn gpu_instances(
+    nvml: &Nvml,
+    device: nvmlDevice_t,
+    profile_id: u32,
+    max: u32,
+) -> Result<Vec<(nvmlGpuInstance_t, GiInfo)>, NvmlError> {
+    let list = sym(&nvml.lib().nvmlDeviceGetGpuInstances, "nvmlDeviceGetGpuInstances")?;
+    let info_of = sym(&nvml.lib().nvmlGpuInstanceGetInfo, "nvmlGpuInstanceGetInfo")?;
+    let mut handles: Vec<nvmlGpuInstance_t> = vec![ptr::null_mut(); max.max(1) as usize];
+    let mut count: c_uint = 0;
+    nvml_try(unsafe { list(device, profile_id, handles.as_mut_ptr(), &mut count) })?;
+    handles.truncate((count as usize).min(handles.len()));
+    handles
+        .into_iter()
+        .map(|gi| {
+            // SAFETY: zeroed is valid for this plain C struct.
+            let mut info: nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
+            nvml_try(unsafe { info_of(gi, &mut info) })?;
+            Ok((
+                gi,
+                GiInfo {
+                    id: info.id,
+                    profile_id: info.profileId,
+                    placement: (info.placement.start, info.placement.size),
+                },
+            ))
+        })
+        .collect()
+}
+
+pub struct CiProfileInfo {
+    pub id: u32,
+    pub name: String,
+    pub instance_count: u32,
+}
+
+/// `nvmlGpuInstanceGetComputeInstanceProfileInfoV` for one
+/// `NVML_COMPUTE_INSTANCE_PROFILE_*` index, shared-engine profile.
+pub fn ci_profile_info(nvml: &Nvml, gi: nvmlGpuInstance_t, index: u32) -> Result<CiProfileInfo, NvmlError> {
+    let f = sym(
+        &nvml.lib().nvmlGpuInstanceGetComputeInstanceProfileInfoV,
+        "nvmlGpuInstanceGetComputeInstanceProfileInfoV",
+    )?;
+    // SAFETY: zeroed is valid for this plain C struct.
+    let mut info: nvmlComputeInstanceProfileInfo_v2_t = unsafe { std::mem::zeroed() };
+    info.version = struct_version::<nvmlComputeInstanceProfileInfo_v2_t>(2);
+    nvml_try(unsafe { f(gi, index, NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED, &mut info) })?;
+    Ok(CiProfileInfo {
+        id: info.id,
+        name: name_of(&info.name),
+        instance_count: info.instanceCount,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CiInfo {
+    pub id: u32,
+    pub profile_id: u32,
+    pub placement: (u32, u32),
+}
+
+/// The compute instances of one profile inside a GPU instance.
+pub fn compute_instances(
+    nvml: &Nvml,
+    gi: nvmlGpuInstance_t,
+    profile_id: u32,
+    max: u32,
+) -> Result<Vec<CiInfo>, NvmlError> {
+    let list = sym(
+        &nvml.lib().nvmlGpuInstanceGetComputeInstances,
+        "nvmlGpuInstanceGetComputeInstances",
+    )?;
+    let info_of = sym(
+        &nvml.lib().nvmlComputeInstanceGetInfo_v2,
+        "nvmlComputeInstanceGetInfo_v2",
+    )?;
+    let mut handles: Vec<nvmlComputeInstance_t> = vec![ptr::null_mut(); max.max(1) as usize];
+    let mut count: c_uint = 0;
+    nvml_try(unsafe { list(gi, profile_id, handles.as_mut_ptr(), &mut count) })?;
+    handles.truncate((count as usize).min(handles.len()));
+    handles
+        .into_iter()
+        .map(|ci| {
+            // SAFETY: zeroed is valid for this plain C struct.
+            let mut info: nvmlComputeInstanceInfo_t = unsafe { std::mem::zeroed() };
+            nvml_try(unsafe { info_of(ci, &mut info) })?;
+            Ok(CiInfo {
+                id: info.id,
+                profile_id: info.profileId,
+                placement: (info.placement.start, info.placement.size),
+            })
+        })
+        .collect()
+}
+
+/// `(GPU instance id, compute instance id)` of a MIG device handle.
+pub fn mig_device_ids(nvml: &Nvml, mig: nvmlDevice_t) -> Result<(u32, u32), NvmlError> {
+    let gi_of = sym(
+        &nvml.lib().nvmlDeviceGetGpuInstanceId,
+        "nvmlDeviceGetGpuInstanceId",
+    )?;
+    let ci_of = sym(
+        &nvml.lib().nvmlDeviceGetComputeInstanceId,
+        "nvmlDeviceGetComputeInstanceId",
+    )?;
+    let (mut gi, mut ci): (c_uint, c_uint) = (0, 0);
+    nvml_try(unsafe { gi_of(mig, &mut gi) })?;
+    nvml_try(unsafe { ci_of(mig, &mut ci) })?;
+    Ok((gi, ci))
+}
+
+/// `nvmlDeviceGetRemappedRows`: (correctable, uncorrectable, pending, failed).
+pub fn remapped_rows(nvml: &Nvml, device: nvmlDevice_t) -> Result<(u32, u32, bool, bool), NvmlError> {
+    let f = sym(&nvml.lib().nvmlDeviceGetRemappedRows, "nvmlDeviceGetRemappedRows")?;
+    let (mut corr, mut unc, mut pending, mut failed): (c_uint, c_uint, c_uint, c_uint) = (0, 0, 0, 0);
+    nvml_try(unsafe { f(device, &mut corr, &mut unc, &mut pending, &mut failed) })?;
+    Ok((corr, unc, pending != 0, failed != 0))
+}
+
+/// An NVML event set registered for critical XID errors on every GPU that
+/// supports them. Freed on drop.
+pub struct XidEvents {
+    set: nvmlEventSet_t,
+    free: unsafe extern "C" fn(nvmlEventSet_t) -> nvml_wrapper_sys::bindings::nvmlReturn_t,
+}
+
+// SAFETY: NVML is thread-safe; the set is only used by the poller that owns it.
+unsafe impl Send for XidEvents {}
+
+impl XidEvents {
+    pub fn create(nvml: &Nvml) -> Result<XidEvents, NvmlError> {
+        let create = sym(&nvml.lib().nvmlEventSetCreate, "nvmlEventSetCreate")?;
+        let free = sym(&nvml.lib().nvmlEventSetFree, "nvmlEventSetFree")?;
+        let mut set: nvmlEventSet_t = ptr::null_mut();
+        nvml_try(unsafe { create(&mut set) })?;
+        Ok(XidEvents { set, free })
+    }
+
+    /// Registers `device` for critical XID errors.
+    pub fn register(&self, nvml: &Nvml, device: nvmlDevice_t) -> Result<(), NvmlError> {
+        let f = sym(&nvml.lib().nvmlDeviceRegisterEvents, "nvmlDeviceRegisterEvents")?;
+        nvml_try(unsafe {
+            f(
+                device,
+                u64::from(nvml_wrapper_sys::bindings::nvmlEventTypeXidCriticalError),
+                self.set,
+            )
+        })
+    }
+
+    /// Every XID event waiting now, as `(device handle, xid)`, without blocking.
+    pub fn drain(&self, nvml: &Nvml) -> Result<Vec<(nvmlDevice_t, u64)>, NvmlError> {
+        let wait = sym(&nvml.lib().nvmlEventSetWait_v2, "nvmlEventSetWait_v2")?;
+        let mut events = Vec::new();
+        // Bounded so a flood of events cannot hold the poller forever.
+        for _ in 0..1024 {
+            // SAFETY: zeroed is valid for this plain C struct.
+            let mut data: nvmlEventData_t = unsafe { std::mem::zeroed() };
+            let rc = unsafe { wait(self.set, &mut data, 0) };
+            if rc == nvmlReturn_enum_NVML_ERROR_TIMEOUT {
+                break;
+            }
+            nvml_try(rc)?;
+            events.push((data.device, data.eventData));
+        }
+        Ok(events)
+    }
+}
+
+impl Drop for XidEvents {
+    fn drop(&mut self) {
+        // SAFETY: the set came from nvmlEventSetCreate and is freed once.
+        unsafe {
+            (self.free)(self.set);
+        }
+    }
+}
