@@ -2,137 +2,14 @@
 //! scraped over HTTP, checked with Prometheus's `promtool` and rendered in
 //! headless Chromium. The test command (`scripts/test.sh`) installs both.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
-
-/// `mig-sim` is built beside the exporter by `cargo test --workspace`.
-fn mig_sim_path() -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name("mig-sim");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
-fn mig_sim(world: &Path, args: &[&str]) -> Output {
-    let out = Command::new(mig_sim_path())
-        .args(args)
-        .env("MIG_WORLD", world)
-        .output()
-        .expect("run mig-sim");
-    assert!(
-        out.status.success(),
-        "mig-sim {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A running exporter on an ephemeral loopback port, killed on drop.
-struct Exporter {
-    child: Child,
-    address: String,
-}
-
-impl Exporter {
-    fn start(args: &[&str]) -> Exporter {
-        let mut child = Command::new(EXPORTER)
-            .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mig-exporter");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("exporter exited before listening")
-                .expect("read stderr");
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
-            }
-        };
-        // Keep draining the log so the exporter never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let exporter = Exporter { child, address };
-        wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
-        exporter
-    }
-
-    /// A minimal HTTP/1.1 GET: status and body.
-    fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Connection: close\r\n\r\n",
-            self.address
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn metrics(&self) -> String {
-        let (status, body) = self.get("/metrics", None);
-        assert_eq!(status, 200);
-        body
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Series identities (`name{labels}`) of the MIG and GPU families.
-fn series(exposition: &str) -> BTreeSet<String> {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with("nvidia_"))
-        .filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k.to_string()))
-        .collect()
-}
-
-fn value(exposition: &str, key: &str) -> Option<String> {
-    exposition.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(str::to_string)
-    })
-}
+use common::{mig_sim, series, value, wait_for, which, Exporter, EXPORTER};
 
 fn world_with_two_3g(dir: &Path) -> PathBuf {
     let world = dir.join("world.json");
@@ -349,13 +226,6 @@ fn promtool() -> PathBuf {
     which("promtool").expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)")
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 #[test]
 fn promtool_accepts_every_scenarios_exposition() {

@@ -106,25 +106,7 @@ mod tests {
                 "MIG 4g.24gb"
             ]
         );
-        // (id, nvml index, SM slices, memory slices, SMs, MiB, max, (CE, DEC, ENC, JPEG, OFA), starts)
-        let rows: Vec<_> = SPEC
-            .profiles
-            .iter()
-            .map(|p| {
-                let e = p.engines;
-                (
-                    p.id,
-                    p.nvml_index,
-                    p.compute_slices,
-                    p.memory_slices,
-                    p.sm_count,
-                    p.memory_mib,
-                    p.max_instances,
-                    (e.copy, e.decoder, e.encoder, e.jpeg, e.ofa),
-                    p.placement_starts.to_vec(),
-                )
-            })
-            .collect();
+        let rows = super::super::pinned_rows(&SPEC);
         assert_eq!(
             rows,
             vec![

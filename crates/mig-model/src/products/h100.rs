@@ -99,3 +99,63 @@ pub static SPEC: ProductSpec = ProductSpec {
         },
     ],
 };
+
+#[cfg(test)]
+mod tests {
+    use super::SPEC;
+
+    /// Equal to what the real H100 80GB HBM3 reported (`shared/fixtures`:
+    /// `nvidia-smi mig -lgip`/`-lgipp` and the NVML profile-info probe).
+    #[test]
+    fn h100_table_is_the_real_one() {
+        let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.10gb",
+                "MIG 1g.10gb+me",
+                "MIG 1g.20gb",
+                "MIG 2g.20gb",
+                "MIG 3g.40gb",
+                "MIG 4g.40gb",
+                "MIG 7g.80gb"
+            ]
+        );
+        assert_eq!(
+            super::super::pinned_rows(&SPEC),
+            vec![
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    16,
+                    9984,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    16,
+                    9984,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (15, 9, 1, 2, 26, 20096, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
+                (14, 1, 2, 2, 32, 20096, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
+                (9, 2, 3, 4, 60, 40448, 2, (3, 3, 0, 3, 0), vec![0, 4]),
+                (5, 3, 4, 4, 64, 40448, 1, (4, 4, 0, 4, 0), vec![0]),
+                (0, 4, 7, 8, 132, 81152, 1, (8, 7, 0, 7, 1), vec![0]),
+            ]
+        );
+        assert_eq!(
+            (SPEC.name, SPEC.pci_device_id, SPEC.memory_mib, SPEC.sm_count),
+            ("NVIDIA H100 80GB HBM3", 0x2330_10DE, 81559, 132)
+        );
+    }
+}

@@ -9,3 +9,39 @@ pub mod b200;
 pub mod h100;
 pub mod h200;
 pub mod rtx_pro_6000;
+
+/// A table as compact rows for the pinning tests: (id, NVML index, SM slices,
+/// memory slices, SMs, MiB, max instances, (CE, DEC, ENC, JPEG, OFA), starts).
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn pinned_rows(
+    spec: &crate::product::ProductSpec,
+) -> Vec<(
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u64,
+    u32,
+    (u32, u32, u32, u32, u32),
+    Vec<u32>,
+)> {
+    spec.profiles
+        .iter()
+        .map(|p| {
+            let e = p.engines;
+            (
+                p.id,
+                p.nvml_index,
+                p.compute_slices,
+                p.memory_slices,
+                p.sm_count,
+                p.memory_mib,
+                p.max_instances,
+                (e.copy, e.decoder, e.encoder, e.jpeg, e.ofa),
+                p.placement_starts.to_vec(),
+            )
+        })
+        .collect()
+}
