@@ -10,6 +10,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+# python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -19,9 +22,26 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+# NVIDIA's Python binding (PyPI nvidia-ml-py, module pynvml) in a virtualenv
+# under the target directory; crates/fake-nvml/tests/pynvml.rs runs it from
+# MIG_TEST_PYTHON. Installed once, then only checked.
+pyvenv="${CARGO_TARGET_DIR:-target}/pyvenv"
+pynvml_version=13.580.126
+if ! "$pyvenv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('nvidia-ml-py') != '$pynvml_version')" 2>/dev/null; then
+  echo "==> installing nvidia-ml-py $pynvml_version into $pyvenv"
+  python3 -m venv "$pyvenv"
+  "$pyvenv/bin/pip" install --quiet --disable-pip-version-check "nvidia-ml-py==$pynvml_version"
+fi
+MIG_TEST_PYTHON="$(cd "$pyvenv" && pwd)/bin/python"
+export MIG_TEST_PYTHON
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build"
+# Tests run the built artifacts (libfake_nvml.so, the mig-exporter binary):
+# build them all first, whatever subset a test binary's own dependencies pull in.
+cargo build --workspace --locked
 echo "==> cargo test"
 cargo test --workspace --locked

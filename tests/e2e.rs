@@ -226,7 +226,6 @@ fn promtool() -> PathBuf {
     which("promtool").expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)")
 }
 
-
 #[test]
 fn promtool_accepts_every_scenarios_exposition() {
     for scenario in [

@@ -38,15 +38,9 @@ pub fn reading_from_world(world: &World) -> NodeReading {
         hostname: world.hostname.clone(),
         boot_id: Some(world.boot_id.clone()),
         driver_version: Some(world.driver_version.clone()),
-        nvml_version: Some(nvml_version(&world.driver_version)),
+        nvml_version: Some(mig_model::driver::nvml_version(&world.driver_version)),
         gpus: world.gpus.iter().map(gpu_snapshot).collect(),
     }
-}
-
-/// NVML's version string for a driver: the CUDA major version the 580
-/// branch ships, then the driver version (`13.580.159.04` on the fixture's H100).
-pub fn nvml_version(driver_version: &str) -> String {
-    format!("13.{driver_version}")
 }
 
 /// What NVML reports of the whole GPU, from the World's telemetry.
@@ -131,7 +125,10 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
                 placement_size: gi.placement.size,
                 compute_slices: profile.compute_slices,
                 memory_total_bytes: profile.memory_mib * MIB,
-                memory_used_bytes: Some(gi.load.memory_used_mib * MIB),
+                // Memory use is read through a MIG device, and a GI without a compute
+                // instance has none: NVML cannot tell, so neither does the simulator.
+                memory_used_bytes: (!gi.compute_instances.is_empty())
+                    .then_some(gi.load.memory_used_mib * MIB),
                 dram_active_ratio: Some(gi.load.dram_active),
                 compute_instances: gi
                     .compute_instances

@@ -141,7 +141,6 @@ pub fn value(exposition: &str, key: &str) -> Option<String> {
     })
 }
 
-
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()

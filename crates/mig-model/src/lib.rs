@@ -10,6 +10,7 @@
 //!
 //! The simulator source, `mig-sim`, `fake-nvml` and `fake-dcgm` all share one World.
 
+pub mod driver;
 pub mod file;
 pub mod placement;
 pub mod product;

@@ -44,6 +44,19 @@ pub struct Faults {
     /// 163 µs for `nvmlDeviceGetMigMode`); `"*"` applies to every call.
     #[serde(default)]
     pub call_latency_us: std::collections::BTreeMap<String, u64>,
+    /// fake-dcgm: the host engine is down. Connecting fails and every call on
+    /// an existing connection returns DCGM_ST_CONNECTION_NOT_VALID; those
+    /// connections stay dead after it comes back, as after a real restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dcgm_hostengine_down: bool,
+    /// fake-dcgm: DCGM field ids answered as not supported on every entity
+    /// (blank DCGM_*_NOT_SUPPORTED value, status DCGM_ST_NOT_SUPPORTED).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dcgm_unsupported_fields: Vec<u16>,
+    /// fake-dcgm: the host engine stopped sampling. The latest values stay
+    /// those of the moment the fault was first seen, with that timestamp.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dcgm_stale_data: bool,
 }
 
 impl Faults {
@@ -244,7 +257,7 @@ impl MigError {
             MigError::UnknownCiProfile { .. } => 2,
             MigError::MigDisabled(_) => 3,
             MigError::NoSuchGpuInstance(_) | MigError::NoSuchComputeInstance { .. } => 6,
-            MigError::InsufficientResources => 7,
+            MigError::InsufficientResources => 23,
             MigError::InUse => 19,
         }
     }

@@ -61,7 +61,7 @@ pub fn nvml_error_string(nvml_return: u32) -> &'static str {
         3 => "Not Supported",
         4 => "Insufficient Permissions",
         6 => "Not Found",
-        7 => "Insufficient Resources",
+        23 => "Insufficient Resources",
         19 => "In use by another client",
         _ => "Unknown Error",
     }

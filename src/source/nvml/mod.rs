@@ -142,7 +142,7 @@ impl GeometrySource for NvmlSource {
 
 impl Session {
     fn read(&mut self, options: &NvmlOptions) -> anyhow::Result<NodeReading> {
-        self.drain_xid_events()?;
+        self.drain_xid_events();
         let nvml = &self.nvml;
         let slow_due = self
             .slow
@@ -184,16 +184,24 @@ impl Session {
         })
     }
 
-    fn drain_xid_events(&mut self) -> anyhow::Result<()> {
-        let Some(set) = &self.xid else { return Ok(()) };
-        for (handle, xid) in set.drain(&self.nvml).context("nvmlEventSetWait")? {
+    /// Counts the XID events waiting now. A failure here (a lost GPU makes the
+    /// wait fail too) is left to the per-GPU reads, which say which GPU it is.
+    fn drain_xid_events(&mut self) {
+        let Some(set) = &self.xid else { return };
+        let events = match set.drain(&self.nvml) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(error = %e, "nvmlEventSetWait failed");
+                return;
+            }
+        };
+        for (handle, xid) in events {
             // SAFETY: the handle came from NVML for this library instance.
             let device = unsafe { Device::new(handle, &self.nvml) };
-            let uuid = device.uuid().context("UUID of the GPU that raised an XID")?;
+            let uuid = device.uuid().unwrap_or_else(|_| "unknown".to_string());
             tracing::warn!(gpu_uuid = %uuid, xid, "XID error");
             *self.xid_counts.entry(uuid).or_default().entry(xid).or_default() += 1;
         }
-        Ok(())
     }
 }
 

@@ -1,0 +1,281 @@
+//! The library's global state and the one entry path every exported NVML
+//! function goes through: count, catch panics, check init, apply faults,
+//! re-read the World if it changed, run.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use mig_model::{Faults, World};
+use nvml_wrapper_sys::bindings::{
+    nvmlReturn_enum_NVML_ERROR_DRIVER_NOT_LOADED as DRIVER_NOT_LOADED,
+    nvmlReturn_enum_NVML_ERROR_UNINITIALIZED as UNINITIALIZED, nvmlReturn_enum_NVML_ERROR_UNKNOWN as UNKNOWN,
+    nvmlReturn_enum_NVML_SUCCESS as SUCCESS, nvmlReturn_t,
+};
+
+use crate::handles::Handles;
+use crate::stats;
+
+pub(crate) type Res<T = ()> = Result<T, nvmlReturn_t>;
+
+/// An event set: the GPUs registered on it and how many of each GPU's XID
+/// events it has delivered.
+#[derive(Debug, Default)]
+pub(crate) struct EventSet {
+    /// GPU UUID → registered event-type mask, in registration order.
+    pub registrations: Vec<(String, u64)>,
+    /// GPU UUID → XID events already delivered from its `xid_events`.
+    pub delivered: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// `nvmlInit*` calls not yet matched by `nvmlShutdown`.
+    pub init_count: u32,
+    world_path: Option<PathBuf>,
+    cache: Option<Cached>,
+    /// The last World-file error reported on stderr, so each is told once.
+    last_error: Option<String>,
+    pub handles: Handles,
+    pub event_sets: BTreeMap<usize, EventSet>,
+    pub next_event_set: usize,
+}
+
+#[derive(Debug)]
+struct Cached {
+    key: FileKey,
+    text: String,
+    world: Arc<World>,
+}
+
+/// What changes when a file is rewritten: a rename gives a new inode (which
+/// may be reused), any write a new mtime/ctime (as coarse as the kernel tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// A file modified this recently may have been rewritten within one
+/// timestamp tick: compare its bytes as well.
+const RACY_WINDOW: Duration = Duration::from_millis(100);
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// Runs `f` on the state, recovering it if an earlier panic poisoned the lock
+/// (every mutation leaves the state consistent between statements).
+pub(crate) fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut guard: MutexGuard<'_, Option<State>> = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(State::default))
+}
+
+impl State {
+    /// The current World, re-read if the file changed since the last call.
+    pub fn world(&mut self) -> Res<Arc<World>> {
+        let path = self.world_path.clone().ok_or(UNINITIALIZED)?;
+        match self.refresh(&path) {
+            Ok(world) => {
+                self.last_error = None;
+                Ok(world)
+            }
+            Err(message) => {
+                if self.last_error.as_deref() != Some(message.as_str()) {
+                    eprintln!("fake-nvml: {message}");
+                    self.last_error = Some(message);
+                }
+                Err(UNKNOWN)
+            }
+        }
+    }
+
+    fn refresh(&mut self, path: &Path) -> Result<Arc<World>, String> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read World file {}: {e}", path.display()))?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age < RACY_WINDOW);
+        if let Some(cached) = &self.cache {
+            if cached.key == key && !recent {
+                return Ok(cached.world.clone());
+            }
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read World file {}: {e}", path.display()))?;
+        if let Some(cached) = &mut self.cache {
+            if cached.text == text {
+                cached.key = key;
+                return Ok(cached.world.clone());
+            }
+        }
+        let world = Arc::new(World::from_json(&text, path).map_err(|e| e.to_string())?);
+        self.cache = Some(Cached {
+            key,
+            text,
+            world: world.clone(),
+        });
+        Ok(world)
+    }
+
+    /// `nvmlInit*`: finds the World file named by `MIG_WORLD` and reads it.
+    fn init(&mut self) -> Result<Arc<World>, nvmlReturn_t> {
+        let Some(path) = std::env::var_os(mig_model::WORLD_ENV).filter(|p| !p.is_empty()) else {
+            eprintln!(
+                "fake-nvml: {} is not set: no World file to serve (NVML_ERROR_DRIVER_NOT_LOADED)",
+                mig_model::WORLD_ENV
+            );
+            return Err(DRIVER_NOT_LOADED);
+        };
+        let path = PathBuf::from(path);
+        if self.world_path.as_ref() != Some(&path) {
+            self.cache = None;
+            self.world_path = Some(path);
+        }
+        self.world().map_err(|_| DRIVER_NOT_LOADED)
+    }
+}
+
+/// How long `name` takes under `faults`: its own entry, else `"*"`.
+fn latency(faults: &Faults, name: &str) -> Duration {
+    let us = faults
+        .call_latency_us
+        .get(name)
+        .or_else(|| faults.call_latency_us.get("*"))
+        .copied()
+        .unwrap_or(0);
+    Duration::from_micros(us)
+}
+
+fn code(r: Res) -> nvmlReturn_t {
+    match r {
+        Ok(()) => SUCCESS,
+        Err(e) => e,
+    }
+}
+
+/// Counts and times `name`, and turns a panic into `NVML_ERROR_UNKNOWN`.
+fn guarded(name: &'static str, f: impl FnOnce() -> nvmlReturn_t) -> nvmlReturn_t {
+    let start = Instant::now();
+    let ret = catch_unwind(AssertUnwindSafe(f)).unwrap_or(UNKNOWN);
+    stats::record(name, start.elapsed());
+    ret
+}
+
+/// Sleeps the latency fault of `name`, then returns its failing-call fault if any.
+fn apply_faults(world: &World, name: &str) -> Res {
+    let delay = latency(&world.faults, name);
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    match world.faults.failing_calls.get(name) {
+        Some(&code) => Err(code),
+        None => Ok(()),
+    }
+}
+
+fn has_faults(world: &World, name: &str) -> bool {
+    !latency(&world.faults, name).is_zero() || world.faults.failing_calls.contains_key(name)
+}
+
+/// The entry path of every NVML function but init and `nvmlErrorString`:
+/// `body` runs with the state locked and the current World. Without a fault
+/// for `name`, that is one lock and one `stat` of the World file.
+pub(crate) fn call(name: &'static str, body: impl FnOnce(&mut State, &World) -> Res) -> nvmlReturn_t {
+    guarded(name, || {
+        code((|| {
+            let mut body = Some(body);
+            let world = with_state(|st| {
+                if st.init_count == 0 {
+                    return Err(UNINITIALIZED);
+                }
+                let world = st.world()?;
+                if has_faults(&world, name) {
+                    return Ok(Some(world));
+                }
+                match body.take() {
+                    Some(body) => body(st, &world).map(|()| None),
+                    None => Err(UNKNOWN),
+                }
+            })?;
+            let Some(world) = world else {
+                return Ok(());
+            };
+            // Faults apply outside the lock, so a slow call does not stall others.
+            apply_faults(&world, name)?;
+            with_state(|st| {
+                // The World may have changed while the latency fault slept.
+                let world = st.world()?;
+                match body.take() {
+                    Some(body) => body(st, &world),
+                    None => Err(UNKNOWN),
+                }
+            })
+        })())
+    })
+}
+
+/// Like [`call`], for functions that must not hold the lock throughout
+/// (`nvmlEventSetWait_v2`): `body` locks what it needs itself.
+pub(crate) fn call_unlocked(name: &'static str, body: impl FnOnce() -> Res) -> nvmlReturn_t {
+    guarded(name, || {
+        code((|| {
+            let world = with_state(|st| {
+                if st.init_count == 0 {
+                    return Err(UNINITIALIZED);
+                }
+                st.world()
+            })?;
+            apply_faults(&world, name)?;
+            body()
+        })())
+    })
+}
+
+/// `nvmlInit_v2` and `nvmlInitWithFlags`.
+pub(crate) fn init(name: &'static str) -> nvmlReturn_t {
+    guarded(name, || {
+        code((|| {
+            let world = with_state(|st| st.init())?;
+            apply_faults(&world, name)?;
+            if world.faults.driver_not_loaded {
+                return Err(DRIVER_NOT_LOADED);
+            }
+            with_state(|st| st.init_count += 1);
+            Ok(())
+        })())
+    })
+}
+
+/// `nvmlShutdown`: the last one frees the event sets, as the driver frees
+/// everything a client held.
+pub(crate) fn shutdown(name: &'static str) -> nvmlReturn_t {
+    call(name, |st, _| {
+        st.init_count = st.init_count.saturating_sub(1);
+        if st.init_count == 0 {
+            st.event_sets.clear();
+        }
+        Ok(())
+    })
+}
+
+/// Counts a call that cannot fail and has no return code (`nvmlErrorString`).
+pub(crate) fn counted<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let r = f();
+    stats::record(name, start.elapsed());
+    r
+}

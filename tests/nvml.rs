@@ -1,0 +1,307 @@
+//! The NVML source through the same FFI code it uses on real hardware,
+//! against `fake-nvml` (libfake_nvml.so, built beside the exporter) over a
+//! World file that the test reconfigures and breaks while the exporter runs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use mig_model::World;
+
+fn fake_nvml() -> PathBuf {
+    let path = Path::new(EXPORTER).with_file_name("libfake_nvml.so");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
+    let library = fake_nvml();
+    let mut args = vec!["--nvml", "--nvml.library", library.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Exporter::start_with_env(&args, &[("MIG_WORLD", world)])
+}
+
+/// A two-H100 node with a mixed layout, a split GI, a GI without CI, load and telemetry.
+fn mixed_world(dir: &Path) -> PathBuf {
+    let world = dir.join("world.json");
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            "2",
+            "--product",
+            "h100-80gb",
+            world.to_str().unwrap(),
+        ],
+    );
+    mig_sim(&world, &["-i", "0", "-mig", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,14,19", "-C"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "19"]);
+    mig_sim(
+        &world,
+        &["load", "--gpu", "0", "--gi", "2", "--fb-used-mib", "12000"],
+    );
+    edit(&world, |w| {
+        let t = &mut w.gpus[1].telemetry;
+        t.utilization_percent = 42;
+        t.memory_used_mib = 30_000;
+        t.energy_millijoules = 123_456_789;
+        t.xid_events = vec![79, 79, 48];
+        t.ecc_errors.aggregate_corrected = 3;
+        t.remapped_rows.correctable = 2;
+    });
+    world
+}
+
+fn edit(world: &Path, change: impl FnOnce(&mut World)) {
+    let mut w = World::load(world).unwrap();
+    change(&mut w);
+    w.save(world).unwrap();
+}
+
+/// Families only a utilization source (DCGM, or the simulator standing in
+/// for it) provides; NVML has none per instance.
+const UTILIZATION: [&str; 4] = [
+    "nvidia_mig_gpu_instance_dram_active_ratio",
+    "nvidia_mig_compute_instance_sm_active_ratio",
+    "nvidia_mig_compute_instance_sm_occupancy_ratio",
+    "nvidia_mig_compute_instance_tensor_active_ratio",
+];
+
+/// `name{labels} value` lines of the GPU and MIG families, minus utilization.
+fn comparable(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_"))
+        .filter(|l| !UTILIZATION.iter().any(|f| l.starts_with(&format!("{f}{{"))))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nvml_on_fake_nvml_and_the_simulator_publish_the_same_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    let sim = Exporter::start(&["--world", world.to_str().unwrap()]);
+    let nvml = nvml_exporter(&world, &["--nvml.pcie-throughput"]);
+    wait_for(
+        || value(&nvml.metrics(), "mig_exporter_source_up{source=\"nvml\"}").as_deref() == Some("1"),
+        "nvml source up",
+    );
+    let from_sim = comparable(&sim.metrics());
+    let from_nvml = comparable(&nvml.metrics());
+    let only_sim: Vec<_> = from_sim.difference(&from_nvml).collect();
+    let only_nvml: Vec<_> = from_nvml.difference(&from_sim).collect();
+    assert!(
+        only_sim.is_empty() && only_nvml.is_empty(),
+        "only in simulator mode:\n{}\nonly in NVML mode:\n{}",
+        only_sim.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
+        only_nvml
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The comparison covers the geometry it should.
+    assert!(from_nvml
+        .iter()
+        .any(|l| l.starts_with("nvidia_mig_compute_instance_info{")));
+    assert!(from_nvml
+        .iter()
+        .any(|l| l.starts_with("nvidia_mig_gpu_instance_compute_instances{") && l.ends_with(" 0")));
+    assert!(from_nvml
+        .iter()
+        .any(|l| l.starts_with("nvidia_gpu_xid_errors_total{")
+            && l.contains("xid=\"79\"")
+            && l.ends_with(" 2")));
+    // Whole-GPU utilization exists only where MIG is off.
+    let util: Vec<_> = from_nvml
+        .iter()
+        .filter(|l| l.starts_with("nvidia_gpu_utilization_ratio{"))
+        .collect();
+    assert_eq!(util.len(), 1, "{util:?}");
+    assert!(util[0].contains("gpu=\"1\"") && util[0].ends_with(" 0.42"));
+}
+
+#[test]
+fn geometry_json_through_nvml_equals_the_simulators() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    let run = |args: &[&str]| {
+        let out = Command::new(EXPORTER)
+            .args(["geometry", "--output", "json"])
+            .args(args)
+            .env("MIG_WORLD", &world)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Node identity differs by design: the simulator's hostname and boot id
+        // are the World's, NVML mode reads this machine's.
+        for key in ["hostname", "boot_id"] {
+            v.as_object_mut().unwrap().remove(key);
+        }
+        for gpu in v["gpus"].as_array_mut().unwrap() {
+            for gi in gpu["gpu_instances"].as_array_mut().unwrap() {
+                gi.as_object_mut().unwrap().remove("dram_active_ratio");
+                for ci in gi["compute_instances"].as_array_mut().unwrap() {
+                    for key in ["sm_active_ratio", "sm_occupancy_ratio", "tensor_active_ratio"] {
+                        ci.as_object_mut().unwrap().remove(key);
+                    }
+                }
+            }
+            // The simulator shows PCIe always; NVML only with --nvml.pcie-throughput.
+            let health = gpu["health"].as_object_mut().unwrap();
+            health.remove("pcie_tx_bytes_per_second");
+            health.remove("pcie_rx_bytes_per_second");
+        }
+        v
+    };
+    let library = fake_nvml();
+    assert_eq!(
+        run(&["--nvml", "--nvml.library", library.to_str().unwrap()]),
+        run(&["--world", world.to_str().unwrap()])
+    );
+}
+
+/// The GI ids a scrape shows on GPU 0.
+fn gi_ids(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_mig_gpu_instance_info{gpu=\"0\""))
+        .filter_map(|l| l.split("gi=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    // Slow compute-instance reads widen the window between reading GIs and CIs.
+    edit(&world, |w| {
+        w.faults
+            .call_latency_us
+            .insert("nvmlGpuInstanceGetComputeInstances".into(), 30_000);
+    });
+    let exporter = nvml_exporter(&world, &[]);
+    wait_for(|| !gi_ids(&exporter.metrics()).is_empty(), "geometry in /metrics");
+    let old = gi_ids(&exporter.metrics());
+
+    // Swap the layout back and forth while scraping: every scrape must show one
+    // of the two complete layouts, each GI with its CI count matching.
+    let saved = std::fs::read(&world).unwrap();
+    mig_sim(&world, &["-i", "0", "mig", "-dci"]);
+    mig_sim(&world, &["-i", "0", "mig", "-dgi"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "0", "-C"]);
+    let reconfigured = std::fs::read(&world).unwrap();
+    let new: BTreeSet<String> = ["0".to_string()].into();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut seen = BTreeSet::new();
+    let mut flip = false;
+    while Instant::now() < deadline {
+        std::fs::write(
+            dir.path().join("next.json"),
+            if flip { &saved } else { &reconfigured },
+        )
+        .unwrap();
+        std::fs::rename(dir.path().join("next.json"), &world).unwrap();
+        flip = !flip;
+        for _ in 0..5 {
+            let text = exporter.metrics();
+            let ids = gi_ids(&text);
+            if ids.is_empty() {
+                // A poll that gave up on a layout that kept changing publishes nothing from NVML.
+                assert_eq!(
+                    value(&text, "mig_exporter_source_up{source=\"nvml\"}").as_deref(),
+                    Some("0")
+                );
+                continue;
+            }
+            assert!(
+                ids == old || ids == new,
+                "torn geometry {ids:?} (old {old:?}, new {new:?})"
+            );
+            seen.insert(ids.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(!seen.is_empty(), "at least one complete geometry was published");
+}
+
+fn nvml_up(exporter: &Exporter) -> Option<String> {
+    value(&exporter.metrics(), "mig_exporter_source_up{source=\"nvml\"}")
+}
+
+/// The reason the landing page gives for the NVML source being down.
+fn nvml_down_reason(exporter: &Exporter) -> String {
+    let (_, page) = exporter.get("/", None);
+    page.split("data-source=\"nvml\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_gpu_lost_mid_run_drops_the_series_and_recovers_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    let exporter = nvml_exporter(&world, &[]);
+    wait_for(|| nvml_up(&exporter).as_deref() == Some("1"), "nvml source up");
+
+    edit(&world, |w| w.faults.lost_gpus = vec![0]);
+    wait_for(|| nvml_up(&exporter).as_deref() == Some("0"), "source_up 0");
+    assert!(
+        series(&exporter.metrics()).is_empty(),
+        "no stale series while a GPU is lost"
+    );
+    // nvml-wrapper's wording of NVML_ERROR_GPU_IS_LOST, after which GPU and call.
+    let reason = nvml_down_reason(&exporter);
+    assert!(
+        reason.contains("GPU 0: nvmlDeviceGetHandleByIndex: device fell off the bus"),
+        "{reason}"
+    );
+
+    edit(&world, |w| w.faults = Default::default());
+    wait_for(|| nvml_up(&exporter).as_deref() == Some("1"), "recovery");
+    assert!(!series(&exporter.metrics()).is_empty());
+    let errors: f64 = value(
+        &exporter.metrics(),
+        "mig_exporter_poll_errors_total{source=\"nvml\"}",
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(errors >= 1.0);
+}
+
+#[test]
+fn a_driver_that_loads_after_the_exporter_is_picked_up_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    edit(&world, |w| w.faults.driver_not_loaded = true);
+    let exporter = nvml_exporter(&world, &[]);
+    assert_eq!(nvml_up(&exporter).as_deref(), Some("0"));
+    assert!(series(&exporter.metrics()).is_empty());
+    let reason = nvml_down_reason(&exporter);
+    assert!(
+        reason.contains("nvmlInit: NVIDIA driver is not loaded"),
+        "{reason}"
+    );
+
+    edit(&world, |w| w.faults = Default::default());
+    wait_for(
+        || nvml_up(&exporter).as_deref() == Some("1"),
+        "the driver picked up",
+    );
+    assert!(!series(&exporter.metrics()).is_empty());
+}
