@@ -305,3 +305,28 @@ fn a_driver_that_loads_after_the_exporter_is_picked_up_without_restart() {
     );
     assert!(!series(&exporter.metrics()).is_empty());
 }
+
+#[test]
+fn no_permission_for_mig_instances_names_the_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    // What the driver answers when /dev/nvidia-caps for mig/monitor is not readable.
+    edit(&world, |w| {
+        w.faults
+            .failing_calls
+            .insert("nvmlDeviceGetGpuInstances".into(), 4);
+    });
+    let exporter = nvml_exporter(&world, &[]);
+    assert_eq!(nvml_up(&exporter).as_deref(), Some("0"));
+    let reason = nvml_down_reason(&exporter);
+    assert!(
+        reason.contains("/proc/driver/nvidia/capabilities/mig/monitor"),
+        "{reason}"
+    );
+
+    edit(&world, |w| w.faults = Default::default());
+    wait_for(
+        || nvml_up(&exporter).as_deref() == Some("1"),
+        "recovery once permitted",
+    );
+}

@@ -336,7 +336,7 @@ fn consistent_geometry(
     for _ in 0..GEOMETRY_ATTEMPTS {
         let before = match gi_list(nvml, device, table) {
             Ok(list) => list,
-            Err(e) if is_gpu_gone(&e) => return Err(e).context("GPU instances"),
+            Err(e) if is_gpu_gone(&e) => return Err(explain(e)).context("GPU instances"),
             Err(e) => {
                 last_error = Some(e);
                 continue;
@@ -350,7 +350,7 @@ fn consistent_geometry(
                 }
                 tracing::debug!("MIG geometry changed while being read; reading again");
             }
-            Err(e) if is_gpu_gone(&e) => return Err(e).context("compute instances"),
+            Err(e) if is_gpu_gone(&e) => return Err(explain(e)).context("compute instances"),
             // An instance vanished between listing and reading it: read again.
             Err(e) => last_error = Some(e),
         }
@@ -358,6 +358,17 @@ fn consistent_geometry(
     match last_error {
         Some(e) => Err(e).context("MIG geometry kept changing while being read"),
         None => Err(anyhow!("MIG geometry kept changing while being read")),
+    }
+}
+
+/// Says what to do about the one failure an operator can fix on the spot.
+fn explain(e: NvmlError) -> anyhow::Error {
+    match e {
+        NvmlError::NoPermission => anyhow!(
+            "{e}: listing MIG instances needs read access to the MIG monitor capability \
+             (/proc/driver/nvidia/capabilities/mig/monitor names its /dev/nvidia-caps device)"
+        ),
+        e => e.into(),
     }
 }
 
