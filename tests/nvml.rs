@@ -198,11 +198,15 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
 
     // Swap the layout back and forth while scraping: every scrape must show one
     // of the two complete layouts, each GI with its CI count matching.
+    // The other layout is prepared on a copy: the live file only ever holds
+    // one of the two complete layouts.
     let saved = std::fs::read(&world).unwrap();
-    mig_sim(&world, &["-i", "0", "mig", "-dci"]);
-    mig_sim(&world, &["-i", "0", "mig", "-dgi"]);
-    mig_sim(&world, &["-i", "0", "mig", "-cgi", "0", "-C"]);
-    let reconfigured = std::fs::read(&world).unwrap();
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, &saved).unwrap();
+    mig_sim(&other, &["-i", "0", "mig", "-dci"]);
+    mig_sim(&other, &["-i", "0", "mig", "-dgi"]);
+    mig_sim(&other, &["-i", "0", "mig", "-cgi", "0", "-C"]);
+    let reconfigured = std::fs::read(&other).unwrap();
     let new: BTreeSet<String> = ["0".to_string()].into();
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut seen = BTreeSet::new();
