@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, as CI does. Installs what it needs on a
 # fresh Debian machine first: Prometheus's promtool and Chromium (Debian
-# packages), rustfmt and clippy (rustup components).
+# packages), libclang (Debian package libclang-dev, for bindgen), rustfmt and
+# clippy (rustup components).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 # python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# libclang for bindgen, which regenerates the DCGM bindings to check them.
+dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libclang-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -45,3 +48,8 @@ echo "==> cargo build"
 cargo build --workspace --locked
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> DCGM bindings match src/source/dcgm/dcgm_api.h"
+# bindgen regenerates them (cargo feature dcgm-bindgen); a default build uses
+# the committed src/source/dcgm/bindings.rs and needs no libclang.
+cargo clippy --locked -p mig-exporter --features dcgm-bindgen --test dcgm_bindings -- -D warnings
+cargo test --locked -p mig-exporter --features dcgm-bindgen --test dcgm_bindings

@@ -1,15 +1,20 @@
-//! Command-line interface: `serve` (the default) and `geometry`.
+//! Command-line interface: `serve` (the default), `check` and `geometry`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::drift::report::CheckReport;
+use crate::drift::{
+    ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR, DEFAULT_STATE_FILE,
+};
 use crate::geometry::{self, OutputFormat};
-use crate::poll::{Poller, Published};
+use crate::poll::{unix_now, Poller, Published};
 use crate::source::nvml::{NvmlOptions, NvmlSource};
 use crate::source::scenarios::{self, DEFAULT_SCENARIO};
 use crate::source::sim::SimSource;
@@ -38,6 +43,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the node's MIG layout: GPU instances, compute instances, remaining capacity.
     Geometry(GeometryArgs),
+    /// Read the node once, compare it with the desired config and the last-known-good
+    /// state, print the findings; exit 0 no drift, 1 drift, 2 cannot tell.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -63,10 +71,103 @@ pub struct SourceArgs {
     pub nvml_pcie_throughput: bool,
 }
 
+/// What the node should be: the desired MIG config and the last-known-good state.
+#[derive(Debug, Clone, Args)]
+pub struct DriftArgs {
+    /// nvidia-mig-parted config file (version: v1) holding the MIG geometry the node should have;
+    /// re-read on every poll.
+    #[arg(long = "mig.config", value_name = "FILE")]
+    pub mig_config: Option<PathBuf>,
+    /// The config of --mig.config that applies (the node's nvidia.com/mig.config label value).
+    /// Without it or --mig.config-name-file, the file's only config.
+    #[arg(
+        long = "mig.config-name",
+        value_name = "NAME",
+        requires = "mig_config",
+        conflicts_with = "mig_config_name_file"
+    )]
+    pub mig_config_name: Option<String>,
+    /// File holding the config name, re-read on every poll: the bare label value, or
+    /// `nvidia.com/mig.config="NAME"` among other label lines. Empty: no desired config.
+    #[arg(long = "mig.config-name-file", value_name = "FILE", requires = "mig_config")]
+    pub mig_config_name_file: Option<PathBuf>,
+    /// Where each GPU's last-known-good geometry is kept across restarts and reboots.
+    /// Default with --nvml: /var/lib/mig-exporter/state.json when /var/lib/mig-exporter exists,
+    /// else in memory; with a simulated node (--simulate, --world): in memory.
+    #[arg(long = "state.file", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+}
+
+impl DriftArgs {
+    /// The desired config source the flags name, if any.
+    pub fn desired(&self) -> Option<DesiredSource> {
+        let path = self.mig_config.clone()?;
+        let name = match (&self.mig_config_name, &self.mig_config_name_file) {
+            (Some(name), _) => ConfigName::Fixed(name.clone()),
+            (None, Some(file)) => ConfigName::File(file.clone()),
+            (None, None) => ConfigName::Only,
+        };
+        Some(DesiredSource::new(path, name))
+    }
+
+    /// A drift tracker for `source`. Fails when the desired config cannot be
+    /// read, parsed or selected; a state file that cannot be read is not an
+    /// error here (the tracker reports it). Also says where the
+    /// last-known-good state comes from.
+    pub fn tracker(
+        &self,
+        source: &SourceArgs,
+        read_only: bool,
+    ) -> anyhow::Result<(DriftTracker, Option<String>)> {
+        let desired = self.desired();
+        if let Some(d) = &desired {
+            d.load()?;
+        }
+        let file = |path: &std::path::Path| {
+            (
+                StateStore::open(path, read_only),
+                Some(path.display().to_string()),
+            )
+        };
+        let (state, origin) = match (&self.state_file, source.scenario()) {
+            (Some(path), _) => file(path),
+            (None, Some(scenario)) => {
+                let before = scenarios::previous_boot(scenario)?;
+                let origin = before
+                    .is_some()
+                    .then(|| format!("built-in scenario '{scenario}' before its reboot (in memory)"));
+                let doc = before.map_or_else(StateDoc::default, |world| {
+                    let reading = crate::source::sim::reading_from_world(&world);
+                    StateDoc::from_gpus(&world.boot_id, &reading.gpus, 0.0)
+                });
+                (StateStore::in_memory(doc), origin)
+            }
+            (None, None) if source.nvml && std::path::Path::new(DEFAULT_STATE_DIR).is_dir() => {
+                file(std::path::Path::new(DEFAULT_STATE_FILE))
+            }
+            (None, None) => {
+                tracing::info!(
+                    "last-known-good state is kept in memory only (no --state.file{}): \
+                     it does not survive a restart",
+                    if source.nvml {
+                        ", and no /var/lib/mig-exporter"
+                    } else {
+                        " for a simulated node"
+                    }
+                );
+                (StateStore::in_memory(StateDoc::default()), None)
+            }
+        };
+        Ok((DriftTracker::new(desired, state), origin))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub drift: DriftArgs,
     /// Address to listen on.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen_address: SocketAddr,
@@ -88,6 +189,16 @@ pub struct ServeArgs {
 pub struct GeometryArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[arg(long, short, value_name = "FORMAT", default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub drift: DriftArgs,
     #[arg(long, short, value_name = "FORMAT", default_value = "table")]
     pub output: OutputFormat,
 }
@@ -127,6 +238,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl SourceArgs {
+    /// The built-in scenario the flags select, when they select one.
+    pub fn scenario(&self) -> Option<&str> {
+        (!self.nvml && self.world.is_none()).then(|| self.simulate.as_deref().unwrap_or(DEFAULT_SCENARIO))
+    }
+
     /// The geometry source the flags select. Fails on an unknown scenario or a
     /// World file that cannot be read now, so a typo stops the process at start.
     pub fn open(&self) -> anyhow::Result<Box<dyn GeometrySource>> {
@@ -148,21 +264,60 @@ impl SourceArgs {
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status is `check`'s verdict, or success.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Geometry(args)) => {
             let reading = args.source.open()?.poll()?;
             print!("{}", geometry::render(&reading, args.output));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Serve(args)) => serve(args),
-        None => serve(cli.serve),
+        Some(Command::Check(args)) => {
+            let report = check(&args);
+            print!("{}", report.render(args.output));
+            Ok(ExitCode::from(report.status.exit_code()))
+        }
+        Some(Command::Serve(args)) => serve(args).map(|()| ExitCode::SUCCESS),
+        None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// `mig-exporter check`: anything that keeps it from judging (the source
+/// fails, the desired config is bad, the state file cannot be read) is
+/// `unknown`, exit status 2. The state file is only read, never written.
+fn check(args: &CheckArgs) -> CheckReport {
+    let (mut tracker, last_known_good) = match args.drift.tracker(&args.source, true) {
+        Ok(t) => t,
+        Err(e) => return CheckReport::unknown(format!("{e:#}")),
+    };
+    let reading = match args.source.open().and_then(|mut source| source.poll()) {
+        Ok(r) => r,
+        Err(e) => return CheckReport::unknown(format!("{e:#}")),
+    };
+    let drift = tracker.observe(reading.boot_id.as_deref(), &reading.gpus, unix_now());
+    if let Some(e) = tracker.desired_error() {
+        return CheckReport::unknown(e.to_string());
+    }
+    if let Some(e) = tracker.state_error() {
+        return CheckReport::unknown(e.to_string());
+    }
+    CheckReport::judged(reading.hostname, reading.gpus.len(), drift, last_known_good)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log_level, args.log_format);
     let source = args.source.open()?;
+    let (tracker, last_known_good) = args.drift.tracker(&args.source, false)?;
+    if let Some(origin) = &last_known_good {
+        tracing::info!(last_known_good = %origin, "drift detection keeps the last-known-good state here");
+    }
+    // The first poll runs before serving, so that a desired config the node's
+    // GPUs cannot hold stops the exporter at start.
+    let mut poller = Poller::new(source).with_drift(tracker);
+    let first = poller.poll_once();
+    if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {
+        return Err(anyhow::anyhow!("{e}"));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -173,7 +328,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_address))?;
         let published = Arc::new(Published::default());
-        tokio::spawn(Poller::new(source).run(args.poll_interval, published.clone()));
+        published.publish(first);
+        tokio::spawn(poller.run(args.poll_interval, published.clone()));
         let app = crate::expose::http::router(published, &args.telemetry_path);
         tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, "listening");
         axum::serve(listener, app)
@@ -227,5 +383,80 @@ mod tests {
         let cli = Cli::try_parse_from(["mig-exporter", "geometry", "--output", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Geometry(_))));
         assert!(Cli::try_parse_from(["mig-exporter", "--simulate", "x", "--world", "y"]).is_err());
+    }
+
+    #[test]
+    fn drift_flags_parse_for_serve_and_check() {
+        let cli = Cli::try_parse_from([
+            "mig-exporter",
+            "--mig.config",
+            "/etc/mig.yaml",
+            "--mig.config-name",
+            "all-1g.10gb",
+            "--state.file",
+            "/tmp/state.json",
+        ])
+        .unwrap();
+        let drift = &cli.serve.drift;
+        assert_eq!(drift.mig_config_name.as_deref(), Some("all-1g.10gb"));
+        assert_eq!(
+            drift.state_file.as_deref(),
+            Some(std::path::Path::new("/tmp/state.json"))
+        );
+        let cli = Cli::try_parse_from([
+            "mig-exporter",
+            "check",
+            "--output",
+            "json",
+            "--mig.config",
+            "/etc/mig.yaml",
+            "--mig.config-name-file",
+            "/etc/labels",
+        ])
+        .unwrap();
+        let Some(Command::Check(args)) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(args.output, OutputFormat::Json);
+        assert!(args.drift.desired().is_some());
+        // A name needs a file, and only one way of naming is allowed.
+        assert!(Cli::try_parse_from(["mig-exporter", "--mig.config-name", "x"]).is_err());
+        assert!(Cli::try_parse_from([
+            "mig-exporter",
+            "--mig.config",
+            "f",
+            "--mig.config-name",
+            "x",
+            "--mig.config-name-file",
+            "y"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn built_in_scenarios_keep_their_state_in_memory() {
+        let cli = Cli::try_parse_from(["mig-exporter", "--simulate", "h100-rebooted"]).unwrap();
+        let (_, origin) = cli.serve.drift.tracker(&cli.serve.source, false).unwrap();
+        assert_eq!(
+            origin.as_deref(),
+            Some("built-in scenario 'h100-rebooted' before its reboot (in memory)")
+        );
+        let cli = Cli::try_parse_from(["mig-exporter", "--world", "/w.json"]).unwrap();
+        assert_eq!(cli.serve.source.scenario(), None);
+        let (_, origin) = cli.serve.drift.tracker(&cli.serve.source, true).unwrap();
+        assert_eq!(
+            origin, None,
+            "a simulated node's state is never written to the host"
+        );
+        let cli = Cli::try_parse_from([
+            "mig-exporter",
+            "--world",
+            "/w.json",
+            "--state.file",
+            "/tmp/s.json",
+        ])
+        .unwrap();
+        let (_, origin) = cli.serve.drift.tracker(&cli.serve.source, true).unwrap();
+        assert_eq!(origin.as_deref(), Some("/tmp/s.json"));
     }
 }

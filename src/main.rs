@@ -3,7 +3,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = mig_exporter::cli::Cli::parse();
     match mig_exporter::cli::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("mig-exporter: {e:#}");
             std::process::ExitCode::FAILURE

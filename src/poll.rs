@@ -3,6 +3,8 @@
 //! A poll builds a whole [`NodeSnapshot`] and swaps it in atomically; a scrape
 //! only ever reads the latest one. When a source fails, the next snapshot has
 //! nothing from it (no stale series) and says so in its [`SourceHealth`].
+//! With a [`DriftTracker`], every successful read is also judged for drift
+//! and the findings go into the same snapshot.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::drift::DriftTracker;
 use crate::model::{DurationHistogram, NodeSnapshot, SourceHealth};
 use crate::source::{GeometrySource, NodeReading};
 
@@ -40,6 +43,7 @@ impl Published {
 pub struct Poller {
     source: Box<dyn GeometrySource>,
     health: SourceHealth,
+    drift: Option<DriftTracker>,
 }
 
 impl Poller {
@@ -52,7 +56,21 @@ impl Poller {
             errors_total: 0,
             poll_duration: DurationHistogram::default(),
         };
-        Poller { source, health }
+        Poller {
+            source,
+            health,
+            drift: None,
+        }
+    }
+
+    /// Judges every successful read for drift with `tracker`.
+    pub fn with_drift(mut self, tracker: DriftTracker) -> Self {
+        self.drift = Some(tracker);
+        self
+    }
+
+    pub fn drift(&self) -> Option<&DriftTracker> {
+        self.drift.as_ref()
     }
 
     /// One poll: read the source, account for it, build the snapshot.
@@ -61,7 +79,7 @@ impl Poller {
         let result = self.source.poll();
         self.health.poll_duration.observe(started.elapsed().as_secs_f64());
         let now = unix_now();
-        let reading = match result {
+        let (reading, read) = match result {
             Ok(reading) => {
                 if !self.health.up {
                     tracing::info!(
@@ -73,7 +91,7 @@ impl Poller {
                 self.health.up = true;
                 self.health.last_error = None;
                 self.health.last_success_seconds = Some(now);
-                reading
+                (reading, true)
             }
             Err(e) => {
                 let message = format!("{e:#}");
@@ -83,8 +101,21 @@ impl Poller {
                 self.health.up = false;
                 self.health.errors_total += 1;
                 self.health.last_error = Some(message);
-                NodeReading::default()
+                (NodeReading::default(), false)
             }
+        };
+        let mut sources = vec![self.health.clone()];
+        let drift = match &mut self.drift {
+            Some(tracker) => {
+                let drift = if read {
+                    tracker.observe(reading.boot_id.as_deref(), &reading.gpus, now)
+                } else {
+                    tracker.unavailable()
+                };
+                sources.extend(tracker.sources());
+                drift
+            }
+            None => Default::default(),
         };
         NodeSnapshot {
             taken_at_seconds: now,
@@ -93,14 +124,17 @@ impl Poller {
             driver_version: reading.driver_version,
             nvml_version: reading.nvml_version,
             gpus: reading.gpus,
-            sources: vec![self.health.clone()],
+            sources,
+            drift,
         }
     }
 
-    /// Polls forever on `interval`, publishing each snapshot. The source runs
-    /// on a blocking thread so a slow driver call never stalls the HTTP server.
+    /// Polls forever on `interval`, publishing each snapshot; the first poll
+    /// is one interval from now (the caller has published one with
+    /// [`Poller::poll_once`]). The source runs on a blocking thread so a slow
+    /// driver call never stalls the HTTP server.
     pub async fn run(mut self, interval: Duration, published: Arc<Published>) {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -166,6 +200,7 @@ mod tests {
         let mut poller = Poller {
             source: Box::new(Flaky { fail: true }),
             health: ok.sources[0].clone(),
+            drift: None,
         };
         let failed = poller.poll_once();
         assert!(failed.gpus.is_empty(), "no stale series from a failed read");

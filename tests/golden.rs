@@ -7,21 +7,32 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use clap::Parser;
+use mig_exporter::cli::Cli;
 use mig_exporter::expose::metrics::{self, Format};
 use mig_exporter::model::NodeSnapshot;
 use mig_exporter::poll::Published;
 use mig_exporter::source::{scenarios, sim};
 
+/// The time every golden poll happens at, so drift timestamps are fixed.
+const POLL_TIME: f64 = 1_750_000_000.0;
+
 /// The snapshot of a scenario without the exporter's own timing series, which
-/// differ on every run.
+/// differ on every run. Drift is judged as `serve --simulate` judges it: no
+/// desired config, and the last-known-good state the scenario implies
+/// (`h100-rebooted`: `h100-mixed` before the reboot), polled once at `POLL_TIME`.
 fn exposition(scenario: &str, format: Format) -> String {
     let reading = sim::reading_from_world(&scenarios::build(scenario).unwrap());
+    let cli = Cli::try_parse_from(["mig-exporter", "--simulate", scenario]).unwrap();
+    let (mut tracker, _) = cli.serve.drift.tracker(&cli.serve.source, true).unwrap();
+    let drift = tracker.observe(reading.boot_id.as_deref(), &reading.gpus, POLL_TIME);
     let published = Arc::new(Published::default());
     published.publish(NodeSnapshot {
         hostname: reading.hostname,
         boot_id: reading.boot_id,
         driver_version: reading.driver_version,
         gpus: reading.gpus,
+        drift,
         ..Default::default()
     });
     let text = metrics::render(&metrics::registry(published), format).unwrap();

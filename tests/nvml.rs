@@ -77,13 +77,24 @@ const UTILIZATION: [&str; 4] = [
     "nvidia_mig_compute_instance_tensor_active_ratio",
 ];
 
-/// `name{labels} value` lines of the GPU and MIG families, minus utilization.
+/// Families whose values are poll times, which differ between two processes.
+const TIMESTAMPS: [&str; 2] = [
+    "nvidia_mig_drift_since_timestamp_seconds",
+    "nvidia_mig_geometry_last_change_timestamp_seconds",
+];
+
+/// `name{labels} value` lines of the GPU and MIG families, minus utilization;
+/// for timestamps only `name{labels}`.
 fn comparable(exposition: &str) -> BTreeSet<String> {
+    let in_family = |line: &str, f: &str| line.starts_with(&format!("{f}{{"));
     exposition
         .lines()
         .filter(|l| l.starts_with("nvidia_"))
-        .filter(|l| !UTILIZATION.iter().any(|f| l.starts_with(&format!("{f}{{"))))
-        .map(str::to_string)
+        .filter(|l| !UTILIZATION.iter().any(|f| in_family(l, f)))
+        .map(|l| match TIMESTAMPS.iter().any(|f| in_family(l, f)) {
+            true => l.rsplit_once(' ').map_or(l, |(series, _)| series).to_string(),
+            false => l.to_string(),
+        })
         .collect()
 }
 

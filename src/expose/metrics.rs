@@ -12,7 +12,9 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::model::{ComputeInstanceSnapshot, DeviceHealth, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+use crate::model::{
+    ComputeInstanceSnapshot, DeviceHealth, DriftFinding, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot,
+};
 use crate::poll::Published;
 
 /// Exposition formats, chosen by the scraper's `Accept` header.
@@ -184,6 +186,7 @@ pub fn encode_snapshot(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<
     encode_health(s, enc)?;
     encode_profiles(s, enc)?;
     encode_instances(s, enc)?;
+    encode_drift(s, enc)?;
     encode_exporter(s, enc)
 }
 
@@ -544,6 +547,53 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
         "nvidia_mig_compute_instance_tensor_active_ratio",
         "Fraction of cycles the compute instance's tensor pipes were busy.",
         ci_ratio(|ci| ci.tensor_active_ratio),
+    )
+}
+
+fn finding_labels(f: &DriftFinding) -> Labels<'_, 3> {
+    [
+        ("gpu", Lv::N(f.gpu)),
+        ("gpu_uuid", Lv::S(&f.gpu_uuid)),
+        ("reason", Lv::S(f.reason.as_str())),
+    ]
+}
+
+fn encode_drift(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    let d = &s.drift;
+    gauge(
+        enc,
+        "nvidia_mig_drift",
+        "1 for each drift finding: the GPU's MIG geometry is not what it should be, and reason says how \
+         (mig_mode_lost, geometry_lost, profile_mismatch, gi_without_ci, mig_mode_pending, unexpected_mig, changed_since_reboot).",
+        d.findings.iter().map(|f| (finding_labels(f), 1u32)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_drift_since_timestamp_seconds",
+        "Unix time of the first poll that found the drift; kept while it persists.",
+        d.findings.iter().map(|f| (finding_labels(f), f.since_seconds)),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_expected_instances",
+        "GPU instances of the profile the desired MIG config wants on the GPU.",
+        d.expected.iter().map(|e| {
+            let labels: Labels<3> = [
+                ("gpu", Lv::N(e.gpu)),
+                ("gpu_uuid", Lv::S(&e.gpu_uuid)),
+                ("profile", Lv::S(&e.profile)),
+            ];
+            (labels, e.count)
+        }),
+    )?;
+    gauge(
+        enc,
+        "nvidia_mig_geometry_last_change_timestamp_seconds",
+        "Unix time the GPU's MIG geometry (mode, GPU and compute instances) was first seen as it is now.",
+        d.geometry_changes.iter().map(|c| {
+            let labels: Labels<2> = [("gpu", Lv::N(c.gpu)), ("gpu_uuid", Lv::S(&c.gpu_uuid))];
+            (labels, c.changed_at_seconds)
+        }),
     )
 }
 

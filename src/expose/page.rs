@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::model::{ComputeInstanceSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+use crate::drift::detect::describe_counts;
+use crate::model::{ComputeInstanceSnapshot, DriftSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
 
 const REFRESH_SECONDS: u32 = 5;
 
@@ -26,6 +27,9 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .whole{padding:1rem;border:1px solid #c3c9d1;border-radius:6px;background:#eef0f3}
 .cap{margin-top:.5rem;font-size:.75rem;color:#5b6673}.cap span{display:inline-block;margin:.15rem .3rem 0 0;padding:.05rem .45rem;border:1px solid #d9dde3;border-radius:.6rem}
 .cap span.none{color:#aab1ba}
+.drift{margin:.3rem 0 .5rem;padding:.4rem .6rem;border-left:4px solid #c0392b;background:#fdecea;font-size:.82rem}
+.drift b{font-family:ui-monospace,monospace;color:#8a1414}.drift .for{color:#5b6673}
+.nodrift{color:#145c24;font-size:.8rem;margin-bottom:.4rem}.expected,.desired{color:#5b6673;font-size:.8rem;margin-bottom:.4rem}
 "#;
 
 pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
@@ -58,14 +62,60 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
         );
     }
     html.push_str("</div>");
+    let _ = write!(
+        html,
+        "<div class=\"desired\">desired MIG config: {}</div>",
+        escape(snapshot.drift.desired.as_deref().unwrap_or("none"))
+    );
     for gpu in &snapshot.gpus {
-        render_gpu(&mut html, gpu);
+        render_gpu(&mut html, gpu, &snapshot.drift, snapshot.taken_at_seconds);
     }
     html.push_str("</body></html>\n");
     html
 }
 
-fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
+/// The GPU's drift findings with their messages, and what the desired config wants.
+fn render_drift(html: &mut String, gpu: &GpuSnapshot, drift: &DriftSnapshot, now: f64) {
+    let expected: std::collections::BTreeMap<String, u32> = drift
+        .expected_of(&gpu.uuid)
+        .map(|e| (e.profile.clone(), e.count))
+        .collect();
+    if !expected.is_empty() {
+        let _ = write!(
+            html,
+            "<div class=\"expected\">expected: {}</div>",
+            escape(&describe_counts(&expected))
+        );
+    }
+    let mut any = false;
+    for f in drift.findings_of(&gpu.uuid) {
+        any = true;
+        let _ = write!(
+            html,
+            "<div class=\"drift\" data-reason=\"{}\"><b>{}</b> <span class=\"for\">for {}</span><br>{}</div>",
+            f.reason,
+            f.reason,
+            duration(now - f.since_seconds),
+            escape(&f.message)
+        );
+    }
+    if !any && drift.geometry_changes.iter().any(|c| c.gpu_uuid == gpu.uuid) {
+        html.push_str("<div class=\"nodrift\">no drift</div>");
+    }
+}
+
+/// `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn render_gpu(html: &mut String, gpu: &GpuSnapshot, drift: &DriftSnapshot, now: f64) {
     let mode = |on: bool| if on { "enabled" } else { "disabled" };
     let pending = if gpu.mig_current != gpu.mig_pending {
         format!(
@@ -90,6 +140,7 @@ fn render_gpu(html: &mut String, gpu: &GpuSnapshot) {
         gpu.memory_slices_used,
         gpu.memory_slices_capacity,
     );
+    render_drift(html, gpu, drift, now);
     if !gpu.mig_current {
         html.push_str("<div class=\"whole\">MIG is disabled: one whole GPU, no slices.</div></section>");
         return;
@@ -255,6 +306,47 @@ mod tests {
         assert_eq!(html.matches("MIG is disabled").count(), 8);
         let html = render(&snapshot("gi-without-ci"), "/metrics");
         assert_eq!(html.matches("gi noci").count(), 3);
+    }
+
+    #[test]
+    fn shows_each_gpus_findings_with_their_messages_and_what_is_expected() {
+        use crate::model::{DriftFinding, DriftReason, ExpectedInstances};
+        let mut snap = snapshot("h100-rebooted");
+        snap.taken_at_seconds = 1000.0;
+        let uuid = snap.gpus[1].uuid.clone();
+        snap.drift.desired = Some("config 'x<y' in /etc/mig.yaml".into());
+        snap.drift.expected.push(ExpectedInstances {
+            gpu: 1,
+            gpu_uuid: uuid.clone(),
+            profile: "3g.40gb".into(),
+            count: 2,
+        });
+        snap.drift.findings.push(DriftFinding {
+            gpu: 1,
+            gpu_uuid: uuid,
+            reason: DriftReason::MigModeLost,
+            message: "GPU 1: MIG mode is disabled: expected <enabled>".into(),
+            since_seconds: 875.0,
+        });
+        let html = render(&snap, "/metrics");
+        assert!(html.contains("desired MIG config: config &#39;x&lt;y&#39; in /etc/mig.yaml"));
+        let gpu1 = html
+            .split("data-gpu=\"1\"")
+            .nth(1)
+            .unwrap()
+            .split("data-gpu=\"2\"")
+            .next()
+            .unwrap();
+        assert!(gpu1.contains("expected: 2x 3g.40gb"), "{gpu1}");
+        assert!(
+            gpu1.contains(
+                "data-reason=\"mig_mode_lost\"><b>mig_mode_lost</b> <span class=\"for\">for 2m 5s</span>"
+            ) && gpu1.contains("expected &lt;enabled&gt;"),
+            "{gpu1}"
+        );
+        assert_eq!(html.matches("data-reason=").count(), 1, "only on its GPU");
+        assert_eq!(duration(3.0 * 86400.0 + 7200.0), "3d 2h");
+        assert_eq!(duration(-1.0), "0s");
     }
 
     #[test]

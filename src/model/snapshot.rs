@@ -15,6 +15,9 @@ pub struct NodeSnapshot {
     pub nvml_version: Option<String>,
     pub gpus: Vec<GpuSnapshot>,
     pub sources: Vec<SourceHealth>,
+    /// What drift detection found on this poll; empty while the geometry
+    /// source is down (nothing is judged on a failed read).
+    pub drift: DriftSnapshot,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +63,17 @@ pub struct DeviceHealth {
     pub pcie_rx_bytes_per_second: Option<f64>,
     /// XID errors seen since the exporter started, per XID code.
     pub xid_errors: Vec<(u64, u64)>,
+    /// Framebuffer free on the whole GPU (DCGM).
+    pub memory_free_bytes: Option<u64>,
+    /// Whole-GPU profiling activity (DCGM `DCGM_FI_PROF_*`), ratios 0–1.
+    pub gr_engine_active_ratio: Option<f64>,
+    pub sm_active_ratio: Option<f64>,
+    pub sm_occupancy_ratio: Option<f64>,
+    pub tensor_active_ratio: Option<f64>,
+    pub dram_active_ratio: Option<f64>,
+    pub fp64_active_ratio: Option<f64>,
+    pub fp32_active_ratio: Option<f64>,
+    pub fp16_active_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -102,6 +116,16 @@ pub struct GpuInstanceSnapshot {
     pub memory_used_bytes: Option<u64>,
     pub dram_active_ratio: Option<f64>,
     pub compute_instances: Vec<ComputeInstanceSnapshot>,
+    /// Framebuffer free in this GPU instance (DCGM).
+    pub memory_free_bytes: Option<u64>,
+    /// The GPU instance's profiling activity over all its SMs (DCGM), ratios 0–1.
+    pub gr_engine_active_ratio: Option<f64>,
+    pub sm_active_ratio: Option<f64>,
+    pub sm_occupancy_ratio: Option<f64>,
+    pub tensor_active_ratio: Option<f64>,
+    pub fp64_active_ratio: Option<f64>,
+    pub fp32_active_ratio: Option<f64>,
+    pub fp16_active_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +140,11 @@ pub struct ComputeInstanceSnapshot {
     pub sm_active_ratio: Option<f64>,
     pub sm_occupancy_ratio: Option<f64>,
     pub tensor_active_ratio: Option<f64>,
+    /// Graphics engine and FP64/FP32/FP16 pipe activity (DCGM), ratios 0–1.
+    pub gr_engine_active_ratio: Option<f64>,
+    pub fp64_active_ratio: Option<f64>,
+    pub fp32_active_ratio: Option<f64>,
+    pub fp16_active_ratio: Option<f64>,
 }
 
 /// How one source fared, cumulative over the exporter's life.
@@ -179,6 +208,108 @@ impl DurationHistogram {
             .chain([f64::INFINITY])
             .zip(self.counts.iter().copied())
             .collect()
+    }
+}
+
+/// Why a GPU's MIG geometry is not what it should be: the `reason` label of
+/// `nvidia_mig_drift`. The order is the order findings are listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftReason {
+    /// MIG mode expected enabled, found disabled (a Hopper reboot).
+    MigModeLost,
+    /// GPU instances expected, none found (any reboot; a destroyed layout).
+    GeometryLost,
+    /// Some GPU instances exist, but the per-profile counts differ from the desired config.
+    ProfileMismatch,
+    /// A GPU instance without a compute instance: CUDA cannot use it.
+    GiWithoutCi,
+    /// MIG mode after the next reset differs from the mode in force.
+    MigModePending,
+    /// The desired config wants MIG disabled, and it is enabled.
+    UnexpectedMig,
+    /// After a reboot the geometry differs from the last known good one of the previous boot.
+    ChangedSinceReboot,
+}
+
+impl DriftReason {
+    pub const ALL: [DriftReason; 7] = [
+        DriftReason::MigModeLost,
+        DriftReason::GeometryLost,
+        DriftReason::ProfileMismatch,
+        DriftReason::GiWithoutCi,
+        DriftReason::MigModePending,
+        DriftReason::UnexpectedMig,
+        DriftReason::ChangedSinceReboot,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftReason::MigModeLost => "mig_mode_lost",
+            DriftReason::GeometryLost => "geometry_lost",
+            DriftReason::ProfileMismatch => "profile_mismatch",
+            DriftReason::GiWithoutCi => "gi_without_ci",
+            DriftReason::MigModePending => "mig_mode_pending",
+            DriftReason::UnexpectedMig => "unexpected_mig",
+            DriftReason::ChangedSinceReboot => "changed_since_reboot",
+        }
+    }
+}
+
+impl std::fmt::Display for DriftReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finding of drift detection on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftFinding {
+    pub gpu: u32,
+    pub gpu_uuid: String,
+    pub reason: DriftReason,
+    /// For people: names the GPU and what was expected versus observed.
+    pub message: String,
+    /// Unix time of the first poll that found it; kept while it persists.
+    pub since_seconds: f64,
+}
+
+/// Instances of a profile the desired config wants on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedInstances {
+    pub gpu: u32,
+    pub gpu_uuid: String,
+    pub profile: String,
+    pub count: u32,
+}
+
+/// When a GPU's geometry (MIG mode, GPU and compute instances) last changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeometryChange {
+    pub gpu: u32,
+    pub gpu_uuid: String,
+    pub changed_at_seconds: f64,
+}
+
+/// Drift detection's part of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DriftSnapshot {
+    /// Findings ordered by GPU index, then reason.
+    pub findings: Vec<DriftFinding>,
+    /// What the desired config wants, per GPU and profile (empty without one).
+    pub expected: Vec<ExpectedInstances>,
+    pub geometry_changes: Vec<GeometryChange>,
+    /// The desired config in force ("config 'NAME' in FILE"), when one is.
+    pub desired: Option<String>,
+}
+
+impl DriftSnapshot {
+    pub fn findings_of<'a>(&'a self, gpu_uuid: &'a str) -> impl Iterator<Item = &'a DriftFinding> + 'a {
+        self.findings.iter().filter(move |f| f.gpu_uuid == gpu_uuid)
+    }
+
+    pub fn expected_of<'a>(&'a self, gpu_uuid: &'a str) -> impl Iterator<Item = &'a ExpectedInstances> + 'a {
+        self.expected.iter().filter(move |e| e.gpu_uuid == gpu_uuid)
     }
 }
 

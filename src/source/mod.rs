@@ -1,6 +1,7 @@
 //! Backends the pollers read. Each sits behind [`GeometrySource`] so that the
 //! poller, the snapshot and the exposition never know which one is in use.
 
+pub mod dcgm;
 pub mod nvml;
 pub mod scenarios;
 pub mod sim;

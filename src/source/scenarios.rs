@@ -57,6 +57,18 @@ pub fn build(name: &str) -> Result<World, ScenarioError> {
     built.map_err(|e| ScenarioError::Build(name.to_string(), e))
 }
 
+/// The node a scenario's story starts from, where it has one: `h100-rebooted`
+/// is `h100-mixed` before the reboot. Drift detection takes it as the
+/// scenario's last-known-good state (built-in scenarios have no desired config).
+pub fn previous_boot(name: &str) -> Result<Option<World>, ScenarioError> {
+    match name {
+        "h100-rebooted" => h100_mixed()
+            .map(Some)
+            .map_err(|e| ScenarioError::Build(name.to_string(), e)),
+        _ => Ok(None),
+    }
+}
+
 const HOST: &str = "sim-node-0";
 
 /// Profile ids per GPU (H100 80GB): 19 1g.10gb, 20 1g.10gb+me, 15 1g.20gb,
@@ -206,6 +218,13 @@ mod tests {
 
         let pending = build("a100-pending").unwrap();
         assert!(pending.gpus[1].mig.current && !pending.gpus[1].mig.pending);
+
+        let before = previous_boot("h100-rebooted").unwrap().unwrap();
+        assert_eq!(before, mixed, "rebooted from the mixed node");
+        let mut after = before.clone();
+        after.reboot();
+        assert_eq!(after, rebooted);
+        assert!(previous_boot("h100-mixed").unwrap().is_none());
     }
 
     #[test]

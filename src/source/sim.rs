@@ -89,6 +89,7 @@ fn device_health(gpu: &Gpu) -> DeviceHealth {
         pcie_tx_bytes_per_second: Some(kib(t.pcie_tx_kibps)),
         pcie_rx_bytes_per_second: Some(kib(t.pcie_rx_kibps)),
         xid_errors,
+        ..DeviceHealth::default()
     }
 }
 
@@ -146,8 +147,20 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
                         sm_active_ratio: Some(ci.load.sm_active),
                         sm_occupancy_ratio: Some(ci.load.sm_occupancy),
                         tensor_active_ratio: Some(ci.load.tensor_active),
+                        gr_engine_active_ratio: None,
+                        fp64_active_ratio: None,
+                        fp32_active_ratio: None,
+                        fp16_active_ratio: None,
                     })
                     .collect(),
+                memory_free_bytes: None,
+                gr_engine_active_ratio: None,
+                sm_active_ratio: None,
+                sm_occupancy_ratio: None,
+                tensor_active_ratio: None,
+                fp64_active_ratio: None,
+                fp32_active_ratio: None,
+                fp16_active_ratio: None,
             })
         })
         .collect();

@@ -685,6 +685,30 @@ mod tests {
     }
 
     #[test]
+    fn dcgm_fault_switches_are_faults_and_stay_out_of_healthy_files() {
+        let mut w = h100_node();
+        assert!(w.faults.is_empty());
+        let healthy = serde_json::to_string(&w).unwrap();
+        assert!(!healthy.contains("dcgm"), "{healthy}");
+        for set in [
+            (|f: &mut Faults| f.dcgm_hostengine_down = true) as fn(&mut Faults),
+            |f| f.dcgm_unsupported_fields = vec![1002],
+            |f| f.dcgm_stale_data = true,
+        ] {
+            let mut faults = Faults::default();
+            set(&mut faults);
+            assert!(!faults.is_empty(), "{faults:?}");
+        }
+        w.faults.dcgm_unsupported_fields = vec![1002, 1005];
+        let text = serde_json::to_string(&w).unwrap();
+        assert!(
+            text.contains("\"dcgm_unsupported_fields\":[1002,1005]") && !text.contains("dcgm_stale_data")
+        );
+        let back: World = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.faults, w.faults);
+    }
+
+    #[test]
     fn operations_need_mig_mode() {
         let mut w = World::new("node", Product::H100_80GB, 1);
         let gpu = w.gpu_mut(0).unwrap();

@@ -468,9 +468,21 @@ fn read_instances(
                             sm_active_ratio: None,
                             sm_occupancy_ratio: None,
                             tensor_active_ratio: None,
+                            gr_engine_active_ratio: None,
+                            fp64_active_ratio: None,
+                            fp32_active_ratio: None,
+                            fp16_active_ratio: None,
                         }
                     })
                     .collect(),
+                memory_free_bytes: None,
+                gr_engine_active_ratio: None,
+                sm_active_ratio: None,
+                sm_occupancy_ratio: None,
+                tensor_active_ratio: None,
+                fp64_active_ratio: None,
+                fp32_active_ratio: None,
+                fp16_active_ratio: None,
             });
         }
     }
@@ -552,6 +564,7 @@ fn read_health(
         pcie_tx_bytes_per_second: None,
         pcie_rx_bytes_per_second: None,
         xid_errors: Vec::new(),
+        ..DeviceHealth::default()
     })
 }
 
