@@ -15,10 +15,11 @@ use crate::drift::{
 };
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{unix_now, Poller, Published};
+use crate::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource};
 use crate::source::nvml::{NvmlOptions, NvmlSource};
 use crate::source::scenarios::{self, DEFAULT_SCENARIO};
 use crate::source::sim::SimSource;
-use crate::source::GeometrySource;
+use crate::source::{GeometrySource, UtilizationSource};
 
 /// Default listen port: exporters register from 10000 up, and 9100–9999 are all taken.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:10110";
@@ -69,6 +70,18 @@ pub struct SourceArgs {
     /// Also read PCIe throughput (≈ 21 ms per GPU on a real H100), on the slow cadence.
     #[arg(long = "nvml.pcie-throughput")]
     pub nvml_pcie_throughput: bool,
+    /// With --nvml, do not read per-instance activity from DCGM.
+    #[arg(long = "no-dcgm", requires = "nvml")]
+    pub no_dcgm: bool,
+    /// Load DCGM from this file instead of libdcgm.so.4.
+    #[arg(long = "dcgm.library", value_name = "PATH", requires = "nvml")]
+    pub dcgm_library: Option<PathBuf>,
+    /// The nv-hostengine to read: host[:port], or unix:///path for its unix socket.
+    #[arg(long = "dcgm.address", value_name = "ADDR", default_value = "localhost:5555", value_parser = DcgmAddress::parse)]
+    pub dcgm_address: DcgmAddress,
+    /// Start a DCGM host engine inside the exporter instead of connecting to one.
+    #[arg(long = "dcgm.embedded", requires = "nvml")]
+    pub dcgm_embedded: bool,
 }
 
 /// What the node should be: the desired MIG config and the last-known-good state.
@@ -243,6 +256,19 @@ impl SourceArgs {
         (!self.nvml && self.world.is_none()).then(|| self.simulate.as_deref().unwrap_or(DEFAULT_SCENARIO))
     }
 
+    /// Per-instance activity: DCGM beside NVML unless `--no-dcgm`. The
+    /// simulator brings its own load, so it needs none.
+    pub fn utilization(&self) -> Option<Box<dyn UtilizationSource>> {
+        (self.nvml && !self.no_dcgm).then(|| {
+            Box::new(DcgmSource::new(DcgmOptions {
+                library: self.dcgm_library.clone(),
+                address: self.dcgm_address.clone(),
+                embedded: self.dcgm_embedded,
+                ..DcgmOptions::default()
+            })) as Box<dyn UtilizationSource>
+        })
+    }
+
     /// The geometry source the flags select. Fails on an unknown scenario or a
     /// World file that cannot be read now, so a typo stops the process at start.
     pub fn open(&self) -> anyhow::Result<Box<dyn GeometrySource>> {
@@ -314,6 +340,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The first poll runs before serving, so that a desired config the node's
     // GPUs cannot hold stops the exporter at start.
     let mut poller = Poller::new(source).with_drift(tracker);
+    if let Some(utilization) = args.source.utilization() {
+        poller = poller.with_utilization(utilization);
+    }
     let first = poller.poll_once();
     if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {
         return Err(anyhow::anyhow!("{e}"));

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::drift::DriftTracker;
-use crate::model::{DurationHistogram, NodeSnapshot, SourceHealth};
-use crate::source::{GeometrySource, NodeReading};
+use crate::model::{NodeSnapshot, SourceHealth};
+use crate::source::{GeometrySource, NodeReading, UtilizationSource};
 
 /// The latest published snapshot, shared by the poller and every reader.
 #[derive(Debug, Default)]
@@ -39,28 +39,30 @@ impl Published {
     }
 }
 
-/// Polls one geometry source and turns each reading into a snapshot.
+/// Polls one geometry source, and optionally a utilization source on what
+/// it read, and turns each reading into a snapshot.
 pub struct Poller {
     source: Box<dyn GeometrySource>,
     health: SourceHealth,
+    utilization: Option<(Box<dyn UtilizationSource>, SourceHealth)>,
     drift: Option<DriftTracker>,
 }
 
 impl Poller {
     pub fn new(source: Box<dyn GeometrySource>) -> Self {
-        let health = SourceHealth {
-            name: source.name(),
-            up: false,
-            last_error: None,
-            last_success_seconds: None,
-            errors_total: 0,
-            poll_duration: DurationHistogram::default(),
-        };
         Poller {
+            health: SourceHealth::new(source.name()),
             source,
-            health,
+            utilization: None,
             drift: None,
         }
+    }
+
+    /// Adds per-instance activity from `source` to every successful read.
+    pub fn with_utilization(mut self, source: Box<dyn UtilizationSource>) -> Self {
+        let health = SourceHealth::new(source.name());
+        self.utilization = Some((source, health));
+        self
     }
 
     /// Judges every successful read for drift with `tracker`.
@@ -73,38 +75,25 @@ impl Poller {
         self.drift.as_ref()
     }
 
-    /// One poll: read the source, account for it, build the snapshot.
+    /// One poll: read the sources, account for them, build the snapshot.
     pub fn poll_once(&mut self) -> NodeSnapshot {
         let started = Instant::now();
         let result = self.source.poll();
-        self.health.poll_duration.observe(started.elapsed().as_secs_f64());
         let now = unix_now();
-        let (reading, read) = match result {
-            Ok(reading) => {
-                if !self.health.up {
-                    tracing::info!(
-                        source = self.health.name,
-                        gpus = reading.gpus.len(),
-                        "source is up"
-                    );
-                }
-                self.health.up = true;
-                self.health.last_error = None;
-                self.health.last_success_seconds = Some(now);
-                (reading, true)
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                if self.health.last_error.as_deref() != Some(&message) {
-                    tracing::warn!(source = self.health.name, error = %message, "poll failed");
-                }
-                self.health.up = false;
-                self.health.errors_total += 1;
-                self.health.last_error = Some(message);
-                (NodeReading::default(), false)
-            }
+        let (mut reading, read) = match account(&mut self.health, started, now, result) {
+            Some(reading) => (reading, true),
+            None => (NodeReading::default(), false),
         };
         let mut sources = vec![self.health.clone()];
+        if let Some((source, health)) = &mut self.utilization {
+            // Activity is only meaningful on geometry read this very poll.
+            if read {
+                let started = Instant::now();
+                let result = source.fill(&mut reading.gpus);
+                account(health, started, unix_now(), result);
+            }
+            sources.push(health.clone());
+        }
         let drift = match &mut self.drift {
             Some(tracker) => {
                 let drift = if read {
@@ -158,6 +147,33 @@ impl Poller {
     }
 }
 
+/// Records one poll of a source in its health: duration, success or the
+/// error (logged when it changes), and returns what it read.
+fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: anyhow::Result<T>) -> Option<T> {
+    health.poll_duration.observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(value) => {
+            if !health.up {
+                tracing::info!(source = health.name, "source is up");
+            }
+            health.up = true;
+            health.last_error = None;
+            health.last_success_seconds = Some(now);
+            Some(value)
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            if health.last_error.as_deref() != Some(&message) {
+                tracing::warn!(source = health.name, error = %message, "poll failed");
+            }
+            health.up = false;
+            health.errors_total += 1;
+            health.last_error = Some(message);
+            None
+        }
+    }
+}
+
 pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -200,6 +216,7 @@ mod tests {
         let mut poller = Poller {
             source: Box::new(Flaky { fail: true }),
             health: ok.sources[0].clone(),
+            utilization: None,
             drift: None,
         };
         let failed = poller.poll_once();
@@ -210,5 +227,67 @@ mod tests {
         assert_eq!(health.last_error.as_deref(), Some("driver gone"));
         assert_eq!(health.last_success_seconds, ok.sources[0].last_success_seconds);
         assert_eq!(health.poll_duration.count, 2);
+    }
+
+    /// Fails on demand and counts its calls.
+    struct Activity {
+        fail: bool,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl UtilizationSource for Activity {
+        fn name(&self) -> &'static str {
+            "activity"
+        }
+        fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                anyhow::bail!("host engine gone")
+            }
+            for gpu in gpus {
+                gpu.health.activity.sm_active_ratio = Some(0.5);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn utilization_fills_the_geometry_and_fails_alone() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let activity = |fail| {
+            Box::new(Activity {
+                fail,
+                calls: calls.clone(),
+            })
+        };
+        let mut poller = Poller::new(Box::new(Flaky { fail: false })).with_utilization(activity(false));
+        let snapshot = poller.poll_once();
+        assert_eq!(snapshot.gpus[0].health.activity.sm_active_ratio, Some(0.5));
+        assert_eq!(
+            snapshot
+                .sources
+                .iter()
+                .map(|s| (s.name, s.up))
+                .collect::<Vec<_>>(),
+            [("flaky", true), ("activity", true)]
+        );
+
+        let mut poller = Poller::new(Box::new(Flaky { fail: false })).with_utilization(activity(true));
+        let snapshot = poller.poll_once();
+        assert_eq!(snapshot.gpus.len(), 1, "geometry is served without activity");
+        assert_eq!(snapshot.gpus[0].health.activity.sm_active_ratio, None);
+        assert_eq!(
+            snapshot.sources[1].last_error.as_deref(),
+            Some("host engine gone")
+        );
+
+        let before = calls.load(Ordering::SeqCst);
+        let mut poller = Poller::new(Box::new(Flaky { fail: true })).with_utilization(activity(false));
+        poller.poll_once();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "no activity read without geometry"
+        );
     }
 }

@@ -100,11 +100,9 @@ impl Node {
         let mut gpus = reading_from_world(&self.load()).gpus;
         for gpu in &mut gpus {
             for gi in &mut gpu.gpu_instances {
-                gi.dram_active_ratio = None;
+                gi.activity = Default::default();
                 for ci in &mut gi.compute_instances {
-                    ci.sm_active_ratio = None;
-                    ci.sm_occupancy_ratio = None;
-                    ci.tensor_active_ratio = None;
+                    ci.activity = Default::default();
                 }
             }
         }
@@ -149,7 +147,8 @@ fn read_until(
 }
 
 fn ci_sm(u: &Utilization, gpu: &str, gi: u32) -> Option<f64> {
-    u.compute_instance(gpu, gi, 0).and_then(|r| r.sm_active_ratio)
+    u.compute_instance(gpu, gi, 0)
+        .and_then(|r| r.activity.sm_active_ratio)
 }
 
 #[test]
@@ -187,30 +186,33 @@ fn values_set_with_mig_sim_load_land_on_the_right_gi_and_ci() {
 
     let ci = u.compute_instance(&gpu0, big, 0).expect("the 3g.40gb's CI");
     assert_eq!(
-        (ci.sm_active_ratio, ci.sm_occupancy_ratio),
+        (ci.activity.sm_active_ratio, ci.activity.sm_occupancy_ratio),
         (Some(0.8), Some(0.6))
     );
-    assert_eq!(ci.dram_active_ratio, None, "DRAM activity is a GI reading");
+    assert_eq!(
+        ci.activity.dram_active_ratio, None,
+        "DRAM activity is a GI reading"
+    );
     assert_eq!(ci.power_watts, None, "never the parent GPU's value");
     let gi = u.gpu_instance(&gpu0, big).expect("the 3g.40gb");
-    assert_eq!(gi.dram_active_ratio, Some(0.4));
-    let gi_sm = gi.sm_active_ratio.expect("GI SM active");
+    assert_eq!(gi.activity.dram_active_ratio, Some(0.4));
+    let gi_sm = gi.activity.sm_active_ratio.expect("GI SM active");
     assert!((gi_sm - 0.8).abs() < 1e-9, "one CI spanning the GI: {gi_sm}");
     assert_eq!(gi.memory_used_bytes, Some(1000 << 20));
     assert_eq!(
-        gi.gr_engine_active_ratio, None,
+        gi.activity.gr_engine_active_ratio, None,
         "the World models no graphics-engine load: blank, not zero"
     );
     let other = u
         .compute_instance(&gpu0, small[1], 0)
         .expect("the second 1g.10gb's CI");
     assert_eq!(
-        (other.tensor_active_ratio, other.sm_active_ratio),
+        (other.activity.tensor_active_ratio, other.activity.sm_active_ratio),
         (Some(0.3), Some(0.0))
     );
     assert_eq!(
         u.compute_instance(&gpu0, small[0], 0)
-            .and_then(|r| r.tensor_active_ratio),
+            .and_then(|r| r.activity.tensor_active_ratio),
         Some(0.0)
     );
     let gpu = u.gpu(&gpu0).expect("GPU 0 by UUID");
@@ -220,7 +222,7 @@ fn values_set_with_mig_sim_load_land_on_the_right_gi_and_ci() {
         .gpu(&node.uuid(1))
         .expect("GPU 1, MIG disabled, still a DCGM GPU");
     assert_eq!(
-        gpu1.sm_active_ratio, None,
+        gpu1.activity.sm_active_ratio, None,
         "no profiling load modelled without MIG"
     );
     assert!(u.gpu_instance(&node.uuid(1), big).is_none());
@@ -228,10 +230,12 @@ fn values_set_with_mig_sim_load_land_on_the_right_gi_and_ci() {
     mig_exporter::source::dcgm::apply(&u, &mut geometry);
     let g0 = &geometry[0];
     let snap_gi = g0.gpu_instance(big).unwrap();
-    assert_eq!(snap_gi.dram_active_ratio, Some(0.4));
-    assert_eq!(snap_gi.compute_instances[0].sm_active_ratio, Some(0.8));
+    assert_eq!(snap_gi.activity.dram_active_ratio, Some(0.4));
+    assert_eq!(snap_gi.compute_instances[0].activity.sm_active_ratio, Some(0.8));
     assert_eq!(
-        g0.gpu_instance(small[1]).unwrap().compute_instances[0].tensor_active_ratio,
+        g0.gpu_instance(small[1]).unwrap().compute_instances[0]
+            .activity
+            .tensor_active_ratio,
         Some(0.3)
     );
 }
@@ -381,7 +385,10 @@ fn unsupported_fields_and_stale_data_are_absent_not_zero() {
     node.edit(|w| w.faults.dcgm_unsupported_fields = vec![1002]);
     let u = source.read(&geometry).unwrap();
     let ci = u.compute_instance(&gpu0, big, 0).unwrap();
-    assert_eq!((ci.sm_active_ratio, ci.sm_occupancy_ratio), (None, Some(0.5)));
+    assert_eq!(
+        (ci.activity.sm_active_ratio, ci.activity.sm_occupancy_ratio),
+        (None, Some(0.5))
+    );
 
     node.edit(|w| w.faults.dcgm_unsupported_fields.clear());
     assert_eq!(ci_sm(&source.read(&geometry).unwrap(), &gpu0, big), Some(0.8));

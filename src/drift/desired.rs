@@ -737,12 +737,8 @@ impl DesiredSource {
             in_force: None,
             error: None,
             health: crate::model::SourceHealth {
-                name: SOURCE_NAME,
                 up: true,
-                last_error: None,
-                last_success_seconds: None,
-                errors_total: 0,
-                poll_duration: crate::model::DurationHistogram::default(),
+                ..crate::model::SourceHealth::new(SOURCE_NAME)
             },
             logged: None,
         }

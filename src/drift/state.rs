@@ -35,7 +35,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::detect::Geometry;
-use crate::model::{DurationHistogram, GpuSnapshot, SourceHealth};
+use crate::model::{GpuSnapshot, SourceHealth};
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
@@ -351,12 +351,8 @@ impl StateStore {
         }
         let started = Instant::now();
         let mut health = SourceHealth {
-            name: SOURCE_NAME,
             up: true,
-            last_error: None,
-            last_success_seconds: None,
-            errors_total: 0,
-            poll_duration: DurationHistogram::default(),
+            ..SourceHealth::new(SOURCE_NAME)
         };
         let (doc, unreadable) = match load(path) {
             Ok(doc) => (doc.unwrap_or_default(), None),

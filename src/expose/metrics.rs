@@ -13,7 +13,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::model::{
-    ComputeInstanceSnapshot, DeviceHealth, DriftFinding, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot,
+    Activity, ComputeInstanceSnapshot, DeviceHealth, DriftFinding, GpuInstanceSnapshot, GpuSnapshot,
+    NodeSnapshot,
 };
 use crate::poll::Published;
 
@@ -161,6 +162,29 @@ where
     let mut metric = enc.encode_descriptor(name, help, None, metric_type)?;
     for (labels, value) in series {
         write(&mut metric.encode_family(&labels)?, &value)?;
+    }
+    Ok(())
+}
+
+/// One gauge family per [`Activity`] kind, `{prefix}_{stem}_ratio`, over the
+/// entities `series` yields; a kind no entity has is left out.
+fn activity_gauges<'a, L, I>(
+    enc: &mut DescriptorEncoder,
+    prefix: &str,
+    series: impl Fn() -> I,
+) -> Result<(), fmt::Error>
+where
+    L: EncodeLabelSet,
+    I: Iterator<Item = (L, &'a Activity)>,
+{
+    for (stem, help, read) in Activity::KINDS {
+        let mut values = series()
+            .filter_map(|(labels, a)| Some((labels, read(a)?)))
+            .peekable();
+        if values.peek().is_some() {
+            // Built once per family and scrape, not per series.
+            gauge(enc, &format!("{prefix}_{stem}_ratio"), help, values)?;
+        }
     }
     Ok(())
 }
@@ -388,6 +412,16 @@ fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fm
         "Framebuffer in use on the whole GPU.",
         |h| h.memory_used_bytes,
     )?;
+    health_gauge(
+        s,
+        enc,
+        "nvidia_gpu_memory_free_bytes",
+        "Framebuffer free on the whole GPU.",
+        |h| h.memory_free_bytes,
+    )?;
+    activity_gauges(enc, "nvidia_gpu", || {
+        s.gpus.iter().map(|g| (gpu_labels(g), &g.health.activity))
+    })?;
     family(
         enc,
         "nvidia_gpu_energy_joules",
@@ -503,10 +537,13 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
     )?;
     gauge(
         enc,
-        "nvidia_mig_gpu_instance_dram_active_ratio",
-        "Fraction of cycles the GPU instance's memory interface was busy.",
-        gis(s).filter_map(|(g, gi)| Some((gi_labels(g, gi), gi.dram_active_ratio?))),
+        "nvidia_mig_gpu_instance_memory_free_bytes",
+        "Framebuffer free in the GPU instance.",
+        gis(s).filter_map(|(g, gi)| Some((gi_labels(g, gi), gi.memory_free_bytes?))),
     )?;
+    activity_gauges(enc, "nvidia_mig_gpu_instance", || {
+        gis(s).map(|(g, gi)| (gi_labels(g, gi), &gi.activity))
+    })?;
     gauge(
         enc,
         "nvidia_mig_compute_instance_info",
@@ -527,27 +564,9 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
             (labels, 1u32)
         }),
     )?;
-    let ci_ratio = |f: fn(&ComputeInstanceSnapshot) -> Option<f64>| {
-        cis(s).filter_map(move |(g, gi, ci)| Some((ci_labels(g, gi, ci), f(ci)?)))
-    };
-    gauge(
-        enc,
-        "nvidia_mig_compute_instance_sm_active_ratio",
-        "Fraction of the compute instance's SMs with at least one warp resident.",
-        ci_ratio(|ci| ci.sm_active_ratio),
-    )?;
-    gauge(
-        enc,
-        "nvidia_mig_compute_instance_sm_occupancy_ratio",
-        "Resident warps over the maximum the compute instance's SMs hold.",
-        ci_ratio(|ci| ci.sm_occupancy_ratio),
-    )?;
-    gauge(
-        enc,
-        "nvidia_mig_compute_instance_tensor_active_ratio",
-        "Fraction of cycles the compute instance's tensor pipes were busy.",
-        ci_ratio(|ci| ci.tensor_active_ratio),
-    )
+    activity_gauges(enc, "nvidia_mig_compute_instance", || {
+        cis(s).map(|(g, gi, ci)| (ci_labels(g, gi, ci), &ci.activity))
+    })
 }
 
 fn finding_labels(f: &DriftFinding) -> Labels<'_, 3> {
@@ -641,4 +660,101 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
             m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets(), None)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{scenarios, sim};
+
+    fn exposition(gpus: Vec<GpuSnapshot>) -> String {
+        let published = Arc::new(Published::default());
+        published.publish(NodeSnapshot {
+            gpus,
+            ..Default::default()
+        });
+        render(&registry(published), Format::PrometheusText).unwrap()
+    }
+
+    /// The series of one family: its lines up to the value.
+    fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+        let prefix = format!("{family}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s))
+            .collect()
+    }
+
+    #[test]
+    fn every_activity_kind_is_encoded_at_every_level_and_only_when_read() {
+        let mut gpus = sim::reading_from_world(&scenarios::build("h100-mixed").unwrap()).gpus;
+        let full = Activity {
+            gr_engine_active_ratio: Some(0.1),
+            sm_active_ratio: Some(0.2),
+            sm_occupancy_ratio: Some(0.3),
+            tensor_active_ratio: Some(0.4),
+            dram_active_ratio: Some(0.5),
+            fp64_active_ratio: Some(0.6),
+            fp32_active_ratio: Some(0.7),
+            fp16_active_ratio: Some(0.8),
+        };
+        let g = &mut gpus[0];
+        g.health.activity = full;
+        g.health.memory_free_bytes = Some(1 << 30);
+        let gi = &mut g.gpu_instances[0];
+        gi.activity = full;
+        gi.memory_free_bytes = Some(1 << 20);
+        gi.compute_instances[0].activity = full;
+        let text = exposition(gpus);
+
+        for (stem, help, read) in Activity::KINDS {
+            let value = read(&full).unwrap();
+            let gpu = format!("nvidia_gpu_{stem}_ratio");
+            assert_eq!(series(&text, &gpu).len(), 1, "{gpu}");
+            assert!(text.contains(&format!("# HELP {gpu} {help}\n")), "{gpu}");
+            assert!(text.contains(&format!("{gpu}{{gpu=\"0\",gpu_uuid=\"")), "{gpu}");
+            assert!(text
+                .lines()
+                .any(|l| l.starts_with(&gpu) && l.ends_with(&format!(" {value}"))));
+            let gi = format!("nvidia_mig_gpu_instance_{stem}_ratio");
+            // The simulator reads DRAM activity on every GI.
+            let gis = series(&text, &gi);
+            assert!(!gis.is_empty(), "{gi}");
+            assert!(
+                gis[0].contains(",gi=\"") && gis[0].contains(",profile=\""),
+                "{gi}"
+            );
+            let ci = format!("nvidia_mig_compute_instance_{stem}_ratio");
+            let cis = series(&text, &ci);
+            assert!(!cis.is_empty(), "{ci}");
+            assert!(
+                cis.iter()
+                    .all(|s| s.contains(",ci=\"") && s.contains(",mig_uuid=\"")),
+                "{ci}"
+            );
+        }
+        assert_eq!(
+            series(&text, "nvidia_mig_gpu_instance_gr_engine_active_ratio").len(),
+            1
+        );
+        assert_eq!(
+            series(&text, "nvidia_mig_compute_instance_fp64_active_ratio").len(),
+            1
+        );
+        assert_eq!(series(&text, "nvidia_gpu_memory_free_bytes").len(), 1);
+        assert_eq!(
+            series(&text, "nvidia_mig_gpu_instance_memory_free_bytes").len(),
+            1
+        );
+
+        let plain = exposition(sim::reading_from_world(&scenarios::build("h100-mixed").unwrap()).gpus);
+        for family in [
+            "nvidia_gpu_sm_active_ratio",
+            "nvidia_mig_gpu_instance_sm_active_ratio",
+            "nvidia_mig_compute_instance_dram_active_ratio",
+            "nvidia_gpu_memory_free_bytes",
+        ] {
+            assert!(!plain.contains(family), "{family} has no values and is left out");
+        }
+    }
 }

@@ -228,7 +228,7 @@ fn render_ci(html: &mut String, ci: &ComputeInstanceSnapshot) {
         escape(&ci.profile),
         escape(&ci.mig_uuid)
     );
-    if let Some(sm) = ci.sm_active_ratio {
+    if let Some(sm) = ci.activity.sm_active_ratio {
         let _ = write!(html, "SM active {:.0}%", sm * 100.0);
         bar(html, sm);
     }

@@ -65,15 +65,86 @@ pub struct DeviceHealth {
     pub xid_errors: Vec<(u64, u64)>,
     /// Framebuffer free on the whole GPU (DCGM).
     pub memory_free_bytes: Option<u64>,
-    /// Whole-GPU profiling activity (DCGM `DCGM_FI_PROF_*`), ratios 0–1.
+    /// Whole-GPU profiling activity (DCGM).
+    #[serde(flatten)]
+    pub activity: Activity,
+}
+
+/// How busy a GPU, GPU instance or compute instance was: DCGM's profiling
+/// fields (`DCGM_FI_PROF_*`), ratios 0–1, each `None` when not read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Activity {
     pub gr_engine_active_ratio: Option<f64>,
     pub sm_active_ratio: Option<f64>,
     pub sm_occupancy_ratio: Option<f64>,
     pub tensor_active_ratio: Option<f64>,
+    /// A GPU or GPU-instance reading: memory belongs to the GPU instance.
     pub dram_active_ratio: Option<f64>,
     pub fp64_active_ratio: Option<f64>,
     pub fp32_active_ratio: Option<f64>,
     pub fp16_active_ratio: Option<f64>,
+}
+
+/// One kind of [`Activity`]: its metric stem (`sm_active` becomes
+/// `nvidia_gpu_sm_active_ratio`, ...), its help text, and how to read it.
+pub type ActivityKind = (&'static str, &'static str, fn(&Activity) -> Option<f64>);
+
+impl Activity {
+    /// Serializes all but `dram_active_ratio` (for compute instances).
+    fn serialize_without_dram<S: serde::Serializer>(a: &Activity, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (stem, _, read) in Activity::KINDS {
+            if stem != "dram_active" {
+                map.serialize_entry(&format_args!("{stem}_ratio"), &read(a))?;
+            }
+        }
+        map.end()
+    }
+
+    /// Every kind, in exposition order; help texts follow DCGM's definitions.
+    pub const KINDS: [ActivityKind; 8] = [
+        (
+            "gr_engine_active",
+            "Fraction of time the graphics or compute engine was active (DCGM graphics engine active).",
+            |a| a.gr_engine_active_ratio,
+        ),
+        (
+            "sm_active",
+            "Fraction of cycles an SM had at least one warp resident, averaged over the SMs (DCGM SM active).",
+            |a| a.sm_active_ratio,
+        ),
+        (
+            "sm_occupancy",
+            "Resident warps over the maximum the SMs hold, averaged over the SMs and time (DCGM SM occupancy).",
+            |a| a.sm_occupancy_ratio,
+        ),
+        (
+            "tensor_active",
+            "Fraction of cycles the tensor pipes were busy (DCGM tensor pipe active).",
+            |a| a.tensor_active_ratio,
+        ),
+        (
+            "dram_active",
+            "Fraction of cycles the memory interface was busy sending or receiving data (DCGM DRAM active).",
+            |a| a.dram_active_ratio,
+        ),
+        (
+            "fp64_active",
+            "Fraction of cycles the FP64 pipes were busy (DCGM FP64 pipe active).",
+            |a| a.fp64_active_ratio,
+        ),
+        (
+            "fp32_active",
+            "Fraction of cycles the FP32 pipes were busy (DCGM FP32 pipe active).",
+            |a| a.fp32_active_ratio,
+        ),
+        (
+            "fp16_active",
+            "Fraction of cycles the FP16 pipes were busy (DCGM FP16 pipe active).",
+            |a| a.fp16_active_ratio,
+        ),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -114,18 +185,12 @@ pub struct GpuInstanceSnapshot {
     pub compute_slices: u32,
     pub memory_total_bytes: u64,
     pub memory_used_bytes: Option<u64>,
-    pub dram_active_ratio: Option<f64>,
     pub compute_instances: Vec<ComputeInstanceSnapshot>,
     /// Framebuffer free in this GPU instance (DCGM).
     pub memory_free_bytes: Option<u64>,
-    /// The GPU instance's profiling activity over all its SMs (DCGM), ratios 0–1.
-    pub gr_engine_active_ratio: Option<f64>,
-    pub sm_active_ratio: Option<f64>,
-    pub sm_occupancy_ratio: Option<f64>,
-    pub tensor_active_ratio: Option<f64>,
-    pub fp64_active_ratio: Option<f64>,
-    pub fp32_active_ratio: Option<f64>,
-    pub fp16_active_ratio: Option<f64>,
+    /// The GPU instance's activity over all its SMs and its memory.
+    #[serde(flatten)]
+    pub activity: Activity,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,14 +202,10 @@ pub struct ComputeInstanceSnapshot {
     pub placement_start: u32,
     pub placement_size: u32,
     pub mig_uuid: String,
-    pub sm_active_ratio: Option<f64>,
-    pub sm_occupancy_ratio: Option<f64>,
-    pub tensor_active_ratio: Option<f64>,
-    /// Graphics engine and FP64/FP32/FP16 pipe activity (DCGM), ratios 0–1.
-    pub gr_engine_active_ratio: Option<f64>,
-    pub fp64_active_ratio: Option<f64>,
-    pub fp32_active_ratio: Option<f64>,
-    pub fp16_active_ratio: Option<f64>,
+    /// The compute instance's activity over its SMs. DRAM activity is the
+    /// GPU instance's: it stays `None` here and is not serialized.
+    #[serde(flatten, serialize_with = "Activity::serialize_without_dram")]
+    pub activity: Activity,
 }
 
 /// How one source fared, cumulative over the exporter's life.
@@ -157,6 +218,20 @@ pub struct SourceHealth {
     pub last_success_seconds: Option<f64>,
     pub errors_total: u64,
     pub poll_duration: DurationHistogram,
+}
+
+impl SourceHealth {
+    /// A source not polled yet.
+    pub fn new(name: &'static str) -> Self {
+        SourceHealth {
+            name,
+            up: false,
+            last_error: None,
+            last_success_seconds: None,
+            errors_total: 0,
+            poll_duration: DurationHistogram::default(),
+        }
+    }
 }
 
 /// Poll-duration histogram with fixed buckets, owned by the poller and copied

@@ -25,3 +25,24 @@ pub trait GeometrySource: Send {
     /// Reads the node once. Runs on a blocking thread; may take milliseconds.
     fn poll(&mut self) -> anyhow::Result<NodeReading>;
 }
+
+/// A source of per-instance activity for the geometry a [`GeometrySource`]
+/// just read (DCGM). It fills the `None`s it can; on failure it fills nothing.
+pub trait UtilizationSource: Send {
+    /// The `source` label value (`dcgm`).
+    fn name(&self) -> &'static str;
+    /// Reads activity for `gpus` and puts it on them. Runs on a blocking thread.
+    fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()>;
+}
+
+impl UtilizationSource for dcgm::DcgmSource {
+    fn name(&self) -> &'static str {
+        "dcgm"
+    }
+
+    fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()> {
+        let utilization = self.read(gpus)?;
+        dcgm::apply(&utilization, gpus);
+        Ok(())
+    }
+}

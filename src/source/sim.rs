@@ -7,8 +7,8 @@ use mig_model::{Gpu, World};
 
 use super::{GeometrySource, NodeReading};
 use crate::model::{
-    ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot, ProfileCapacity,
-    RemappedRowCounts,
+    Activity, ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot,
+    ProfileCapacity, RemappedRowCounts,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -130,7 +130,6 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
                 // instance has none: NVML cannot tell, so neither does the simulator.
                 memory_used_bytes: (!gi.compute_instances.is_empty())
                     .then_some(gi.load.memory_used_mib * MIB),
-                dram_active_ratio: Some(gi.load.dram_active),
                 compute_instances: gi
                     .compute_instances
                     .iter()
@@ -144,23 +143,19 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
                         placement_start: ci.placement.start,
                         placement_size: ci.placement.size,
                         mig_uuid: ci.uuid.clone(),
-                        sm_active_ratio: Some(ci.load.sm_active),
-                        sm_occupancy_ratio: Some(ci.load.sm_occupancy),
-                        tensor_active_ratio: Some(ci.load.tensor_active),
-                        gr_engine_active_ratio: None,
-                        fp64_active_ratio: None,
-                        fp32_active_ratio: None,
-                        fp16_active_ratio: None,
+                        activity: Activity {
+                            sm_active_ratio: Some(ci.load.sm_active),
+                            sm_occupancy_ratio: Some(ci.load.sm_occupancy),
+                            tensor_active_ratio: Some(ci.load.tensor_active),
+                            ..Activity::default()
+                        },
                     })
                     .collect(),
                 memory_free_bytes: None,
-                gr_engine_active_ratio: None,
-                sm_active_ratio: None,
-                sm_occupancy_ratio: None,
-                tensor_active_ratio: None,
-                fp64_active_ratio: None,
-                fp32_active_ratio: None,
-                fp16_active_ratio: None,
+                activity: Activity {
+                    dram_active_ratio: Some(gi.load.dram_active),
+                    ..Activity::default()
+                },
             })
         })
         .collect();

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
@@ -42,6 +43,7 @@ pub fn mig_sim(world: &Path, args: &[&str]) -> Output {
 pub struct Exporter {
     child: Child,
     pub address: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Exporter {
@@ -61,20 +63,38 @@ impl Exporter {
             .expect("start mig-exporter");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let address = loop {
             let line = lines
                 .next()
                 .expect("exporter exited before listening")
                 .expect("read stderr");
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            // Other lines carry addresses too (DCGM's host engine): take the listener's.
+            let address = line
+                .contains("msg=listening")
+                .then(|| line.split("address=").nth(1))
+                .flatten()
+                .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string());
+            log.lock().unwrap().push(line);
+            if let Some(address) = address {
+                break address;
             }
         };
-        // Keep draining the log so the exporter never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let exporter = Exporter { child, address };
+        // Keep reading the log so the exporter never blocks on a full pipe.
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let exporter = Exporter { child, address, log };
         wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
         exporter
+    }
+
+    /// The log lines the exporter wrote so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// A minimal HTTP/1.1 GET: status and body.

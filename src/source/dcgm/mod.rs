@@ -59,7 +59,7 @@ use self::bindings::{
     DCGM_INT64_BLANK, DCGM_ST_CONNECTION_NOT_VALID, DCGM_ST_OK,
 };
 use self::raw::{Dcgm, FieldValue, HierarchyEntry, Value};
-use crate::model::GpuSnapshot;
+use crate::model::{Activity, GpuSnapshot};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -149,14 +149,8 @@ pub enum EntityKey {
 /// What DCGM had for one entity; each `None` when DCGM had no live value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Readings {
-    pub gr_engine_active_ratio: Option<f64>,
-    pub sm_active_ratio: Option<f64>,
-    pub sm_occupancy_ratio: Option<f64>,
-    pub tensor_active_ratio: Option<f64>,
-    pub dram_active_ratio: Option<f64>,
-    pub fp64_active_ratio: Option<f64>,
-    pub fp32_active_ratio: Option<f64>,
-    pub fp16_active_ratio: Option<f64>,
+    /// DRAM activity only at the GPU and GPU-instance levels.
+    pub activity: Activity,
     pub memory_used_bytes: Option<u64>,
     pub memory_free_bytes: Option<u64>,
     pub power_watts: Option<f64>,
@@ -207,14 +201,7 @@ pub fn apply(utilization: &Utilization, gpus: &mut [GpuSnapshot]) {
     for gpu in gpus {
         if let Some(r) = utilization.gpu(&gpu.uuid) {
             let h = &mut gpu.health;
-            h.gr_engine_active_ratio = r.gr_engine_active_ratio;
-            h.sm_active_ratio = r.sm_active_ratio;
-            h.sm_occupancy_ratio = r.sm_occupancy_ratio;
-            h.tensor_active_ratio = r.tensor_active_ratio;
-            h.dram_active_ratio = r.dram_active_ratio;
-            h.fp64_active_ratio = r.fp64_active_ratio;
-            h.fp32_active_ratio = r.fp32_active_ratio;
-            h.fp16_active_ratio = r.fp16_active_ratio;
+            h.activity = r.activity;
             h.memory_free_bytes = h.memory_free_bytes.or(r.memory_free_bytes);
             h.memory_used_bytes = h.memory_used_bytes.or(r.memory_used_bytes);
             h.power_watts = h.power_watts.or(r.power_watts);
@@ -222,26 +209,17 @@ pub fn apply(utilization: &Utilization, gpus: &mut [GpuSnapshot]) {
         }
         for gi in &mut gpu.gpu_instances {
             if let Some(r) = utilization.gpu_instance(&gpu.uuid, gi.id) {
-                gi.gr_engine_active_ratio = r.gr_engine_active_ratio;
-                gi.sm_active_ratio = r.sm_active_ratio;
-                gi.sm_occupancy_ratio = r.sm_occupancy_ratio;
-                gi.tensor_active_ratio = r.tensor_active_ratio;
-                gi.dram_active_ratio = r.dram_active_ratio;
-                gi.fp64_active_ratio = r.fp64_active_ratio;
-                gi.fp32_active_ratio = r.fp32_active_ratio;
-                gi.fp16_active_ratio = r.fp16_active_ratio;
+                gi.activity = r.activity;
                 gi.memory_used_bytes = gi.memory_used_bytes.or(r.memory_used_bytes);
                 gi.memory_free_bytes = gi.memory_free_bytes.or(r.memory_free_bytes);
             }
             for ci in &mut gi.compute_instances {
                 if let Some(r) = utilization.compute_instance(&gpu.uuid, gi.id, ci.id) {
-                    ci.gr_engine_active_ratio = r.gr_engine_active_ratio;
-                    ci.sm_active_ratio = r.sm_active_ratio;
-                    ci.sm_occupancy_ratio = r.sm_occupancy_ratio;
-                    ci.tensor_active_ratio = r.tensor_active_ratio;
-                    ci.fp64_active_ratio = r.fp64_active_ratio;
-                    ci.fp32_active_ratio = r.fp32_active_ratio;
-                    ci.fp16_active_ratio = r.fp16_active_ratio;
+                    // DRAM activity is not a compute-instance reading.
+                    ci.activity = Activity {
+                        dram_active_ratio: ci.activity.dram_active_ratio,
+                        ..r.activity
+                    };
                 }
             }
         }
@@ -365,11 +343,9 @@ impl DcgmSource {
         if let Some(at) = self.retry_at {
             let now = Instant::now();
             if now < at {
-                bail!(
-                    "DCGM: next connection attempt in {:.1}s; last error: {}",
-                    (at - now).as_secs_f64(),
-                    self.last_error.as_deref().unwrap_or("unknown")
-                );
+                // The same message as the failure itself, so the poller logs
+                // it once rather than on every poll of the backoff.
+                bail!("{}", self.last_error.as_deref().unwrap_or("DCGM: not connected"));
             }
         }
         let result = self.try_read(geometry);
@@ -817,14 +793,14 @@ fn utilization(key: &WatchKey, values: &[FieldValue], now_us: i64, max_age: Dura
                 .map(|v| v.saturating_mul(MIB))
         };
         match u32::from(fv.field_id) {
-            DCGM_FI_PROF_GR_ENGINE_ACTIVE => r.gr_engine_active_ratio = double(),
-            DCGM_FI_PROF_SM_ACTIVE => r.sm_active_ratio = double(),
-            DCGM_FI_PROF_SM_OCCUPANCY => r.sm_occupancy_ratio = double(),
-            DCGM_FI_PROF_PIPE_TENSOR_ACTIVE => r.tensor_active_ratio = double(),
-            DCGM_FI_PROF_DRAM_ACTIVE => r.dram_active_ratio = double(),
-            DCGM_FI_PROF_PIPE_FP64_ACTIVE => r.fp64_active_ratio = double(),
-            DCGM_FI_PROF_PIPE_FP32_ACTIVE => r.fp32_active_ratio = double(),
-            DCGM_FI_PROF_PIPE_FP16_ACTIVE => r.fp16_active_ratio = double(),
+            DCGM_FI_PROF_GR_ENGINE_ACTIVE => r.activity.gr_engine_active_ratio = double(),
+            DCGM_FI_PROF_SM_ACTIVE => r.activity.sm_active_ratio = double(),
+            DCGM_FI_PROF_SM_OCCUPANCY => r.activity.sm_occupancy_ratio = double(),
+            DCGM_FI_PROF_PIPE_TENSOR_ACTIVE => r.activity.tensor_active_ratio = double(),
+            DCGM_FI_PROF_DRAM_ACTIVE => r.activity.dram_active_ratio = double(),
+            DCGM_FI_PROF_PIPE_FP64_ACTIVE => r.activity.fp64_active_ratio = double(),
+            DCGM_FI_PROF_PIPE_FP32_ACTIVE => r.activity.fp32_active_ratio = double(),
+            DCGM_FI_PROF_PIPE_FP16_ACTIVE => r.activity.fp16_active_ratio = double(),
             DCGM_FI_DEV_FB_USED => r.memory_used_bytes = mib(),
             DCGM_FI_DEV_FB_FREE => r.memory_free_bytes = mib(),
             DCGM_FI_DEV_POWER_USAGE => r.power_watts = double(),

@@ -21,8 +21,8 @@ use nvml_wrapper_sys::bindings::{NVML_COMPUTE_INSTANCE_PROFILE_COUNT, NVML_GPU_I
 
 use super::{GeometrySource, NodeReading};
 use crate::model::{
-    ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot, ProfileCapacity,
-    RemappedRowCounts,
+    Activity, ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot,
+    ProfileCapacity, RemappedRowCounts,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -450,7 +450,6 @@ fn read_instances(
                 compute_slices: profile.compute_slices,
                 memory_total_bytes: profile.memory_mib * MIB,
                 memory_used_bytes: memory_used,
-                dram_active_ratio: None,
                 compute_instances: cis
                     .iter()
                     .map(|ci| {
@@ -465,24 +464,12 @@ fn read_instances(
                                 .get(&(info.id, ci.id))
                                 .map(|(uuid, _)| uuid.clone())
                                 .unwrap_or_default(),
-                            sm_active_ratio: None,
-                            sm_occupancy_ratio: None,
-                            tensor_active_ratio: None,
-                            gr_engine_active_ratio: None,
-                            fp64_active_ratio: None,
-                            fp32_active_ratio: None,
-                            fp16_active_ratio: None,
+                            activity: Activity::default(),
                         }
                     })
                     .collect(),
                 memory_free_bytes: None,
-                gr_engine_active_ratio: None,
-                sm_active_ratio: None,
-                sm_occupancy_ratio: None,
-                tensor_active_ratio: None,
-                fp64_active_ratio: None,
-                fp32_active_ratio: None,
-                fp16_active_ratio: None,
+                activity: Activity::default(),
             });
         }
     }
