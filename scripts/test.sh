@@ -43,9 +43,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build"
-# Tests run the built artifacts (libfake_nvml.so, the mig-exporter binary):
+# Tests run the built artifacts (libfake_nvml.so, libfake_dcgm.so, the binaries,
+# examples/state_writer):
 # build them all first, whatever subset a test binary's own dependencies pull in.
-cargo build --workspace --locked
+cargo build --workspace --locked --lib --bins --examples
 echo "==> cargo test"
 cargo test --workspace --locked
 echo "==> DCGM bindings match src/source/dcgm/dcgm_api.h"

@@ -5,102 +5,27 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{mig_sim, value, wait_for, EXPORTER};
+use common::{mig_sim, value, wait_for, Exporter, EXPORTER};
 use mig_exporter::drift::state::{self, GpuState, StateDoc};
 use mig_exporter::drift::Geometry;
 
-/// A running exporter whose log lines are kept, killed on drop.
-struct Exporter {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// What the drift tests read off a running exporter besides metrics.
+trait DriftView {
+    fn page(&self) -> String;
+    fn log_has(&self, what: &[&str]) -> bool;
 }
 
-impl Exporter {
-    fn start(args: &[&str]) -> Exporter {
-        let mut child = Command::new(EXPORTER)
-            .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mig-exporter");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("exporter exited before listening")
-                .expect("read stderr");
-            log.lock().unwrap().push(line.clone());
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
-            }
-        };
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let exporter = Exporter { child, address, log };
-        wait_for(|| exporter.get("/readyz").0 == 200, "exporter ready");
-        exporter
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.address
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn metrics(&self) -> String {
-        let (status, body) = self.get("/metrics");
-        assert_eq!(status, 200);
-        body
-    }
-
+impl DriftView for Exporter {
     fn page(&self) -> String {
-        self.get("/").1
+        self.get("/", None).1
     }
 
     fn log_has(&self, what: &[&str]) -> bool {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| what.iter().all(|w| l.contains(w)))
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.log().iter().any(|l| what.iter().all(|w| l.contains(w)))
     }
 }
 
@@ -612,44 +537,21 @@ fn an_unwritable_state_directory_is_reported_and_the_exporter_keeps_serving() {
     );
 }
 
-const WRITER_ENV: &str = "MIG_EXPORTER_TEST_STATE_WRITER";
+/// GPUs in the state file `examples/state_writer` writes: large enough that
+/// kills land inside writes, small enough that each write is quick.
 const WRITER_GPUS: usize = 64;
 
-/// A state document of a large node; every entry carries `round`, so a file
-/// mixing two writes would show. Kept small enough that the writer spends
-/// most of its time in the write and fsync calls, where the kills should land.
-fn big_doc(round: u64) -> StateDoc {
-    let mut doc = StateDoc::default();
-    for i in 0..WRITER_GPUS {
-        doc.gpus.insert(
-            format!("GPU-{i:08}-0000-0000-0000-000000000000"),
-            GpuState {
-                index: i as u32,
-                name: "NVIDIA H100 80GB HBM3".into(),
-                boot_id: "5f1a7c2e-0d3b-4b8e-9a61-3c2f0e9d8b71".into(),
-                geometry: Geometry {
-                    mig_enabled: true,
-                    instances: [("1g.10gb".to_string(), 7)].into(),
-                },
-                since_seconds: round as f64,
-            },
-        );
-    }
-    doc
-}
-
-/// Not a test: the process that `a_process_killed_while_writing_never_leaves_a_partial_file`
-/// starts and kills. Without its environment variable it does nothing.
-#[test]
-#[ignore = "helper process of a_process_killed_while_writing_never_leaves_a_partial_file"]
-fn state_writer_process() {
-    let Some(path) = std::env::var_os(WRITER_ENV) else {
-        return;
-    };
-    let path = PathBuf::from(path);
-    for round in 0.. {
-        state::save(&path, &big_doc(round)).unwrap();
-    }
+/// The writer process, built beside the test binaries by `cargo test`.
+fn state_writer() -> PathBuf {
+    let path = Path::new(EXPORTER)
+        .with_file_name("examples")
+        .join("state_writer");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test`",
+        path.display()
+    );
+    path
 }
 
 #[test]
@@ -663,9 +565,9 @@ fn a_process_killed_while_writing_never_leaves_a_partial_file() {
     // (a temp file is left), bounded in count.
     while attempt < 20 || (interrupted < 3 && attempt < 300) {
         attempt += 1;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "state_writer_process", "--ignored", "--test-threads=1"])
-            .env(WRITER_ENV, &path)
+        let mut child = Command::new(state_writer())
+            .arg(&path)
+            .arg(WRITER_GPUS.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
