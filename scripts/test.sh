@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, as CI does. Installs what it needs on a
 # fresh Debian machine first: Prometheus's promtool and Chromium (Debian
-# packages), libclang (Debian package libclang-dev, for bindgen), rustfmt and
+# packages), Prometheus and Alertmanager (Debian packages, for the dashboard and
+# alert tests), libclang (Debian package libclang-dev, for bindgen), rustfmt and
 # clippy (rustup components).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
+# Prometheus itself (same package) and Alertmanager, for tests/monitoring.rs:
+# dashboards and alert rules end to end.
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
 # python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.
 command -v python3 >/dev/null || missing+=(python3)

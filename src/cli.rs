@@ -16,10 +16,14 @@ use crate::drift::{
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{unix_now, Poller, Published};
 use crate::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource};
+use crate::source::gpm::GpmSource;
 use crate::source::nvml::{NvmlOptions, NvmlSource};
 use crate::source::scenarios::{self, DEFAULT_SCENARIO};
 use crate::source::sim::SimSource;
 use crate::source::{GeometrySource, UtilizationSource};
+
+/// A geometry source and the utilization sources that run on what it reads, in order.
+pub type Sources = (Box<dyn GeometrySource>, Vec<Box<dyn UtilizationSource>>);
 
 /// Default listen port: exporters register from 10000 up, and 9100–9999 are all taken.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:10110";
@@ -73,6 +77,10 @@ pub struct SourceArgs {
     /// With --nvml, do not read per-instance activity from DCGM.
     #[arg(long = "no-dcgm", requires = "nvml")]
     pub no_dcgm: bool,
+    /// With --nvml, do not read GPU and GPU-instance activity from NVML GPM
+    /// (GPU Performance Monitoring, Hopper and newer).
+    #[arg(long = "no-gpm", requires = "nvml")]
+    pub no_gpm: bool,
     /// Load DCGM from this file instead of libdcgm.so.4.
     #[arg(long = "dcgm.library", value_name = "PATH", requires = "nvml")]
     pub dcgm_library: Option<PathBuf>,
@@ -256,16 +264,36 @@ impl SourceArgs {
         (!self.nvml && self.world.is_none()).then(|| self.simulate.as_deref().unwrap_or(DEFAULT_SCENARIO))
     }
 
-    /// Per-instance activity: DCGM beside NVML unless `--no-dcgm`. The
-    /// simulator brings its own load, so it needs none.
-    pub fn utilization(&self) -> Option<Box<dyn UtilizationSource>> {
-        (self.nvml && !self.no_dcgm).then(|| {
-            Box::new(DcgmSource::new(DcgmOptions {
+    /// The geometry source and the utilization sources that run on what it
+    /// reads, in order. With `--nvml`: DCGM (unless `--no-dcgm`), then NVML GPM
+    /// through the NVML source's library (unless `--no-gpm`), so a ratio is
+    /// DCGM's where DCGM has it and GPM's only where DCGM has none. The
+    /// simulator brings its own load and needs none.
+    pub fn open_with_utilization(&self) -> anyhow::Result<Sources> {
+        if !self.nvml {
+            return Ok((self.open()?, Vec::new()));
+        }
+        let nvml = self.nvml_source();
+        let mut utilization: Vec<Box<dyn UtilizationSource>> = Vec::new();
+        if !self.no_dcgm {
+            utilization.push(Box::new(DcgmSource::new(DcgmOptions {
                 library: self.dcgm_library.clone(),
                 address: self.dcgm_address.clone(),
                 embedded: self.dcgm_embedded,
                 ..DcgmOptions::default()
-            })) as Box<dyn UtilizationSource>
+            })));
+        }
+        if !self.no_gpm {
+            utilization.push(Box::new(GpmSource::new(nvml.shared())));
+        }
+        Ok((Box::new(nvml), utilization))
+    }
+
+    fn nvml_source(&self) -> NvmlSource {
+        NvmlSource::new(NvmlOptions {
+            library: self.nvml_library.clone(),
+            slow_interval: self.nvml_slow_interval,
+            pcie_throughput: self.nvml_pcie_throughput,
         })
     }
 
@@ -275,11 +303,7 @@ impl SourceArgs {
         if self.nvml {
             // A missing library or driver is reported by the source and retried
             // on every poll, so the exporter serves (source_up 0) meanwhile.
-            return Ok(Box::new(NvmlSource::new(NvmlOptions {
-                library: self.nvml_library.clone(),
-                slow_interval: self.nvml_slow_interval,
-                pcie_throughput: self.nvml_pcie_throughput,
-            })));
+            return Ok(Box::new(self.nvml_source()));
         }
         if let Some(path) = &self.world {
             mig_model::World::load(path)?;
@@ -332,7 +356,7 @@ fn check(args: &CheckArgs) -> CheckReport {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log_level, args.log_format);
-    let source = args.source.open()?;
+    let (source, utilization) = args.source.open_with_utilization()?;
     let (tracker, last_known_good) = args.drift.tracker(&args.source, false)?;
     if let Some(origin) = &last_known_good {
         tracing::info!(last_known_good = %origin, "drift detection keeps the last-known-good state here");
@@ -340,8 +364,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The first poll runs before serving, so that a desired config the node's
     // GPUs cannot hold stops the exporter at start.
     let mut poller = Poller::new(source).with_drift(tracker);
-    if let Some(utilization) = args.source.utilization() {
-        poller = poller.with_utilization(utilization);
+    for source in utilization {
+        poller = poller.with_utilization(source);
     }
     let first = poller.poll_once();
     if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {
@@ -460,6 +484,25 @@ mod tests {
             "y"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn nvml_runs_dcgm_then_gpm_unless_turned_off() {
+        let names = |args: &[&str]| -> Vec<&'static str> {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let (source, utilization) = cli.serve.source.open_with_utilization().unwrap();
+            assert_eq!(source.name(), if cli.serve.source.nvml { "nvml" } else { "sim" });
+            utilization.iter().map(|u| u.name()).collect()
+        };
+        assert_eq!(names(&["mig-exporter", "--nvml"]), ["dcgm", "gpm"]);
+        assert_eq!(names(&["mig-exporter", "--nvml", "--no-dcgm"]), ["gpm"]);
+        assert_eq!(names(&["mig-exporter", "--nvml", "--no-gpm"]), ["dcgm"]);
+        assert!(names(&["mig-exporter", "--nvml", "--no-gpm", "--no-dcgm"]).is_empty());
+        assert!(names(&["mig-exporter"]).is_empty(), "the simulator needs none");
+        assert!(
+            Cli::try_parse_from(["mig-exporter", "--no-gpm"]).is_err(),
+            "--no-gpm only with --nvml"
+        );
     }
 
     #[test]

@@ -39,12 +39,17 @@ impl Published {
     }
 }
 
-/// Polls one geometry source, and optionally a utilization source on what
-/// it read, and turns each reading into a snapshot.
+/// Polls one geometry source, and the utilization sources on what it read,
+/// and turns each reading into a snapshot.
+///
+/// Utilization sources run in the order they were added, each filling only
+/// the values the ones before it left `None`: with DCGM and GPM both added
+/// (in that order), a ratio is DCGM's wherever DCGM has it, and GPM's only
+/// where DCGM has none. A series is never published twice.
 pub struct Poller {
     source: Box<dyn GeometrySource>,
     health: SourceHealth,
-    utilization: Option<(Box<dyn UtilizationSource>, SourceHealth)>,
+    utilization: Vec<(Box<dyn UtilizationSource>, SourceHealth)>,
     drift: Option<DriftTracker>,
 }
 
@@ -53,15 +58,17 @@ impl Poller {
         Poller {
             health: SourceHealth::new(source.name()),
             source,
-            utilization: None,
+            utilization: Vec::new(),
             drift: None,
         }
     }
 
-    /// Adds per-instance activity from `source` to every successful read.
+    /// Adds per-instance activity from `source` to every successful read,
+    /// after the utilization sources added before it: it fills only what they
+    /// left `None`.
     pub fn with_utilization(mut self, source: Box<dyn UtilizationSource>) -> Self {
         let health = SourceHealth::new(source.name());
-        self.utilization = Some((source, health));
+        self.utilization.push((source, health));
         self
     }
 
@@ -85,7 +92,7 @@ impl Poller {
             None => (NodeReading::default(), false),
         };
         let mut sources = vec![self.health.clone()];
-        if let Some((source, health)) = &mut self.utilization {
+        for (source, health) in &mut self.utilization {
             // Activity is only meaningful on geometry read this very poll.
             if read {
                 let started = Instant::now();
@@ -216,7 +223,7 @@ mod tests {
         let mut poller = Poller {
             source: Box::new(Flaky { fail: true }),
             health: ok.sources[0].clone(),
-            utilization: None,
+            utilization: Vec::new(),
             drift: None,
         };
         let failed = poller.poll_once();
@@ -249,6 +256,86 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Fills each GPU's activity with `activity` where it is still `None`, or fails.
+    struct Fills {
+        name: &'static str,
+        activity: crate::model::Activity,
+        fail: bool,
+    }
+
+    impl UtilizationSource for Fills {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()> {
+            if self.fail {
+                anyhow::bail!("{} down", self.name)
+            }
+            for gpu in gpus {
+                gpu.health.activity.fill_from(&self.activity);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn utilization_sources_run_in_order_and_the_first_value_wins() {
+        use crate::model::Activity;
+        let dcgm = |fail| {
+            Box::new(Fills {
+                name: "dcgm",
+                activity: Activity {
+                    sm_active_ratio: Some(0.25),
+                    ..Activity::default()
+                },
+                fail,
+            })
+        };
+        let gpm = Box::new(Fills {
+            name: "gpm",
+            activity: Activity {
+                sm_active_ratio: Some(0.75),
+                tensor_active_ratio: Some(0.5),
+                ..Activity::default()
+            },
+            fail: false,
+        });
+        let mut poller = Poller::new(Box::new(Flaky { fail: false }))
+            .with_utilization(dcgm(false))
+            .with_utilization(gpm);
+        let snapshot = poller.poll_once();
+        let a = snapshot.gpus[0].health.activity;
+        assert_eq!(a.sm_active_ratio, Some(0.25), "DCGM's value wins");
+        assert_eq!(a.tensor_active_ratio, Some(0.5), "GPM fills what DCGM left None");
+        assert_eq!(
+            snapshot.sources.iter().map(|s| s.name).collect::<Vec<_>>(),
+            ["flaky", "dcgm", "gpm"]
+        );
+
+        // With DCGM down, GPM's values stand alone.
+        let gpm = Box::new(Fills {
+            name: "gpm",
+            activity: Activity {
+                sm_active_ratio: Some(0.75),
+                ..Activity::default()
+            },
+            fail: false,
+        });
+        let mut poller = Poller::new(Box::new(Flaky { fail: false }))
+            .with_utilization(dcgm(true))
+            .with_utilization(gpm);
+        let snapshot = poller.poll_once();
+        assert_eq!(snapshot.gpus[0].health.activity.sm_active_ratio, Some(0.75));
+        assert_eq!(
+            snapshot
+                .sources
+                .iter()
+                .map(|s| (s.name, s.up))
+                .collect::<Vec<_>>(),
+            [("flaky", true), ("dcgm", false), ("gpm", true)]
+        );
     }
 
     #[test]

@@ -68,14 +68,24 @@ fn edit(world: &Path, change: impl FnOnce(&mut World)) {
     w.save(world).unwrap();
 }
 
-/// Families only a utilization source (DCGM, or the simulator standing in
-/// for it) provides; NVML has none per instance.
-const UTILIZATION: [&str; 4] = [
-    "nvidia_mig_gpu_instance_dram_active_ratio",
-    "nvidia_mig_compute_instance_sm_active_ratio",
-    "nvidia_mig_compute_instance_sm_occupancy_ratio",
-    "nvidia_mig_compute_instance_tensor_active_ratio",
-];
+/// Whether `line` is an activity series (`nvidia_gpu_<kind>_ratio`,
+/// `nvidia_mig_gpu_instance_<kind>_ratio`, `nvidia_mig_compute_instance_<kind>_ratio`):
+/// only a utilization source provides them (DCGM or NVML GPM, or the
+/// simulator standing in for them), and NVML mode reads GPM's rates where the
+/// simulator gives its load, so they are compared in tests/gpm.rs instead.
+fn is_activity(line: &str) -> bool {
+    [
+        "nvidia_gpu_",
+        "nvidia_mig_gpu_instance_",
+        "nvidia_mig_compute_instance_",
+    ]
+    .iter()
+    .any(|prefix| {
+        mig_exporter::model::Activity::KINDS
+            .iter()
+            .any(|(stem, _, _)| line.starts_with(&format!("{prefix}{stem}_ratio{{")))
+    })
+}
 
 /// Families whose values are poll times, which differ between two processes.
 const TIMESTAMPS: [&str; 2] = [
@@ -90,7 +100,7 @@ fn comparable(exposition: &str) -> BTreeSet<String> {
     exposition
         .lines()
         .filter(|l| l.starts_with("nvidia_"))
-        .filter(|l| !UTILIZATION.iter().any(|f| in_family(l, f)))
+        .filter(|l| !is_activity(l))
         .map(|l| match TIMESTAMPS.iter().any(|f| in_family(l, f)) {
             true => l.rsplit_once(' ').map_or(l, |(series, _)| series).to_string(),
             false => l.to_string(),

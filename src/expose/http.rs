@@ -1,8 +1,9 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz` and the landing page.
 //! Every endpoint only reads the published snapshot; none changes any state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use super::metrics::{self, Format};
 use super::page;
+use crate::model::NodeSnapshot;
 use crate::poll::Published;
 
 #[derive(Clone)]
@@ -19,6 +21,53 @@ struct AppState {
     published: Arc<Published>,
     registry: Arc<Registry>,
     telemetry_path: Arc<str>,
+    bodies: Arc<BodyCache>,
+}
+
+/// The last `/metrics` body of each format, with the snapshot it was encoded
+/// for. The exposition depends on nothing but the published snapshot, so
+/// until the next poll publishes another one, scrapes share one encoding
+/// (several Prometheus servers, or a burst of scrapes, cost one encode per
+/// poll). Holding the snapshot's `Arc` keeps its address from being reused.
+#[derive(Default)]
+struct BodyCache {
+    slots: Mutex<[Option<Encoded>; 2]>,
+}
+
+/// A snapshot and its encoding in one format.
+type Encoded = (Arc<NodeSnapshot>, Bytes);
+
+impl BodyCache {
+    fn slot(format: Format) -> usize {
+        match format {
+            Format::PrometheusText => 0,
+            Format::OpenMetrics => 1,
+        }
+    }
+
+    /// The body for `format`: the cached one when `snapshot` is still the
+    /// published one, else a fresh encoding (never an older snapshot's).
+    fn body(
+        &self,
+        registry: &Registry,
+        snapshot: Arc<NodeSnapshot>,
+        format: Format,
+    ) -> Result<Bytes, std::fmt::Error> {
+        let slot = Self::slot(format);
+        {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((cached, body)) = &slots[slot] {
+                if Arc::ptr_eq(cached, &snapshot) {
+                    return Ok(body.clone());
+                }
+            }
+        }
+        // Encoded outside the lock; the registry reads the published snapshot,
+        // which is `snapshot` or a newer one, so a body is never older than its key.
+        let body = Bytes::from(metrics::render(registry, format)?);
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some((snapshot, body.clone()));
+        Ok(body)
+    }
 }
 
 pub fn router(published: Arc<Published>, telemetry_path: &str) -> Router {
@@ -26,6 +75,7 @@ pub fn router(published: Arc<Published>, telemetry_path: &str) -> Router {
         registry: Arc::new(metrics::registry(published.clone())),
         published,
         telemetry_path: telemetry_path.into(),
+        bodies: Arc::default(),
     };
     Router::new()
         .route("/", get(landing))
@@ -38,7 +88,8 @@ pub fn router(published: Arc<Published>, telemetry_path: &str) -> Router {
 async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    match metrics::render(&state.registry, format) {
+    let snapshot = state.published.load();
+    match state.bodies.body(&state.registry, snapshot, format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(_) => {
             tracing::error!("encoding the snapshot failed");
@@ -57,4 +108,41 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
     Html(page::render(&state.published.load(), &state.telemetry_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poll::Poller;
+    use crate::source::scenarios::{self, DEFAULT_SCENARIO};
+    use crate::source::sim::SimSource;
+
+    #[test]
+    fn scrapes_share_one_encoding_until_the_next_snapshot() {
+        let published = Arc::new(Published::default());
+        let source = SimSource::Scenario(scenarios::build(DEFAULT_SCENARIO).expect("scenario"));
+        let full = Poller::new(Box::new(source)).poll_once();
+        let mut smaller = full.clone();
+        smaller.gpus.truncate(1);
+        let registry = metrics::registry(published.clone());
+        let cache = BodyCache::default();
+        let body = |format| cache.body(&registry, published.load(), format).expect("encodes");
+
+        published.publish(full);
+        let first = body(Format::PrometheusText);
+        let again = body(Format::PrometheusText);
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "the same snapshot is not encoded again"
+        );
+        let open = body(Format::OpenMetrics);
+        assert!(open.ends_with(b"# EOF\n"), "each format has its own body");
+
+        published.publish(smaller);
+        let next = body(Format::PrometheusText);
+        assert_ne!(next, first, "a new snapshot is encoded afresh");
+        let fresh = metrics::render(&registry, Format::PrometheusText).expect("encodes");
+        assert_eq!(next, fresh.as_bytes());
+    }
 }

@@ -71,7 +71,8 @@ pub struct DeviceHealth {
 }
 
 /// How busy a GPU, GPU instance or compute instance was: DCGM's profiling
-/// fields (`DCGM_FI_PROF_*`), ratios 0–1, each `None` when not read.
+/// fields (`DCGM_FI_PROF_*`) or their NVML GPM counterparts, ratios 0–1,
+/// each `None` when not read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Activity {
     pub gr_engine_active_ratio: Option<f64>,
@@ -90,6 +91,30 @@ pub struct Activity {
 pub type ActivityKind = (&'static str, &'static str, fn(&Activity) -> Option<f64>);
 
 impl Activity {
+    /// Takes `other`'s value for each kind this one has none of; values
+    /// already here stay. Utilization sources run one after the other, each
+    /// filling only what the ones before it left `None`.
+    pub fn fill_from(&mut self, other: &Activity) {
+        let Activity {
+            gr_engine_active_ratio,
+            sm_active_ratio,
+            sm_occupancy_ratio,
+            tensor_active_ratio,
+            dram_active_ratio,
+            fp64_active_ratio,
+            fp32_active_ratio,
+            fp16_active_ratio,
+        } = *other;
+        self.gr_engine_active_ratio = self.gr_engine_active_ratio.or(gr_engine_active_ratio);
+        self.sm_active_ratio = self.sm_active_ratio.or(sm_active_ratio);
+        self.sm_occupancy_ratio = self.sm_occupancy_ratio.or(sm_occupancy_ratio);
+        self.tensor_active_ratio = self.tensor_active_ratio.or(tensor_active_ratio);
+        self.dram_active_ratio = self.dram_active_ratio.or(dram_active_ratio);
+        self.fp64_active_ratio = self.fp64_active_ratio.or(fp64_active_ratio);
+        self.fp32_active_ratio = self.fp32_active_ratio.or(fp32_active_ratio);
+        self.fp16_active_ratio = self.fp16_active_ratio.or(fp16_active_ratio);
+    }
+
     /// Serializes all but `dram_active_ratio` (for compute instances).
     fn serialize_without_dram<S: serde::Serializer>(a: &Activity, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -397,6 +422,39 @@ impl GpuSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_from_fills_only_the_gaps() {
+        let mut a = Activity {
+            sm_active_ratio: Some(0.5),
+            ..Activity::default()
+        };
+        let b = Activity {
+            sm_active_ratio: Some(0.9),
+            tensor_active_ratio: Some(0.3),
+            fp16_active_ratio: Some(0.1),
+            ..Activity::default()
+        };
+        a.fill_from(&b);
+        assert_eq!(a.sm_active_ratio, Some(0.5), "a value already there stays");
+        assert_eq!(a.tensor_active_ratio, Some(0.3));
+        assert_eq!(a.fp16_active_ratio, Some(0.1));
+        assert_eq!(a.dram_active_ratio, None);
+        // Every kind is filled: a source with every value fills an empty one whole.
+        let full = Activity {
+            gr_engine_active_ratio: Some(0.1),
+            sm_active_ratio: Some(0.2),
+            sm_occupancy_ratio: Some(0.3),
+            tensor_active_ratio: Some(0.4),
+            dram_active_ratio: Some(0.5),
+            fp64_active_ratio: Some(0.6),
+            fp32_active_ratio: Some(0.7),
+            fp16_active_ratio: Some(0.8),
+        };
+        let mut empty = Activity::default();
+        empty.fill_from(&full);
+        assert_eq!(empty, full);
+    }
 
     #[test]
     fn histogram_counts_each_observation_in_its_bucket() {

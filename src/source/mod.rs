@@ -2,6 +2,7 @@
 //! poller, the snapshot and the exposition never know which one is in use.
 
 pub mod dcgm;
+pub mod gpm;
 pub mod nvml;
 pub mod scenarios;
 pub mod sim;
@@ -27,9 +28,12 @@ pub trait GeometrySource: Send {
 }
 
 /// A source of per-instance activity for the geometry a [`GeometrySource`]
-/// just read (DCGM). It fills the `None`s it can; on failure it fills nothing.
+/// just read (DCGM, NVML GPM). The poller runs them in order, DCGM first;
+/// each fills only the `None`s it can, never a value an earlier one set, so
+/// a series carries one source's value and is never duplicated. On failure
+/// it fills nothing.
 pub trait UtilizationSource: Send {
-    /// The `source` label value (`dcgm`).
+    /// The `source` label value (`dcgm`, `gpm`).
     fn name(&self) -> &'static str;
     /// Reads activity for `gpus` and puts it on them. Runs on a blocking thread.
     fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()>;

@@ -124,4 +124,10 @@ fn signatures_match_nvml_h(lib: &NvmlLib) {
     same(&lib.nvmlDeviceRegisterEvents, nvmlDeviceRegisterEvents);
     same(&lib.nvmlEventSetWait_v2, nvmlEventSetWait_v2);
     same(&lib.nvmlEventSetFree, nvmlEventSetFree);
+    same(&lib.nvmlGpmQueryDeviceSupport, nvmlGpmQueryDeviceSupport);
+    same(&lib.nvmlGpmSampleAlloc, nvmlGpmSampleAlloc);
+    same(&lib.nvmlGpmSampleFree, nvmlGpmSampleFree);
+    same(&lib.nvmlGpmSampleGet, nvmlGpmSampleGet);
+    same(&lib.nvmlGpmMigSampleGet, nvmlGpmMigSampleGet);
+    same(&lib.nvmlGpmMetricsGet, nvmlGpmMetricsGet);
 }

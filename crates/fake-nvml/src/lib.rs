@@ -44,6 +44,12 @@
 //!   3 892 µs, `nvmlDeviceGetPcieThroughput` 21 109 µs, `nvmlDeviceGetMemoryInfo`
 //!   12 µs, `nvmlDeviceGetTemperature` 4 µs, and about 2 µs for the other
 //!   simple getters (`"*": 2`).
+//! * GPM (GPU Performance Monitoring, `nvmlGpm*`): supported on Hopper and
+//!   newer products, not on Ampere (`isSupportedDevice` 0, samples
+//!   `NVML_ERROR_NOT_SUPPORTED`). Samples copy per-GPU and per-GPU-instance
+//!   counters that advance at the World's load, so a metric between two
+//!   samples is the load `mig-sim load` set (see the `gpm` module);
+//!   [`fakeNvmlGpmLiveSamples`] counts the sample buffers not yet freed.
 //! * [`fakeNvmlCallCount`] and [`fakeNvmlCallNanos`] report how often each NVML
 //!   function was called and the time spent in it (latency faults included),
 //!   so benchmarks can sum the library time.
@@ -62,15 +68,19 @@
 mod abi_check;
 mod device;
 mod events;
+mod gpm;
 mod handles;
+mod latency;
 mod mig;
 mod state;
 mod stats;
+mod stats_file;
 mod system;
 mod write;
 
 pub use device::*;
 pub use events::*;
+pub use gpm::*;
 pub use mig::*;
 pub use stats::*;
 pub use system::*;

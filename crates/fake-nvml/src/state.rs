@@ -42,6 +42,8 @@ pub(crate) struct State {
     pub handles: Handles,
     pub event_sets: BTreeMap<usize, EventSet>,
     pub next_event_set: usize,
+    /// GPM sample buffers and the per-instance counters they copy.
+    pub gpm: crate::gpm::Gpm,
 }
 
 #[derive(Debug)]
@@ -179,7 +181,7 @@ fn guarded(name: &'static str, f: impl FnOnce() -> nvmlReturn_t) -> nvmlReturn_t
 fn apply_faults(world: &World, name: &str) -> Res {
     let delay = latency(&world.faults, name);
     if !delay.is_zero() {
-        std::thread::sleep(delay);
+        crate::latency::wait(delay);
     }
     match world.faults.failing_calls.get(name) {
         Some(&code) => Err(code),
@@ -245,6 +247,32 @@ pub(crate) fn call_unlocked(name: &'static str, body: impl FnOnce() -> Res) -> n
     })
 }
 
+/// Like [`call`], for functions that work on the caller's buffers and need
+/// no World (`nvmlGpmSampleAlloc`, `nvmlGpmSampleFree`, `nvmlGpmMetricsGet`):
+/// a World file that cannot be read does not fail them (its faults apply
+/// when it can be read), so a client can always free what it allocated.
+pub(crate) fn call_without_world(name: &'static str, body: impl FnOnce(&mut State) -> Res) -> nvmlReturn_t {
+    guarded(name, || {
+        code((|| {
+            let world = with_state(|st| {
+                if st.init_count == 0 {
+                    return Err(UNINITIALIZED);
+                }
+                Ok(st.world().ok())
+            })?;
+            if let Some(world) = world {
+                apply_faults(&world, name)?;
+            }
+            with_state(|st| {
+                if st.init_count == 0 {
+                    return Err(UNINITIALIZED);
+                }
+                body(st)
+            })
+        })())
+    })
+}
+
 /// `nvmlInit_v2` and `nvmlInitWithFlags`.
 pub(crate) fn init(name: &'static str) -> nvmlReturn_t {
     guarded(name, || {
@@ -261,7 +289,8 @@ pub(crate) fn init(name: &'static str) -> nvmlReturn_t {
 }
 
 /// `nvmlShutdown`: the last one frees the event sets, as the driver frees
-/// everything a client held.
+/// everything a client held. GPM sample buffers are the client's memory
+/// (`nvmlGpmSampleAlloc` hands them out): they stay until it frees them.
 pub(crate) fn shutdown(name: &'static str) -> nvmlReturn_t {
     call(name, |st, _| {
         st.init_count = st.init_count.saturating_sub(1);

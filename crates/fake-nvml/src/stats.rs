@@ -17,12 +17,19 @@ struct Stat {
 static STATS: Mutex<BTreeMap<&'static str, Stat>> = Mutex::new(BTreeMap::new());
 
 pub(crate) fn record(name: &'static str, elapsed: Duration) {
+    crate::stats_file::start_once();
     let mut stats = STATS.lock().unwrap_or_else(|e| e.into_inner());
     let s = stats.entry(name).or_default();
     s.calls += 1;
     s.nanos = s
         .nanos
         .saturating_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+}
+
+/// Every function's `(name, calls, nanos)`, sorted by name (for [`crate::stats_file`]).
+pub(crate) fn snapshot() -> Vec<(&'static str, u64, u64)> {
+    let stats = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    stats.iter().map(|(&name, s)| (name, s.calls, s.nanos)).collect()
 }
 
 /// `name`'s stat, or the sum over all functions when `name` is NULL; 0 for a

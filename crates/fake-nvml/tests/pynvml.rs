@@ -90,11 +90,19 @@ fn geometry(world: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("geometry JSON")
 }
 
-/// GPU 0: H100 with three GIs (one without a CI, one split in two 1c CIs);
-/// GPU 1: H100 with MIG disabled, as the fixture's; GPU 2: A30 (4 memory
-/// slots) with a 2g GI and its CI and a 1g GI.
+/// GPU 0: H100 with three GIs (one without a CI, one split in two 1c CIs,
+/// loaded: SM 0.6 and 0.3, DRAM 0.25); GPU 1: H100 with MIG disabled, as the
+/// fixture's; GPU 2: A30 (4 memory slots) with a 2g GI and its CI and a 1g GI.
 fn node() -> World {
     let mut w = common::h100_mixed();
+    let split = w.gpus[0]
+        .gpu_instances
+        .iter_mut()
+        .find(|g| g.id == 2)
+        .expect("GI 2");
+    split.load.dram_active = 0.25;
+    split.compute_instances[0].load.sm_active = 0.6;
+    split.compute_instances[1].load.sm_active = 0.3;
     let mut a30 = Gpu::new("node", Product::A30_24GB, 2);
     a30.set_mig_mode(true);
     let two = a30
@@ -241,6 +249,31 @@ fn pynvml_reads_exactly_the_world() {
         assert_eq!(g["gpu_instances"], Value::Array(expected_gis), "{at}");
         assert_eq!(g["mig_devices"], Value::Array(expected_migs), "{at}");
     }
+    // GPM: Hopper samples, Ampere (the A30) does not; between two samples the
+    // metrics are the World's load, in percent; FP64 is a load it does not model.
+    let gpm = |g: usize| &gpus[g]["gpm"];
+    assert_eq!(gpm(0)["supported"], 1);
+    assert_eq!(gpm(1)["supported"], 1);
+    assert_eq!(gpm(2)["supported"], 0);
+    assert_eq!(gpm(2)["sample_rc"], 3, "Not Supported on Ampere");
+    let metric = |g: usize, scope: &str, i: usize| -> f64 {
+        assert_eq!(gpm(g)[scope]["rc"][i], 0, "GPU {g} {scope} metric {i}");
+        gpm(g)[scope]["percent"][i].as_f64().expect("a value")
+    };
+    let near = |a: f64, b: f64| (a - b).abs() < 0.01;
+    assert!(near(metric(0, "gi2", 0), 30.0), "GI 2 SM: (0.6 + 0.3) / 3 slices");
+    assert!(near(metric(0, "gi2", 3), 25.0), "GI 2 DRAM");
+    assert!(near(metric(0, "gi9", 0), 0.0));
+    assert!(near(metric(0, "gpu", 0), 90.0 / 7.0), "GPU SM over 7 slices");
+    assert!(near(metric(0, "gpu", 3), 12.5), "GPU DRAM: 4 of 8 slots at 0.25");
+    assert!(near(metric(1, "gpu", 0), 0.0), "no load without MIG");
+    assert_eq!(gpm(0)["gi2"]["rc"][4], 3, "FP64: Not Supported");
+    assert_eq!(
+        gpm(0).as_object().unwrap().len(),
+        1 + 1 + 3,
+        "supported, gpu, 3 GIs"
+    );
+
     // The World is not trivial: GIs with and without CIs, partial CIs, two products.
     assert_eq!(gpus[0]["gpu_instances"].as_array().unwrap().len(), 3);
     assert_eq!(gpus[0]["mig_devices"].as_array().unwrap().len(), 3);

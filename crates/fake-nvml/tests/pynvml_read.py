@@ -11,6 +11,7 @@ Every call goes through pynvml's public functions, the way its users call them.
 import ctypes
 import json
 import sys
+import time
 
 import pynvml as n
 
@@ -121,6 +122,51 @@ def mig_devices(h):
     return out
 
 
+GPM_METRICS = [
+    n.NVML_GPM_METRIC_SM_UTIL,
+    n.NVML_GPM_METRIC_SM_OCCUPANCY,
+    n.NVML_GPM_METRIC_ANY_TENSOR_UTIL,
+    n.NVML_GPM_METRIC_DRAM_BW_UTIL,
+    n.NVML_GPM_METRIC_FP64_UTIL,
+]
+
+
+def gpm(h, gpu_instances):
+    """GPM support and, where supported, the metrics between two samples 50 ms
+    apart of the GPU ("gpu") and of each GPU instance ("gi<id>")."""
+    out = {"supported": n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice}
+    if not out["supported"]:
+        s = n.nvmlGpmSampleAlloc()
+        out["sample_rc"] = error_code(lambda: n.nvmlGpmSampleGet(h, s))
+        n.nvmlGpmSampleFree(s)
+        return out
+    scopes = [("gpu", lambda s: n.nvmlGpmSampleGet(h, s))]
+    for gi in gpu_instances:
+        scopes.append(("gi%d" % gi["id"], lambda s, i=gi["id"]: n.nvmlGpmMigSampleGet(h, i, s)))
+    pairs = {}
+    for name, get in scopes:
+        pairs[name] = [get(n.nvmlGpmSampleAlloc())]
+    time.sleep(0.05)
+    for name, get in scopes:
+        pairs[name].append(get(n.nvmlGpmSampleAlloc()))
+    for name, (first, second) in pairs.items():
+        mg = n.c_nvmlGpmMetricsGet_t()
+        mg.version = n.NVML_GPM_METRICS_GET_VERSION
+        mg.numMetrics = len(GPM_METRICS)
+        mg.sample1 = first
+        mg.sample2 = second
+        for i, metric in enumerate(GPM_METRICS):
+            mg.metrics[i].metricId = metric
+        n.nvmlGpmMetricsGet(mg)
+        out[name] = {
+            "rc": [mg.metrics[i].nvmlReturn for i in range(len(GPM_METRICS))],
+            "percent": [round(mg.metrics[i].value, 3) for i in range(len(GPM_METRICS))],
+        }
+        n.nvmlGpmSampleFree(first)
+        n.nvmlGpmSampleFree(second)
+    return out
+
+
 def main():
     n.nvmlInit()
     node = {
@@ -157,6 +203,7 @@ def main():
             "profiles": profiles,
             "gpu_instances": gpu_instances,
             "mig_devices": mig_devices(h),
+            "gpm": gpm(h, gpu_instances),
         })
     n.nvmlShutdown()
     json.dump(node, sys.stdout, indent=1, sort_keys=True)

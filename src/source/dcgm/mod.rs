@@ -192,16 +192,16 @@ impl Utilization {
 }
 
 /// Puts DCGM's readings on the geometry's GPUs, GPU instances and compute
-/// instances, matched by GPU UUID, GI id and CI id. Activity ratios come only
-/// from DCGM and are set (to `None` too) wherever DCGM reported the entity;
-/// power, temperature and framebuffer used, which NVML reads as well, are
-/// filled only where the geometry source left them `None`. Instances DCGM
-/// does not know (yet) keep what they had.
+/// instances, matched by GPU UUID, GI id and CI id. Like every utilization
+/// source, it fills only what is still `None`: activity ratios (DCGM runs
+/// first, so they are DCGM's wherever DCGM has a live value), and power,
+/// temperature and framebuffer used, which NVML reads as well. Instances
+/// DCGM does not know (yet) keep what they had.
 pub fn apply(utilization: &Utilization, gpus: &mut [GpuSnapshot]) {
     for gpu in gpus {
         if let Some(r) = utilization.gpu(&gpu.uuid) {
             let h = &mut gpu.health;
-            h.activity = r.activity;
+            h.activity.fill_from(&r.activity);
             h.memory_free_bytes = h.memory_free_bytes.or(r.memory_free_bytes);
             h.memory_used_bytes = h.memory_used_bytes.or(r.memory_used_bytes);
             h.power_watts = h.power_watts.or(r.power_watts);
@@ -209,17 +209,17 @@ pub fn apply(utilization: &Utilization, gpus: &mut [GpuSnapshot]) {
         }
         for gi in &mut gpu.gpu_instances {
             if let Some(r) = utilization.gpu_instance(&gpu.uuid, gi.id) {
-                gi.activity = r.activity;
+                gi.activity.fill_from(&r.activity);
                 gi.memory_used_bytes = gi.memory_used_bytes.or(r.memory_used_bytes);
                 gi.memory_free_bytes = gi.memory_free_bytes.or(r.memory_free_bytes);
             }
             for ci in &mut gi.compute_instances {
                 if let Some(r) = utilization.compute_instance(&gpu.uuid, gi.id, ci.id) {
                     // DRAM activity is not a compute-instance reading.
-                    ci.activity = Activity {
-                        dram_active_ratio: ci.activity.dram_active_ratio,
+                    ci.activity.fill_from(&Activity {
+                        dram_active_ratio: None,
                         ..r.activity
-                    };
+                    });
                 }
             }
         }

@@ -3,12 +3,14 @@
 //!
 //! The library is opened lazily and again after any failure, so a node whose
 //! driver loads after the exporter, or whose library is missing at start,
-//! recovers without a restart.
+//! recovers without a restart. The open library is shared ([`SharedNvml`])
+//! with the sources that read through it too (GPM).
 
-mod raw;
+pub(crate) mod raw;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -43,13 +45,33 @@ pub struct NvmlOptions {
 pub struct NvmlSource {
     options: NvmlOptions,
     session: Option<Session>,
+    shared: SharedNvml,
+}
+
+/// The library the NVML source has open now, for other sources that read
+/// through the same session (GPM) instead of initialising NVML again. Empty
+/// while the NVML source has none open; a new `Arc` after it reopened (a
+/// reader holding the old one keeps it alive until it lets go, so whatever it
+/// allocated from that library is freed before the library shuts down).
+#[derive(Debug, Clone, Default)]
+pub struct SharedNvml(Arc<Mutex<Option<Arc<Nvml>>>>);
+
+impl SharedNvml {
+    /// The library open now, if any.
+    pub fn get(&self) -> Option<Arc<Nvml>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, nvml: Option<Arc<Nvml>>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = nvml;
+    }
 }
 
 /// An initialised library and what is kept between polls.
 struct Session {
     // Declared before `nvml` so the event set is freed before the library shuts down.
     xid: Option<raw::XidEvents>,
-    nvml: Nvml,
+    nvml: Arc<Nvml>,
     /// XID counts per GPU UUID since the exporter started.
     xid_counts: BTreeMap<String, BTreeMap<u64, u64>>,
     slow: SlowReadings,
@@ -74,7 +96,13 @@ impl NvmlSource {
         NvmlSource {
             options,
             session: None,
+            shared: SharedNvml::default(),
         }
+    }
+
+    /// The library this source has open, shared with other readers.
+    pub fn shared(&self) -> SharedNvml {
+        self.shared.clone()
     }
 
     fn open(&self) -> anyhow::Result<Session> {
@@ -112,7 +140,7 @@ impl NvmlSource {
         };
         Ok(Session {
             xid,
-            nvml,
+            nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
             slow: SlowReadings::default(),
         })
@@ -126,7 +154,9 @@ impl GeometrySource for NvmlSource {
 
     fn poll(&mut self) -> anyhow::Result<NodeReading> {
         if self.session.is_none() {
-            self.session = Some(self.open()?);
+            let session = self.open()?;
+            self.shared.set(Some(session.nvml.clone()));
+            self.session = Some(session);
         }
         let Some(session) = self.session.as_mut() else {
             unreachable!("opened above")
@@ -135,6 +165,7 @@ impl GeometrySource for NvmlSource {
         if result.is_err() {
             // Start afresh next time: the driver may have been reloaded or the GPU reset.
             self.session = None;
+            self.shared.set(None);
         }
         result
     }

@@ -5,18 +5,24 @@
 //! nvml-wrapper 0.13 has no GPU-instance or compute-instance enumeration, no
 //! MIG id getters, no remapped rows, and its `possible_placements` returns an
 //! empty list (it never sets the vector's length), so those go through here.
+//! Its GPM wrapper ties each sample to a `&Nvml` borrow, which a source that
+//! keeps samples between polls cannot hold: [`GpmSample`] owns an `Arc` of
+//! the library instead, so a sample can never outlive the library it is freed
+//! through.
 
 use std::ffi::CStr;
 use std::os::raw::c_uint;
 use std::ptr;
+use std::sync::Arc;
 
 use nvml_wrapper::error::{nvml_try, NvmlError};
 use nvml_wrapper::Nvml;
 use nvml_wrapper_sys::bindings::{
     nvmlComputeInstanceInfo_t, nvmlComputeInstanceProfileInfo_v2_t, nvmlComputeInstance_t, nvmlDevice_t,
-    nvmlEventData_t, nvmlEventSet_t, nvmlGpuInstanceInfo_t, nvmlGpuInstancePlacement_t,
-    nvmlGpuInstanceProfileInfo_v2_t, nvmlGpuInstance_t, nvmlReturn_enum_NVML_ERROR_TIMEOUT,
-    NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+    nvmlEventData_t, nvmlEventSet_t, nvmlGpmMetricsGet_t, nvmlGpmSample_t, nvmlGpmSupport_t,
+    nvmlGpuInstanceInfo_t, nvmlGpuInstancePlacement_t, nvmlGpuInstanceProfileInfo_v2_t, nvmlGpuInstance_t,
+    nvmlReturn_enum_NVML_ERROR_TIMEOUT, NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+    NVML_GPM_METRICS_GET_VERSION, NVML_GPM_SUPPORT_VERSION,
 };
 
 /// `sizeof(struct) | version << 24`, NVML's versioned-struct convention.
@@ -166,6 +172,26 @@ pub struct CiInfo {
     pub placement: (u32, u32),
 }
 
+/// `nvmlDeviceGetGpuInstanceById` and `nvmlGpuInstanceGetInfo`: what GPU
+/// instance `id` is now.
+pub fn gpu_instance_by_id(nvml: &Nvml, device: nvmlDevice_t, id: u32) -> Result<GiInfo, NvmlError> {
+    let by_id = sym(
+        &nvml.lib().nvmlDeviceGetGpuInstanceById,
+        "nvmlDeviceGetGpuInstanceById",
+    )?;
+    let info_of = sym(&nvml.lib().nvmlGpuInstanceGetInfo, "nvmlGpuInstanceGetInfo")?;
+    let mut gi: nvmlGpuInstance_t = ptr::null_mut();
+    nvml_try(unsafe { by_id(device, id, &mut gi) })?;
+    // SAFETY: zeroed is valid for this plain C struct.
+    let mut info: nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
+    nvml_try(unsafe { info_of(gi, &mut info) })?;
+    Ok(GiInfo {
+        id: info.id,
+        profile_id: info.profileId,
+        placement: (info.placement.start, info.placement.size),
+    })
+}
+
 /// The compute instances of one profile inside a GPU instance.
 pub fn compute_instances(
     nvml: &Nvml,
@@ -281,4 +307,107 @@ impl Drop for XidEvents {
             (self.free)(self.set);
         }
     }
+}
+
+/// `nvmlGpmQueryDeviceSupport`: whether the GPU has GPU Performance
+/// Monitoring (Hopper and newer, where the driver offers it).
+pub fn gpm_supported(nvml: &Nvml, device: nvmlDevice_t) -> Result<bool, NvmlError> {
+    let f = sym(&nvml.lib().nvmlGpmQueryDeviceSupport, "nvmlGpmQueryDeviceSupport")?;
+    let mut support = nvmlGpmSupport_t {
+        version: NVML_GPM_SUPPORT_VERSION,
+        isSupportedDevice: 0,
+    };
+    nvml_try(unsafe { f(device, &mut support) })?;
+    Ok(support.isSupportedDevice != 0)
+}
+
+/// A GPM sample buffer (`nvmlGpmSampleAlloc`), freed (`nvmlGpmSampleFree`)
+/// on drop through the library it came from, which it keeps alive.
+pub struct GpmSample {
+    sample: nvmlGpmSample_t,
+    nvml: Arc<Nvml>,
+}
+
+// SAFETY: a sample is plain memory of the library, used by one owner at a
+// time (the poller); NVML is thread-safe.
+unsafe impl Send for GpmSample {}
+
+impl GpmSample {
+    pub fn alloc(nvml: &Arc<Nvml>) -> Result<GpmSample, NvmlError> {
+        let f = sym(&nvml.lib().nvmlGpmSampleAlloc, "nvmlGpmSampleAlloc")?;
+        // The free function must exist before anything is allocated.
+        sym(&nvml.lib().nvmlGpmSampleFree, "nvmlGpmSampleFree")?;
+        let mut sample: nvmlGpmSample_t = ptr::null_mut();
+        nvml_try(unsafe { f(&mut sample) })?;
+        if sample.is_null() {
+            return Err(NvmlError::Unknown);
+        }
+        Ok(GpmSample {
+            sample,
+            nvml: nvml.clone(),
+        })
+    }
+
+    /// `nvmlGpmSampleGet`: the whole GPU's counters now.
+    pub fn read_gpu(&mut self, device: nvmlDevice_t) -> Result<(), NvmlError> {
+        let f = sym(&self.nvml.lib().nvmlGpmSampleGet, "nvmlGpmSampleGet")?;
+        nvml_try(unsafe { f(device, self.sample) })
+    }
+
+    /// `nvmlGpmMigSampleGet`: GPU instance `gi`'s counters now (`device` is the GPU).
+    pub fn read_gpu_instance(&mut self, device: nvmlDevice_t, gi: u32) -> Result<(), NvmlError> {
+        let f = sym(&self.nvml.lib().nvmlGpmMigSampleGet, "nvmlGpmMigSampleGet")?;
+        nvml_try(unsafe { f(device, gi, self.sample) })
+    }
+
+    /// Whether both samples come from the same library instance.
+    pub fn same_library(&self, other: &GpmSample) -> bool {
+        Arc::ptr_eq(&self.nvml, &other.nvml)
+    }
+}
+
+impl Drop for GpmSample {
+    fn drop(&mut self) {
+        // Checked in `alloc`, so it is there.
+        if let Ok(free) = sym(&self.nvml.lib().nvmlGpmSampleFree, "nvmlGpmSampleFree") {
+            // SAFETY: the sample came from nvmlGpmSampleAlloc of this library
+            // and is freed once.
+            unsafe {
+                free(self.sample);
+            }
+        }
+    }
+}
+
+/// `nvmlGpmMetricsGet`: each of `metric_ids` between `first` and `second`
+/// (taken later), in NVML's units (percent for utilizations). The outer error
+/// is the call's; each metric has its own result (`NotSupported` where the
+/// GPU has no such metric).
+pub fn gpm_metrics(
+    first: &GpmSample,
+    second: &GpmSample,
+    metric_ids: &[u32],
+) -> Result<Vec<Result<f64, NvmlError>>, NvmlError> {
+    if !first.same_library(second) {
+        return Err(NvmlError::InvalidArg);
+    }
+    let nvml = &first.nvml;
+    let f = sym(&nvml.lib().nvmlGpmMetricsGet, "nvmlGpmMetricsGet")?;
+    // SAFETY: zeroed is valid for this plain C struct (null pointers, zero ids).
+    let mut request: Box<nvmlGpmMetricsGet_t> = Box::new(unsafe { std::mem::zeroed() });
+    if metric_ids.len() > request.metrics.len() {
+        return Err(NvmlError::InvalidArg);
+    }
+    request.version = NVML_GPM_METRICS_GET_VERSION;
+    request.numMetrics = metric_ids.len() as c_uint;
+    request.sample1 = first.sample;
+    request.sample2 = second.sample;
+    for (metric, &id) in request.metrics.iter_mut().zip(metric_ids) {
+        metric.metricId = id;
+    }
+    nvml_try(unsafe { f(&mut *request) })?;
+    Ok(request.metrics[..metric_ids.len()]
+        .iter()
+        .map(|m| nvml_try(m.nvmlReturn).map(|()| m.value))
+        .collect())
 }

@@ -1,0 +1,979 @@
+//! The Grafana dashboards and the alert rules against the real programs: the
+//! real `mig-exporter` on a World file changed by the real `mig-sim`,
+//! Prometheus scraping it every second with the rules of `alerts/` loaded,
+//! and Alertmanager sending to a webhook this test serves, all on loopback.
+//!
+//! * Every panel query of every dashboard, its template variables filled in
+//!   with values the variables' own queries return, returns data.
+//! * A Hopper reboot pages MigGeometryLost with the node and GPU labels, and
+//!   restoring the geometry resolves it.
+//!
+//! The test command (`scripts/test.sh`) installs Prometheus and Alertmanager
+//! (Debian packages `prometheus` and `prometheus-alertmanager`); without them
+//! these tests fail, they never skip.
+
+mod common;
+mod contract;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+
+use common::{mig_sim, which, Exporter};
+use contract::root;
+
+/// The relabelling the README recommends for static scrape configs: the
+/// `node` label the dashboards and alerts use is the target's host. The
+/// end-to-end Prometheus uses exactly this text, and a test checks that the
+/// README still shows it.
+const NODE_RELABEL: &str = r#"    relabel_configs:
+      # node: the target's host, without the port
+      - source_labels: [__address__]
+        regex: '(.+?)(?::\d+)?'
+        target_label: node
+"#;
+
+/// What `node` becomes for a target on 127.0.0.1 with [`NODE_RELABEL`].
+const NODE: &str = "127.0.0.1";
+
+/// Panels whose queries cannot return data here yet, with the reason. Only
+/// these may come back empty; the test checks that each one exists and that
+/// every panel using a series in [`contract::NOT_YET_EXPORTED`] is listed.
+const NOT_YET_EXPORTED_PANELS: [(&str, &str, &str); 1] = [(
+    "mig-node.json",
+    "Owner pods",
+    "nvidia_mig_instance_pod_info comes with the kubelet pod-resources source (issue 7)",
+)];
+
+/// Grafana's built-in interval variables, as Grafana would fill them in for
+/// a 1 s scrape interval over the last few minutes.
+/// (Longer names first: `$__range_s` before `$__range`.)
+const BUILT_INS: [(&str, &str); 5] = [
+    ("$__rate_interval", "15s"),
+    ("$__interval_ms", "5000"),
+    ("$__interval", "5s"),
+    ("$__range_s", "60"),
+    ("$__range", "1m"),
+];
+
+// ---------------------------------------------------------------- dashboards
+
+struct Dashboard {
+    file: String,
+    json: Json,
+}
+
+fn dashboards() -> Vec<Dashboard> {
+    let dir = root().join("dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dashboards/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "fleet, node and drift dashboards: {files:?}");
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Dashboard {
+                file: path.file_name().unwrap().to_string_lossy().into_owned(),
+                json,
+            }
+        })
+        .collect()
+}
+
+impl Dashboard {
+    /// Every panel, those inside collapsed rows included, rows excluded.
+    fn panels(&self) -> Vec<&Json> {
+        fn walk<'a>(panels: &'a Json, out: &mut Vec<&'a Json>) {
+            for p in panels.as_array().into_iter().flatten() {
+                if p["type"] == "row" {
+                    walk(&p["panels"], out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.json["panels"], &mut out);
+        out
+    }
+
+    fn variables(&self) -> &Vec<Json> {
+        self.json["templating"]["list"]
+            .as_array()
+            .expect("templating.list")
+    }
+
+    fn variable(&self, name: &str) -> &Json {
+        self.variables()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{}: no `{name}` variable", self.file))
+    }
+
+    /// `(panel title, refId, expr)` of every panel query.
+    fn queries(&self) -> Vec<(String, String, String)> {
+        self.panels()
+            .into_iter()
+            .flat_map(|p| {
+                let title = p["title"].as_str().unwrap_or_default().to_string();
+                p["targets"].as_array().into_iter().flatten().map(move |t| {
+                    (
+                        title.clone(),
+                        t["refId"].as_str().unwrap_or_default().to_string(),
+                        t["expr"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn datasource_ref() -> Json {
+    serde_json::json!({"type": "prometheus", "uid": "${datasource}"})
+}
+
+#[test]
+fn dashboards_are_current_grafana_json_with_a_datasource_variable_template_variables_and_units() {
+    let mut uids = BTreeSet::new();
+    for d in dashboards() {
+        let file = &d.file;
+        let schema = d.json["schemaVersion"].as_u64().unwrap_or_default();
+        assert!(
+            schema >= 41,
+            "{file}: schemaVersion {schema} is older than Grafana 12's"
+        );
+        let uid = d.json["uid"].as_str().unwrap_or_default();
+        assert!(!uid.is_empty() && uid.len() <= 40, "{file}: uid {uid:?}");
+        assert!(uids.insert(uid.to_string()), "{file}: uid {uid} used twice");
+        assert!(d.json.get("__inputs").is_none(), "{file}: no import-time inputs");
+        assert!(d.json["id"].is_null(), "{file}: no database id");
+        let tags = d.json["tags"].as_array().expect("tags");
+        assert!(
+            tags.iter().any(|t| t == "mig-exporter"),
+            "{file}: tag mig-exporter (the links use it)"
+        );
+
+        // The data source is chosen with a variable, never hard-coded.
+        let ds = d.variable("datasource");
+        assert_eq!(ds["type"], "datasource", "{file}");
+        assert_eq!(ds["query"], "prometheus", "{file}");
+        let mut uids_seen = Vec::new();
+        collect_uids(&d.json, &mut uids_seen);
+        for seen in uids_seen {
+            assert!(
+                seen == "${datasource}" || seen == "-- Grafana --",
+                "{file}: hard-coded datasource uid {seen}"
+            );
+        }
+        for name in ["node", "gpu", "profile"] {
+            let v = d.variable(name);
+            assert_eq!(v["type"], "query", "{file}: {name}");
+            assert_eq!(v["datasource"], datasource_ref(), "{file}: {name}");
+            let definition = v["definition"].as_str().unwrap_or_default();
+            assert!(
+                definition.starts_with("label_values("),
+                "{file}: {name}: {definition}"
+            );
+            assert_eq!(v["query"]["query"], definition, "{file}: {name}");
+            if v["includeAll"] == true {
+                assert_eq!(v["allValue"], ".*", "{file}: {name}: All must match every value");
+            }
+        }
+
+        let mut ids = BTreeSet::new();
+        let mut cells: BTreeSet<(u64, u64)> = BTreeSet::new();
+        for p in d.panels() {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert!(!title.is_empty(), "{file}: a panel without title");
+            assert!(
+                ids.insert(p["id"].as_u64().expect("id")),
+                "{file}: {title}: id used twice"
+            );
+            assert_eq!(p["datasource"], datasource_ref(), "{file}: {title}");
+            let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or_default();
+            assert!(!unit.is_empty(), "{file}: {title}: no unit");
+            assert!(
+                !p["description"].as_str().unwrap_or_default().is_empty(),
+                "{file}: {title}: no description"
+            );
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{file}: {title}: no query");
+            let mut refs = BTreeSet::new();
+            for t in targets {
+                assert_eq!(t["datasource"], datasource_ref(), "{file}: {title}");
+                assert!(
+                    refs.insert(t["refId"].as_str().expect("refId")),
+                    "{file}: {title}: refId twice"
+                );
+                let expr = t["expr"].as_str().unwrap_or_default();
+                assert!(
+                    expr.contains(r#"node=~"$node""#),
+                    "{file}: {title}: the query ignores the node variable: {expr}"
+                );
+            }
+            // Overrides name columns that exist after the organize transformation.
+            let renamed: BTreeSet<&str> = p["transformations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["id"] == "organize")
+                .flat_map(|t| t["options"]["renameByName"].as_object().into_iter().flatten())
+                .filter_map(|(_, v)| v.as_str())
+                .collect();
+            for o in p["fieldConfig"]["overrides"].as_array().into_iter().flatten() {
+                if o["matcher"]["id"] == "byName" {
+                    let name = o["matcher"]["options"].as_str().unwrap_or_default();
+                    assert!(
+                        renamed.contains(name),
+                        "{file}: {title}: override of unknown column {name}"
+                    );
+                }
+            }
+            // Inside the 24-column grid, overlapping nothing.
+            let g = &p["gridPos"];
+            let (x, y, w, h) = (
+                g["x"].as_u64().unwrap(),
+                g["y"].as_u64().unwrap(),
+                g["w"].as_u64().unwrap(),
+                g["h"].as_u64().unwrap(),
+            );
+            assert!(x + w <= 24 && w > 0 && h > 0, "{file}: {title}: gridPos {g}");
+            for cx in x..x + w {
+                for cy in y..y + h {
+                    assert!(cells.insert((cx, cy)), "{file}: {title} overlaps another panel");
+                }
+            }
+        }
+    }
+}
+
+fn collect_uids<'a>(json: &'a Json, out: &mut Vec<&'a str>) {
+    match json {
+        Json::Object(map) => {
+            for (k, v) in map {
+                if k == "uid" && json.get("type").is_some() {
+                    // A datasource reference {type, uid}; the dashboard's own uid has no type.
+                    out.push(v.as_str().unwrap_or_default());
+                }
+                collect_uids(v, out);
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|v| collect_uids(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn dashboards_use_only_metric_names_of_the_contract() {
+    let known = contract::contract_names();
+    for d in dashboards() {
+        let variable_queries = d.variables().iter().map(|v| {
+            (
+                "variable".to_string(),
+                v["definition"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        let panel_queries = d.queries().into_iter().map(|(title, _, expr)| (title, expr));
+        for (title, expr) in variable_queries.chain(panel_queries) {
+            for metric in contract::metric_names(&expr) {
+                assert!(
+                    known.contains(&metric),
+                    "{}: {title} uses {metric}, which the exporter does not define",
+                    d.file
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn provisioning_files_point_grafana_at_the_dashboards_and_a_prometheus() {
+    let dir = root().join("dashboards/provisioning");
+    let load = |name: &str| -> Yaml {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let providers = load("dashboards.yml");
+    assert_eq!(providers["apiVersion"].as_u64(), Some(1));
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"].as_str(), Some("file"));
+    assert!(provider["options"]["path"]
+        .as_str()
+        .is_some_and(|p| p.starts_with('/')));
+    let datasources = load("datasource.example.yml");
+    assert_eq!(datasources["apiVersion"].as_u64(), Some(1));
+    assert_eq!(datasources["datasources"][0]["type"].as_str(), Some("prometheus"));
+}
+
+#[test]
+fn the_readme_recommends_the_node_relabelling_the_end_to_end_prometheus_uses() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(NODE_RELABEL),
+        "README.md must show the scrape config's relabelling exactly as tests/monitoring.rs uses it:\n{NODE_RELABEL}"
+    );
+    assert!(readme.contains("docs/runbooks.md"), "README links the runbooks");
+    assert!(
+        readme.contains("__meta_kubernetes_pod_node_name"),
+        "README says how to set node on Kubernetes"
+    );
+}
+
+// ---------------------------------------------------------------- the stack
+
+fn program(names: &[&str], package: &str) -> PathBuf {
+    names.iter().find_map(|n| which(n)).unwrap_or_else(|| {
+        panic!(
+            "{} is not installed: it comes with the Debian package `{package}`, which scripts/test.sh installs",
+            names[0]
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.0 request (the server answers without chunking and
+/// closes): status and body, or None when nothing listens yet.
+fn http(address: &str, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A program of the stack, its output in a log file, killed on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    address: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(name: &'static str, program: &Path, args: &[String], address: String, log: PathBuf) -> Daemon {
+        let out = File::create(&log).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let mut daemon = Daemon {
+            name,
+            child,
+            address,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("{name} exited ({status})\n{}", daemon.log_tail());
+            }
+            if http(&daemon.address, "GET", "/-/ready").is_some_and(|(s, _)| s == 200) {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready in 30 s:\n{}",
+                daemon.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines the program wrote, under its name.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {} log ({}):\n{}",
+            self.name,
+            self.log.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The webhook receiver Alertmanager notifies: an HTTP server on loopback in
+/// a thread, keeping every POSTed notification.
+struct Webhook {
+    address: String,
+    notifications: Arc<Mutex<Vec<Json>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let notifications = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopped) = (notifications.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    if let Some(body) = Webhook::receive(stream) {
+                        kept.lock().unwrap().push(body);
+                    }
+                }
+            }
+        });
+        Webhook {
+            address,
+            notifications,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Reads one request, answers 200 and returns its JSON body.
+    fn receive(mut stream: TcpStream) -> Option<Json> {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(value) = header.strip_prefix("content-length:") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    fn notifications(&self) -> Vec<Json> {
+        self.notifications.lock().unwrap().clone()
+    }
+
+    /// Every alert of every notification so far, with the notification.
+    fn alerts(&self) -> Vec<(Json, Json)> {
+        self.notifications()
+            .into_iter()
+            .flat_map(|n| {
+                n["alerts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |a| (n.clone(), a))
+            })
+            .collect()
+    }
+
+    fn find(&self, status: &str, alertname: &str, gpu: &str) -> Option<(Json, Json)> {
+        self.alerts().into_iter().find(|(_, a)| {
+            a["status"] == status && a["labels"]["alertname"] == alertname && a["labels"]["gpu"] == gpu
+        })
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.address); // wakes the accept loop
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The e2e Prometheus loads a copy of `alerts/*.yml` in which every `for:`
+/// is cut to 3 s: the real 15 minutes (time for a MIG manager to finish a
+/// reconfiguration) would make this test take half an hour. Expressions,
+/// labels and annotations are the shipped ones.
+fn write_fast_rules(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(root().join("alerts")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        let mut doc: Yaml = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut shortened = 0;
+        for group in doc["groups"].as_sequence_mut().expect("groups") {
+            for rule in group["rules"].as_sequence_mut().expect("rules") {
+                let rule = rule.as_mapping_mut().expect("rule");
+                if rule.contains_key("for") {
+                    rule.insert(Yaml::from("for"), Yaml::from("3s"));
+                    shortened += 1;
+                }
+            }
+        }
+        assert!(shortened > 0, "{}: no `for:` to shorten", path.display());
+        std::fs::write(
+            dest.join(path.file_name().unwrap()),
+            serde_yaml_ng::to_string(&doc).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+/// A 2-GPU H100 node: GPU 0 healthy with no desired config (so a reboot is
+/// judged against its last known good geometry, kept in memory), GPU 1
+/// under a desired config it does not meet (a 1g.10gb without compute
+/// instance, an extra 2g.20gb), so that every drift panel has something to show.
+fn make_layout(world: &Path) {
+    mig_sim(world, &["-mig", "1"]);
+    mig_sim(world, &["-i", "0", "mig", "-cgi", "9,19,19", "-C"]);
+    mig_sim(world, &["-i", "1", "mig", "-cgi", "19,19", "-C"]);
+    mig_sim(world, &["-i", "1", "mig", "-cgi", "19"]);
+    mig_sim(world, &["-i", "1", "mig", "-cgi", "14", "-C"]);
+}
+
+const MIG_CONFIG: &str = r#"version: v1
+mig-configs:
+  e2e:
+    - devices: [1]
+      mig-enabled: true
+      mig-devices:
+        "1g.10gb": 3
+"#;
+
+struct Stack {
+    // Dropped in this order: the programs first, the directory last.
+    prometheus: Daemon,
+    alertmanager: Daemon,
+    webhook: Webhook,
+    exporter: Exporter,
+    world: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let prometheus_bin = program(&["prometheus"], "prometheus");
+        let alertmanager_bin = program(
+            &["prometheus-alertmanager", "alertmanager"],
+            "prometheus-alertmanager",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let world = dir.path().join("world.json");
+        let w = world.to_str().unwrap();
+        mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", w]);
+        make_layout(&world);
+        mig_sim(
+            &world,
+            &[
+                "load",
+                "--gpu",
+                "0",
+                "--gi",
+                "2",
+                "--sm-active",
+                "0.8",
+                "--sm-occupancy",
+                "0.5",
+                "--tensor-active",
+                "0.3",
+                "--dram-active",
+                "0.4",
+                "--fb-used-mib",
+                "20000",
+            ],
+        );
+        let config = dir.path().join("mig.yaml");
+        std::fs::write(&config, MIG_CONFIG).unwrap();
+        let exporter = Exporter::start(&["--world", w, "--mig.config", config.to_str().unwrap()]);
+
+        let webhook = Webhook::start();
+        let am_address = format!("127.0.0.1:{}", free_port());
+        let am_config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &am_config,
+            format!(
+                "global:\n  resolve_timeout: 5s\n\
+                 route:\n  receiver: test\n  group_by: [alertname, node, gpu]\n  \
+                 group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: test\n    webhook_configs:\n      \
+                 - url: http://{}/alerts\n        send_resolved: true\n",
+                webhook.address
+            ),
+        )
+        .unwrap();
+        let alertmanager = Daemon::start(
+            "alertmanager",
+            &alertmanager_bin,
+            &[
+                format!("--config.file={}", am_config.display()),
+                format!("--storage.path={}", dir.path().join("am-data").display()),
+                format!("--web.listen-address={am_address}"),
+                "--cluster.listen-address=".to_string(),
+            ],
+            am_address,
+            dir.path().join("alertmanager.log"),
+        );
+
+        let rules = dir.path().join("rules");
+        write_fast_rules(&rules);
+        let prom_address = format!("127.0.0.1:{}", free_port());
+        let prom_config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &prom_config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}/*.yml\n\
+                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n\
+                 scrape_configs:\n  - job_name: mig-exporter\n    static_configs:\n      \
+                 - targets: ['{}']\n{NODE_RELABEL}",
+                rules.display(),
+                alertmanager.address,
+                exporter.address
+            ),
+        )
+        .unwrap();
+        let prometheus = Daemon::start(
+            "prometheus",
+            &prometheus_bin,
+            &[
+                format!("--config.file={}", prom_config.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()),
+                format!("--web.listen-address={prom_address}"),
+                "--rules.alert.resend-delay=1s".to_string(),
+            ],
+            prom_address,
+            dir.path().join("prometheus.log"),
+        );
+        let stack = Stack {
+            prometheus,
+            alertmanager,
+            webhook,
+            exporter,
+            world,
+            dir,
+        };
+        stack.wait(
+            Duration::from_secs(30),
+            "Prometheus scraping the exporter",
+            || (!stack.query(r#"up{job="mig-exporter"} == 1"#).is_empty()).then_some(()),
+        );
+        stack
+    }
+
+    /// An instant query through `/api/v1/query`: the result vector. A query
+    /// Prometheus rejects fails the test.
+    fn query(&self, expr: &str) -> Vec<Json> {
+        let path = format!("/api/v1/query?query={}", url_encode(expr));
+        let (status, body) = http(&self.prometheus.address, "GET", &path).expect("Prometheus answers");
+        let json: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(
+            status == 200 && json["status"] == "success",
+            "query {expr} failed: {body}"
+        );
+        assert_eq!(json["data"]["resultType"], "vector", "{expr}");
+        json["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls until `f` gives a value; fails with what the programs said.
+    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        let exporter_log = self.exporter.log();
+        format!(
+            "{}\n{}\n--- webhook notifications ({}):\n{}\n--- exporter log (tail):\n{}\n--- files in {}",
+            self.prometheus.log_tail(),
+            self.alertmanager.log_tail(),
+            self.webhook.address,
+            serde_json::to_string_pretty(&self.webhook.notifications()).unwrap(),
+            exporter_log[exporter_log.len().saturating_sub(10)..].join("\n"),
+            self.dir.path().display()
+        )
+    }
+}
+
+/// Fills a query's template variables and Grafana's interval variables in.
+fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = expr.to_string();
+    for (name, value) in BUILT_INS {
+        out = out.replace(name, value);
+    }
+    // Longest names first, so that `$gpu` never eats the start of `$gpu_x`.
+    let mut names: Vec<&String> = values.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        out = out
+            .replace(&format!("${{{name}}}"), &values[name])
+            .replace(&format!("${name}"), &values[name]);
+    }
+    assert!(!out.contains('$'), "a variable the test does not know in {expr}");
+    out
+}
+
+/// The values a `label_values(selector, label)` variable offers, asked
+/// through `/api/v1/query` as `count by (label) (selector)`.
+fn variable_values(stack: &Stack, definition: &str, values: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let inner = definition
+        .strip_prefix("label_values(")
+        .and_then(|d| d.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not label_values(selector, label): {definition}"));
+    let (selector, label) = inner.rsplit_once(',').expect("label_values(selector, label)");
+    let label = label.trim();
+    let expr = format!("count by ({label}) ({})", substitute(selector, values));
+    stack
+        .query(&expr)
+        .iter()
+        .filter_map(|s| s["metric"][label].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn every_dashboard_panel_query_returns_data_from_prometheus() {
+    let stack = Stack::start();
+    let dashboards = dashboards();
+
+    // The panels that may stay empty are exactly those on series no source
+    // exports yet.
+    for (file, title, reason) in NOT_YET_EXPORTED_PANELS {
+        let d = dashboards.iter().find(|d| d.file == file).expect(file);
+        let queries: Vec<_> = d.queries().into_iter().filter(|(t, _, _)| t == title).collect();
+        assert!(!queries.is_empty(), "{file}: no panel {title}");
+        assert!(
+            queries
+                .iter()
+                .any(|(_, _, e)| contract::NOT_YET_EXPORTED.iter().any(|m| e.contains(m))),
+            "{file}: {title} is excluded ({reason}) but queries none of {:?}",
+            contract::NOT_YET_EXPORTED
+        );
+    }
+    let excluded = |file: &str, title: &str| {
+        NOT_YET_EXPORTED_PANELS
+            .iter()
+            .any(|(f, t, _)| *f == file && *t == title)
+    };
+    for d in &dashboards {
+        for (title, _, expr) in d.queries() {
+            if contract::NOT_YET_EXPORTED.iter().any(|m| expr.contains(m)) {
+                assert!(
+                    excluded(&d.file, &title),
+                    "{}: {title} queries a series not exported yet",
+                    d.file
+                );
+            }
+        }
+    }
+
+    // The selection: GPU 1's 1g.10gb instances have every kind of series
+    // (compute instances with activity, one without, a desired count, drift).
+    let chosen: BTreeMap<&str, &str> = [("node", NODE), ("gpu", "1"), ("profile", "1g.10gb")].into();
+    let mut checked = 0;
+    for d in &dashboards {
+        // Each variable's own query offers the chosen value, given the ones before it.
+        let mut specific = BTreeMap::new();
+        let mut all = BTreeMap::new();
+        for v in d.variables().iter().filter(|v| v["type"] == "query") {
+            let name = v["name"].as_str().unwrap().to_string();
+            let definition = v["definition"].as_str().unwrap();
+            let value = chosen
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{}: variable {name} has no test value", d.file))
+                .to_string();
+            let offered = stack.wait(
+                Duration::from_secs(20),
+                &format!("{}: values of ${name}", d.file),
+                || {
+                    let offered = variable_values(&stack, definition, &specific);
+                    offered.contains(&value).then_some(offered)
+                },
+            );
+            assert!(offered.contains(&value), "{}: ${name} offers {offered:?}", d.file);
+            let all_value = if v["includeAll"] == true {
+                v["allValue"].as_str().unwrap().to_string()
+            } else {
+                value.clone()
+            };
+            specific.insert(name.clone(), value);
+            all.insert(name, all_value);
+        }
+        // `$datasource` picks the data source, not part of any query.
+        for (pass, values) in [("chosen values", &specific), ("All", &all)] {
+            for (title, ref_id, expr) in d.queries() {
+                let query = substitute(&expr, values);
+                if excluded(&d.file, &title) {
+                    stack.query(&query); // still valid PromQL
+                    continue;
+                }
+                // Rates need two scrapes in their window: wait for them.
+                let result = stack.wait(
+                    Duration::from_secs(30),
+                    &format!(
+                        "{}: panel {title:?} query {ref_id} ({pass}) to return data: {query}",
+                        d.file
+                    ),
+                    || Some(stack.query(&query)).filter(|r| !r.is_empty()),
+                );
+                assert!(!result.is_empty());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2 * 50, "only {checked} panel queries checked");
+}
+
+#[test]
+fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolves_it() {
+    let stack = Stack::start();
+    let metrics = stack.exporter.metrics();
+    let uuid0 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nvidia_gpu_info{gpu=\"0\",gpu_uuid=\""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("GPU 0's UUID")
+        .to_string();
+
+    // The pipeline works before the reboot: GPU 1's GPU instance without
+    // compute instance reaches the webhook, and nothing says geometry lost.
+    let (_, bare) = stack.wait(
+        Duration::from_secs(45),
+        "MigGpuInstanceWithoutComputeInstance for GPU 1 at the webhook",
+        || {
+            stack
+                .webhook
+                .find("firing", "MigGpuInstanceWithoutComputeInstance", "1")
+        },
+    );
+    assert_eq!(bare["labels"]["node"], NODE);
+    assert!(
+        stack
+            .webhook
+            .alerts()
+            .iter()
+            .all(|(_, a)| a["labels"]["alertname"] != "MigGeometryLost"),
+        "no geometry is lost before the reboot"
+    );
+
+    // Hopper loses MIG mode and every instance on reboot; the exporter keeps
+    // GPU 0's last known good geometry in memory and compares.
+    mig_sim(&stack.world, &["reboot"]);
+    let (notification, alert) = stack.wait(
+        Duration::from_secs(45),
+        "MigGeometryLost firing for GPU 0 at the webhook",
+        || stack.webhook.find("firing", "MigGeometryLost", "0"),
+    );
+    let labels = &alert["labels"];
+    assert_eq!(labels["node"], NODE, "{alert}");
+    assert_eq!(labels["gpu"], "0", "{alert}");
+    assert_eq!(labels["gpu_uuid"], uuid0.as_str(), "{alert}");
+    assert_eq!(labels["severity"], "critical", "{alert}");
+    assert_eq!(labels["job"], "mig-exporter", "{alert}");
+    assert_eq!(notification["status"], "firing");
+    assert_eq!(notification["groupLabels"]["gpu"], "0");
+    assert_eq!(notification["groupLabels"]["node"], NODE);
+    let annotations = &alert["annotations"];
+    assert_eq!(
+        annotations["summary"],
+        format!("MIG geometry lost on GPU 0 of {NODE}").as_str()
+    );
+    assert!(
+        annotations["description"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("GPU 0 ({uuid0}) of {NODE} has lost")),
+        "{alert}"
+    );
+    assert_eq!(annotations["runbook_url"], "docs/runbooks.md#miggeometrylost");
+
+    // Restore the geometry as it was: MIG mode, then the same instances.
+    make_layout(&stack.world);
+    let (notification, resolved) = stack.wait(
+        Duration::from_secs(45),
+        "MigGeometryLost resolved for GPU 0 at the webhook",
+        || stack.webhook.find("resolved", "MigGeometryLost", "0"),
+    );
+    assert_eq!(resolved["labels"], alert["labels"], "the same alert resolves");
+    assert_eq!(notification["status"], "resolved");
+    assert!(
+        resolved["endsAt"].as_str().unwrap_or_default() > resolved["startsAt"].as_str().unwrap_or_default(),
+        "{resolved}"
+    );
+    assert!(
+        stack
+            .exporter
+            .metrics()
+            .lines()
+            .all(|l| !(l.starts_with("nvidia_mig_drift{gpu=\"0\""))),
+        "GPU 0 has no finding left"
+    );
+}
+
+#[test]
+fn url_encoding_and_substitution_are_what_prometheus_and_grafana_expect() {
+    assert_eq!(url_encode(r#"up{job="a b"}"#), "up%7Bjob%3D%22a%20b%22%7D");
+    let values: BTreeMap<String, String> = [("node".to_string(), "n1".to_string())].into();
+    assert_eq!(
+        substitute(
+            r#"rate(x{node=~"$node"}[$__rate_interval]) or y{node="${node}"}"#,
+            &values
+        ),
+        r#"rate(x{node=~"n1"}[15s]) or y{node="n1"}"#
+    );
+}
