@@ -3,11 +3,10 @@
 //! re-read the World if it changed, run.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mig_model::{Faults, World};
 use nvml_wrapper_sys::bindings::{
@@ -36,7 +35,7 @@ pub(crate) struct State {
     /// `nvmlInit*` calls not yet matched by `nvmlShutdown`.
     pub init_count: u32,
     world_path: Option<PathBuf>,
-    cache: Option<Cached>,
+    cache: mig_model::WorldCache,
     /// The last World-file error reported on stderr, so each is told once.
     last_error: Option<String>,
     pub handles: Handles,
@@ -45,28 +44,6 @@ pub(crate) struct State {
     /// GPM sample buffers and the per-instance counters they copy.
     pub gpm: crate::gpm::Gpm,
 }
-
-#[derive(Debug)]
-struct Cached {
-    key: FileKey,
-    text: String,
-    world: Arc<World>,
-}
-
-/// What changes when a file is rewritten: a rename gives a new inode (which
-/// may be reused), any write a new mtime/ctime (as coarse as the kernel tick).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-/// A file modified this recently may have been rewritten within one
-/// timestamp tick: compare its bytes as well.
-const RACY_WINDOW: Duration = Duration::from_millis(100);
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
@@ -81,7 +58,7 @@ impl State {
     /// The current World, re-read if the file changed since the last call.
     pub fn world(&mut self) -> Res<Arc<World>> {
         let path = self.world_path.clone().ok_or(UNINITIALIZED)?;
-        match self.refresh(&path) {
+        match self.cache.get(&path).map_err(|e| e.to_string()) {
             Ok(world) => {
                 self.last_error = None;
                 Ok(world)
@@ -96,43 +73,6 @@ impl State {
         }
     }
 
-    fn refresh(&mut self, path: &Path) -> Result<Arc<World>, String> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("cannot read World file {}: {e}", path.display()))?;
-        let key = FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
-        let recent = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_none_or(|age| age < RACY_WINDOW);
-        if let Some(cached) = &self.cache {
-            if cached.key == key && !recent {
-                return Ok(cached.world.clone());
-            }
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read World file {}: {e}", path.display()))?;
-        if let Some(cached) = &mut self.cache {
-            if cached.text == text {
-                cached.key = key;
-                return Ok(cached.world.clone());
-            }
-        }
-        let world = Arc::new(World::from_json(&text, path).map_err(|e| e.to_string())?);
-        self.cache = Some(Cached {
-            key,
-            text,
-            world: world.clone(),
-        });
-        Ok(world)
-    }
-
     /// `nvmlInit*`: finds the World file named by `MIG_WORLD` and reads it.
     fn init(&mut self) -> Result<Arc<World>, nvmlReturn_t> {
         let Some(path) = std::env::var_os(mig_model::WORLD_ENV).filter(|p| !p.is_empty()) else {
@@ -144,7 +84,7 @@ impl State {
         };
         let path = PathBuf::from(path);
         if self.world_path.as_ref() != Some(&path) {
-            self.cache = None;
+            self.cache = mig_model::WorldCache::default();
             self.world_path = Some(path);
         }
         self.world().map_err(|_| DRIVER_NOT_LOADED)

@@ -172,6 +172,68 @@ impl World {
     }
 }
 
+/// A World file read again only when it changes, for the test doubles
+/// (`fake-nvml`, `fake-dcgm`) that look at it on every library call.
+///
+/// A change is seen through the file's device, inode, size and timestamps.
+/// Timestamps are only as fine as the kernel's tick and an atomic save may
+/// reuse an inode, so for a short while after a write the bytes are compared too.
+#[derive(Debug, Default)]
+pub struct WorldCache {
+    cached: Option<(FileKey, String, std::sync::Arc<World>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How long after a write the bytes are compared as well as the metadata.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl WorldCache {
+    /// The World in `path`, read and validated again if the file changed.
+    pub fn get(&mut self, path: &Path) -> Result<std::sync::Arc<World>, WorldFileError> {
+        use std::os::unix::fs::MetadataExt;
+        let read_error = |cause| WorldFileError::Read {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let meta = fs::metadata(path).map_err(read_error)?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age < RACY_WINDOW);
+        if let Some((cached_key, _, world)) = &self.cached {
+            if *cached_key == key && !recent {
+                return Ok(world.clone());
+            }
+        }
+        let text = fs::read_to_string(path).map_err(read_error)?;
+        if let Some((cached_key, cached_text, world)) = &mut self.cached {
+            if *cached_text == text {
+                *cached_key = key;
+                return Ok(world.clone());
+            }
+        }
+        let world = std::sync::Arc::new(World::from_json(&text, path)?);
+        self.cached = Some((key, text, world.clone()));
+        Ok(world)
+    }
+}
+
 fn check_ratio(v: f64, name: &str) -> Result<(), String> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
@@ -254,6 +316,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("must have an id in 7..=14"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_sees_every_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        w.save(&path).unwrap();
+        let mut cache = WorldCache::default();
+        assert_eq!(*cache.get(&path).unwrap(), w);
+        // Two saves within the same timestamp tick and with the same size.
+        w.gpus[0].telemetry.temperature_celsius = 55;
+        w.save(&path).unwrap();
+        assert_eq!(
+            cache.get(&path).unwrap().gpus[0].telemetry.temperature_celsius,
+            55
+        );
+        w.gpus[0].telemetry.temperature_celsius = 56;
+        w.save(&path).unwrap();
+        assert_eq!(
+            cache.get(&path).unwrap().gpus[0].telemetry.temperature_celsius,
+            56
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(cache.get(&path).unwrap_err().to_string().contains("w.json"));
     }
 
     #[test]

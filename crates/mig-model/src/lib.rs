@@ -18,7 +18,7 @@ pub mod products;
 pub mod profile;
 pub mod world;
 
-pub use file::WorldFileError;
+pub use file::{WorldCache, WorldFileError};
 pub use placement::{Placement, Placer};
 pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
 pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
