@@ -75,6 +75,9 @@ struct Session {
     /// XID counts per GPU UUID since the exporter started.
     xid_counts: BTreeMap<String, BTreeMap<u64, u64>>,
     slow: SlowReadings,
+    /// Each GPU's profile table (profile info and placements, about 90 calls
+    /// per GPU), by UUID: fixed while the driver is loaded, so read once per session.
+    profile_tables: BTreeMap<String, Arc<Vec<ProfileRow>>>,
 }
 
 /// Expensive readings per GPU UUID, refreshed on the slow cadence.
@@ -143,6 +146,7 @@ impl NvmlSource {
             nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
             slow: SlowReadings::default(),
+            profile_tables: BTreeMap::new(),
         })
     }
 }
@@ -174,6 +178,7 @@ impl GeometrySource for NvmlSource {
 impl Session {
     fn read(&mut self, options: &NvmlOptions) -> anyhow::Result<NodeReading> {
         self.drain_xid_events();
+        let tables = &mut self.profile_tables;
         let nvml = &self.nvml;
         let slow_due = self
             .slow
@@ -185,7 +190,7 @@ impl Session {
             let device = nvml
                 .device_by_index(index)
                 .with_context(|| format!("GPU {index}: nvmlDeviceGetHandleByIndex"))?;
-            let mut gpu = read_gpu(nvml, &device, index).with_context(|| format!("GPU {index}"))?;
+            let mut gpu = read_gpu(nvml, &device, index, tables).with_context(|| format!("GPU {index}"))?;
             if slow_due {
                 let values = read_slow(&device, options.pcie_throughput);
                 self.slow.per_gpu.insert(gpu.uuid.clone(), values);
@@ -253,7 +258,12 @@ fn optional<T>(result: Result<T, NvmlError>) -> Result<Option<T>, NvmlError> {
     }
 }
 
-fn read_gpu(nvml: &Nvml, device: &Device, index: u32) -> anyhow::Result<GpuSnapshot> {
+fn read_gpu(
+    nvml: &Nvml,
+    device: &Device,
+    index: u32,
+    tables: &mut BTreeMap<String, Arc<Vec<ProfileRow>>>,
+) -> anyhow::Result<GpuSnapshot> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
     let uuid = device.uuid().context("nvmlDeviceGetUUID")?;
@@ -265,7 +275,14 @@ fn read_gpu(nvml: &Nvml, device: &Device, index: u32) -> anyhow::Result<GpuSnaps
         None => (false, false),
     };
 
-    let table = profile_table(nvml, handle).context("GPU instance profiles")?;
+    let table = match tables.get(&uuid) {
+        Some(table) => table.clone(),
+        None => {
+            let table = Arc::new(profile_table(nvml, handle).context("GPU instance profiles")?);
+            tables.insert(uuid.clone(), table.clone());
+            table
+        }
+    };
     let memory_slots = table.iter().map(|p| p.memory_slots).max().unwrap_or(0);
     let geometry = if mig_current {
         consistent_geometry(nvml, device, &table)?
