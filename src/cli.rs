@@ -183,12 +183,47 @@ impl DriftArgs {
     }
 }
 
+/// The kubelet pod-resources source: pod owners and `advertised_mismatch`.
+#[derive(Debug, Clone, Args)]
+pub struct KubeletArgs {
+    /// The kubelet pod-resources socket. Without this flag the source is on only when
+    /// /var/lib/kubelet/pod-resources/kubelet.sock exists at start; with it, always (a
+    /// missing socket then shows as mig_exporter_source_up{source="kubelet"} 0).
+    #[arg(
+        long = "kubelet.pod-resources-socket",
+        value_name = "PATH",
+        conflicts_with = "no_kubelet"
+    )]
+    pub pod_resources_socket: Option<PathBuf>,
+    /// How long one poll of the kubelet (connect, List, GetAllocatableResources) may take.
+    #[arg(long = "kubelet.timeout", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not read the kubelet, even where its socket exists.
+    #[arg(long = "no-kubelet")]
+    pub no_kubelet: bool,
+}
+
+impl KubeletArgs {
+    /// The socket to read, if the source is on.
+    pub fn socket(&self) -> Option<PathBuf> {
+        if self.no_kubelet {
+            return None;
+        }
+        self.pod_resources_socket.clone().or_else(|| {
+            let default = std::path::Path::new(crate::source::kubelet::DEFAULT_SOCKET);
+            default.exists().then(|| default.to_path_buf())
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
     pub drift: DriftArgs,
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
     /// Address to listen on.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen_address: SocketAddr,
@@ -366,6 +401,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut poller = Poller::new(source).with_drift(tracker);
     for source in utilization {
         poller = poller.with_utilization(source);
+    }
+    if let Some(socket) = args.kubelet.socket() {
+        tracing::info!(socket = %socket.display(), "reading pod owners and advertised devices from the kubelet");
+        poller = poller.with_kubelet(crate::source::kubelet::KubeletSource::new(
+            socket,
+            args.kubelet.timeout,
+        )?);
     }
     let first = poller.poll_once();
     if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {

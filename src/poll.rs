@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::drift::DriftTracker;
 use crate::model::{NodeSnapshot, SourceHealth};
+use crate::source::kubelet::{self, KubeletSource};
 use crate::source::{GeometrySource, NodeReading, UtilizationSource};
 
 /// The latest published snapshot, shared by the poller and every reader.
@@ -51,6 +52,7 @@ pub struct Poller {
     health: SourceHealth,
     utilization: Vec<(Box<dyn UtilizationSource>, SourceHealth)>,
     drift: Option<DriftTracker>,
+    kubelet: Option<(KubeletSource, SourceHealth)>,
 }
 
 impl Poller {
@@ -60,7 +62,17 @@ impl Poller {
             source,
             utilization: Vec::new(),
             drift: None,
+            kubelet: None,
         }
+    }
+
+    /// Reads pod owners and advertised devices from the kubelet on every
+    /// successful geometry read: `pods` in the snapshot, and
+    /// `advertised_mismatch` with a drift tracker. A failed kubelet read
+    /// leaves both out and nothing else.
+    pub fn with_kubelet(mut self, source: KubeletSource) -> Self {
+        self.kubelet = Some((source, SourceHealth::new("kubelet")));
+        self
     }
 
     /// Adds per-instance activity from `source` to every successful read,
@@ -101,10 +113,33 @@ impl Poller {
             }
             sources.push(health.clone());
         }
+        let mut kubelet = None;
+        if let Some((source, health)) = &mut self.kubelet {
+            // Owners and advertisements are resolved against this poll's devices.
+            if read {
+                let started = Instant::now();
+                let result = source.read();
+                kubelet = account(health, started, unix_now(), result);
+            }
+            sources.push(health.clone());
+        }
+        let pods = kubelet
+            .as_ref()
+            .map(|k| kubelet::owners(&k.pods, &reading.gpus))
+            .unwrap_or_default();
+        let advertised = kubelet
+            .as_ref()
+            .and_then(|k| k.allocatable.as_ref())
+            .map(kubelet::Advertised::from_allocatable);
         let drift = match &mut self.drift {
             Some(tracker) => {
                 let drift = if read {
-                    tracker.observe(reading.boot_id.as_deref(), &reading.gpus, now)
+                    tracker.observe_with_advertised(
+                        reading.boot_id.as_deref(),
+                        &reading.gpus,
+                        advertised.as_ref(),
+                        now,
+                    )
                 } else {
                     tracker.unavailable()
                 };
@@ -122,6 +157,7 @@ impl Poller {
             gpus: reading.gpus,
             sources,
             drift,
+            pods,
         }
     }
 
@@ -225,6 +261,7 @@ mod tests {
             health: ok.sources[0].clone(),
             utilization: Vec::new(),
             drift: None,
+            kubelet: None,
         };
         let failed = poller.poll_once();
         assert!(failed.gpus.is_empty(), "no stale series from a failed read");

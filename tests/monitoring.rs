@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
+use common::kubelet::{devices, pod, FakeKubelet};
 use common::{mig_sim, which, Exporter};
 use contract::root;
 
@@ -49,11 +50,9 @@ const NODE: &str = "127.0.0.1";
 /// Panels whose queries cannot return data here yet, with the reason. Only
 /// these may come back empty; the test checks that each one exists and that
 /// every panel using a series in [`contract::NOT_YET_EXPORTED`] is listed.
-const NOT_YET_EXPORTED_PANELS: [(&str, &str, &str); 1] = [(
-    "mig-node.json",
-    "Owner pods",
-    "nvidia_mig_instance_pod_info comes with the kubelet pod-resources source (issue 7)",
-)];
+/// (None since the kubelet source: the stack's fake kubelet gives a pod a
+/// 1g.10gb MIG device of GPU 1, so "Owner pods" has data.)
+const NOT_YET_EXPORTED_PANELS: [(&str, &str, &str); 0] = [];
 
 /// Grafana's built-in interval variables, as Grafana would fill them in for
 /// a 1 s scrape interval over the last few minutes.
@@ -593,6 +592,7 @@ struct Stack {
     alertmanager: Daemon,
     webhook: Webhook,
     exporter: Exporter,
+    _kubelet: FakeKubelet,
     world: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -631,7 +631,34 @@ impl Stack {
         );
         let config = dir.path().join("mig.yaml");
         std::fs::write(&config, MIG_CONFIG).unwrap();
-        let exporter = Exporter::start(&["--world", w, "--mig.config", config.to_str().unwrap()]);
+        let kubelet = FakeKubelet::start(dir.path());
+        let exporter = Exporter::start(&[
+            "--world",
+            w,
+            "--mig.config",
+            config.to_str().unwrap(),
+            "--kubelet.pod-resources-socket",
+            kubelet.socket.to_str().unwrap(),
+        ]);
+        // A pod holds GPU 1's first 1g.10gb MIG device (the dashboards' selection).
+        // Nothing is advertised: without a device plugin, nothing is judged.
+        let text = exporter.metrics();
+        let held = text
+            .lines()
+            .filter(|l| l.starts_with("nvidia_mig_compute_instance_info{"))
+            .find(|l| l.contains("gpu=\"1\"") && l.contains("profile=\"1g.10gb\""))
+            .and_then(|l| l.split("mig_uuid=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .expect("GPU 1 has a 1g.10gb MIG device")
+            .to_string();
+        kubelet.set(|a| {
+            a.pods.pod_resources = vec![pod(
+                "ml",
+                "trainer-0",
+                "main",
+                vec![devices("nvidia.com/mig-1g.10gb", &[&format!("{held}::0")])],
+            )]
+        });
 
         let webhook = Webhook::start();
         let am_address = format!("127.0.0.1:{}", free_port());
@@ -696,6 +723,7 @@ impl Stack {
             alertmanager,
             webhook,
             exporter,
+            _kubelet: kubelet,
             world,
             dir,
         };

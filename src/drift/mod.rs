@@ -8,10 +8,12 @@
 //!   it should be to findings with human messages.
 //! * [`tracker`]: runs them on every poll, keeps each finding's `since`, the
 //!   time each GPU's geometry last changed, and the last-known-good state.
+//! * [`advertised`]: what the kubelet advertises against the devices that exist.
 //! * [`report`]: `mig-exporter check` output and exit status.
 //!
 //! The exporter only observes: drift detection changes nothing on the GPUs.
 
+pub mod advertised;
 pub mod desired;
 pub mod detect;
 pub mod report;

@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
+use super::advertised::advertised_mismatch;
 use super::desired::{DesiredError, DesiredSource, Resolved};
 use super::detect::{detect, Geometry, Reference};
 use super::state::{GpuState, StateError, StateStore};
 use crate::model::{
     DriftFinding, DriftReason, DriftSnapshot, ExpectedInstances, GeometryChange, GpuSnapshot, SourceHealth,
 };
+use crate::source::kubelet::Advertised;
 
 /// Drift detection across polls.
 #[derive(Debug)]
@@ -43,6 +45,23 @@ impl DriftTracker {
     /// desired config selects the GPU). Only a healthy GPU's geometry becomes
     /// its last-known-good state.
     pub fn observe(&mut self, boot_id: Option<&str>, gpus: &[GpuSnapshot], now: f64) -> DriftSnapshot {
+        self.observe_with_advertised(boot_id, gpus, None, now)
+    }
+
+    /// [`DriftTracker::observe`], and with `advertised` (what the kubelet
+    /// advertises, when it was read this poll) `advertised_mismatch` too. That
+    /// finding is about the kubelet, not the geometry: it does not keep a GPU
+    /// from becoming last known good.
+    pub fn observe_with_advertised(
+        &mut self,
+        boot_id: Option<&str>,
+        gpus: &[GpuSnapshot],
+        advertised: Option<&Advertised>,
+        now: f64,
+    ) -> DriftSnapshot {
+        let mut kubelet = advertised
+            .map(|a| advertised_mismatch(gpus, a))
+            .unwrap_or_default();
         let desired: Option<Resolved> = self.desired.as_mut().and_then(|d| d.refresh(gpus, now).cloned());
         self.state.refresh();
         let boot = boot_id.unwrap_or("");
@@ -93,8 +112,10 @@ impl DriftTracker {
                 );
             }
 
-            let detected = detect(gpu, reference);
-            if detected.is_empty() {
+            let mut detected = detect(gpu, reference);
+            let geometry_healthy = detected.is_empty();
+            detected.extend(kubelet.remove(&gpu.uuid));
+            if geometry_healthy {
                 healthy.push((
                     gpu.uuid.clone(),
                     GpuState {
@@ -263,6 +284,46 @@ mod tests {
 
     fn reasons(s: &DriftSnapshot) -> Vec<DriftReason> {
         s.findings.iter().map(|f| f.reason).collect()
+    }
+
+    #[test]
+    fn advertised_mismatch_keeps_its_since_clears_and_leaves_last_known_good_alone() {
+        let mut t = DriftTracker::new(None, StateStore::in_memory(StateDoc::default()));
+        let w = h100_with(&[19, 19]);
+        let r = reading_from_world(&w);
+        let ids: Vec<String> = r.gpus[0]
+            .gpu_instances
+            .iter()
+            .map(|gi| gi.compute_instances[0].mig_uuid.clone())
+            .collect();
+        let mut stale = Advertised::default();
+        stale
+            .resources
+            .entry("nvidia.com/mig-1g.10gb".to_string())
+            .or_default()
+            .extend(ids.iter().cloned().chain(["MIG-gone".to_string()]));
+        let first = t.observe_with_advertised(Some("boot-1"), &r.gpus, Some(&stale), 100.0);
+        assert_eq!(reasons(&first), [DriftReason::AdvertisedMismatch]);
+        assert!(
+            first.findings[0].message.contains("MIG-gone"),
+            "{}",
+            first.findings[0].message
+        );
+        assert!(
+            t.state.get(&r.gpus[0].uuid).is_some(),
+            "a kubelet finding does not keep the geometry from being last known good"
+        );
+        let second = t.observe_with_advertised(Some("boot-1"), &r.gpus, Some(&stale), 105.0);
+        assert_eq!(second.findings[0].since_seconds, 100.0, "kept across polls");
+        let mut fixed = stale.clone();
+        fixed.resources.values_mut().for_each(|ids| {
+            ids.remove("MIG-gone");
+        });
+        let third = t.observe_with_advertised(Some("boot-1"), &r.gpus, Some(&fixed), 110.0);
+        assert!(third.findings.is_empty(), "{:?}", third.findings);
+        // Without a kubelet read there is nothing to judge.
+        let fourth = t.observe_with_advertised(Some("boot-1"), &r.gpus, None, 115.0);
+        assert!(fourth.findings.is_empty());
     }
 
     #[test]

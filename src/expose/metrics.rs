@@ -211,6 +211,7 @@ pub fn encode_snapshot(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<
     encode_profiles(s, enc)?;
     encode_instances(s, enc)?;
     encode_drift(s, enc)?;
+    encode_pods(s, enc)?;
     encode_exporter(s, enc)
 }
 
@@ -569,6 +570,28 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
     })
 }
 
+fn encode_pods(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    let id = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
+    let pods: Vec<_> = s.pods.iter().map(|p| (p, id(p.gi), id(p.ci))).collect();
+    gauge(
+        enc,
+        "nvidia_mig_instance_pod_info",
+        "A MIG device (or, with gi and ci empty, a whole GPU) the kubelet allocated to a container; always 1.",
+        pods.iter().map(|(p, gi, ci)| {
+            let labels: Labels<7> = [
+                ("mig_uuid", Lv::S(&p.mig_uuid)),
+                ("gpu", Lv::N(p.gpu)),
+                ("gi", Lv::S(gi)),
+                ("ci", Lv::S(ci)),
+                ("namespace", Lv::S(&p.namespace)),
+                ("pod", Lv::S(&p.pod)),
+                ("container", Lv::S(&p.container)),
+            ];
+            (labels, 1u32)
+        }),
+    )
+}
+
 fn finding_labels(f: &DriftFinding) -> Labels<'_, 3> {
     [
         ("gpu", Lv::N(f.gpu)),
@@ -583,7 +606,7 @@ fn encode_drift(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt
         enc,
         "nvidia_mig_drift",
         "1 for each drift finding: the GPU's MIG geometry is not what it should be, and reason says how \
-         (mig_mode_lost, geometry_lost, profile_mismatch, gi_without_ci, mig_mode_pending, unexpected_mig, changed_since_reboot).",
+         (mig_mode_lost, geometry_lost, profile_mismatch, gi_without_ci, mig_mode_pending, unexpected_mig, changed_since_reboot, advertised_mismatch).",
         d.findings.iter().map(|f| (finding_labels(f), 1u32)),
     )?;
     gauge(

@@ -18,6 +18,23 @@ pub struct NodeSnapshot {
     /// What drift detection found on this poll; empty while the geometry
     /// source is down (nothing is judged on a failed read).
     pub drift: DriftSnapshot,
+    /// Which container holds each GPU and MIG device (the kubelet source);
+    /// empty without it or while it is down.
+    pub pods: Vec<PodDevice>,
+}
+
+/// One GPU or MIG device allocated to one container, from the kubelet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PodDevice {
+    /// The MIG device's UUID, or the GPU's for a whole GPU.
+    pub mig_uuid: String,
+    pub gpu: u32,
+    /// `None` for a whole GPU.
+    pub gi: Option<u32>,
+    pub ci: Option<u32>,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,10 +347,12 @@ pub enum DriftReason {
     UnexpectedMig,
     /// After a reboot the geometry differs from the last known good one of the previous boot.
     ChangedSinceReboot,
+    /// The devices the kubelet advertises do not match the GPU's MIG devices.
+    AdvertisedMismatch,
 }
 
 impl DriftReason {
-    pub const ALL: [DriftReason; 7] = [
+    pub const ALL: [DriftReason; 8] = [
         DriftReason::MigModeLost,
         DriftReason::GeometryLost,
         DriftReason::ProfileMismatch,
@@ -341,6 +360,7 @@ impl DriftReason {
         DriftReason::MigModePending,
         DriftReason::UnexpectedMig,
         DriftReason::ChangedSinceReboot,
+        DriftReason::AdvertisedMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -352,6 +372,7 @@ impl DriftReason {
             DriftReason::MigModePending => "mig_mode_pending",
             DriftReason::UnexpectedMig => "unexpected_mig",
             DriftReason::ChangedSinceReboot => "changed_since_reboot",
+            DriftReason::AdvertisedMismatch => "advertised_mismatch",
         }
     }
 }

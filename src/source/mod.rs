@@ -3,6 +3,7 @@
 
 pub mod dcgm;
 pub mod gpm;
+pub mod kubelet;
 pub mod nvml;
 pub mod scenarios;
 pub mod sim;

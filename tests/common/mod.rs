@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod kubelet;
+
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
 
 /// `mig-sim` is built beside the exporter by `cargo test --workspace`.

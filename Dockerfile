@@ -1,0 +1,28 @@
+# mig-exporter container image.
+#   docker build -t mig-exporter .
+#   docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all \
+#     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter --nvml
+# Without a GPU, `docker run --rm -p 10110:10110 mig-exporter` serves the
+# built-in simulated node. On Kubernetes see deploy/daemonset.yaml.
+
+# Build: the exporter alone, release profile, the committed lock file.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs rustfmt.toml ./
+COPY crates crates
+COPY src src
+COPY proto proto
+COPY benches benches
+RUN cargo build --release --locked --bin mig-exporter \
+ && install -D -m 0755 target/release/mig-exporter /out/mig-exporter
+
+# Runtime: glibc (the NVIDIA runtime mounts libnvidia-ml.so.1 into it, and the
+# exporter loads it with dlopen), CA-free, no shell tools needed.
+FROM debian:bookworm-slim
+COPY --from=build /out/mig-exporter /usr/local/bin/mig-exporter
+# An unprivileged user; the DaemonSet runs it as root only for the kubelet's
+# pod-resources socket and the host's state directory (deploy/daemonset.yaml).
+USER 65532:65532
+EXPOSE 10110
+ENV NVIDIA_DRIVER_CAPABILITIES=utility
+ENTRYPOINT ["/usr/local/bin/mig-exporter"]

@@ -1,0 +1,319 @@
+//! The kubelet pod-resources source against a fake kubelet (tonic, on a unix
+//! socket): the client on its own, and end to end through the exporter on a
+//! simulated node (`--world`), with both device-plugin strategies.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::kubelet::{devices, pod, FakeKubelet};
+use common::{mig_sim, value, wait_for, Exporter};
+use mig_exporter::source::kubelet::proto::AllocatableResourcesResponse;
+use mig_exporter::source::kubelet::{Advertised, KubeletSource, Strategy};
+
+/// Two H100s: GPU 0 with MIG and a 3g.40gb and two 1g.10gb (one CI each), GPU 1 without MIG.
+fn world(dir: &Path) -> PathBuf {
+    let world = dir.join("world.json");
+    let path = world.to_str().unwrap();
+    mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", path]);
+    mig_sim(&world, &["-i", "0", "-mig", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19,19", "-C"]);
+    world
+}
+
+/// (mig_uuid, gi profile, gi, ci) of every compute instance in the exposition, and GPU 1's UUID.
+fn devices_of(exposition: &str) -> (Vec<(String, String, String, String)>, String) {
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let migs = exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_mig_compute_instance_info{"))
+        .map(|l| {
+            (
+                label(l, "mig_uuid"),
+                label(l, "profile"),
+                label(l, "gi"),
+                label(l, "ci"),
+            )
+        })
+        .collect();
+    let gpu1 = exposition
+        .lines()
+        .find(|l| l.starts_with("nvidia_gpu_info{") && l.contains("gpu=\"1\""))
+        .map(|l| label(l, "gpu_uuid"))
+        .unwrap_or_default();
+    (migs, gpu1)
+}
+
+fn allocatable(entries: &[(String, String)]) -> AllocatableResourcesResponse {
+    AllocatableResourcesResponse {
+        devices: entries
+            .iter()
+            .map(|(resource, id)| devices(resource, &[id.as_str()]))
+            .collect(),
+        cpu_ids: Vec::new(),
+    }
+}
+
+#[test]
+fn the_client_reads_both_calls_and_strips_sharing_suffixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod(
+            "ml",
+            "trainer-0",
+            "main",
+            vec![devices("nvidia.com/mig-1g.10gb", &["MIG-a::0", "MIG-a::1"])],
+        )];
+        a.allocatable.devices = vec![
+            devices("nvidia.com/mig-1g.10gb", &["MIG-a::0", "MIG-a::1", "MIG-b::0"]),
+            devices("cpu-ish/other", &["x"]),
+        ];
+    });
+    let mut source = KubeletSource::new(kubelet.socket.clone(), Duration::from_secs(5)).unwrap();
+    let reading = source.read().expect("read the fake kubelet");
+    assert_eq!(reading.pods.pod_resources[0].name, "trainer-0");
+    assert_eq!(
+        reading.pods.pod_resources[0].containers[0].devices[0]
+            .device_ids
+            .len(),
+        2
+    );
+    let advertised = Advertised::from_allocatable(reading.allocatable.as_ref().expect("allocatable"));
+    assert_eq!(advertised.strategy(), Strategy::Mixed);
+    assert_eq!(
+        advertised.resources.keys().collect::<Vec<_>>(),
+        ["nvidia.com/mig-1g.10gb"],
+        "only NVIDIA resources are kept"
+    );
+    assert_eq!(
+        advertised.resources["nvidia.com/mig-1g.10gb"]
+            .iter()
+            .collect::<Vec<_>>(),
+        ["MIG-a", "MIG-b"]
+    );
+}
+
+#[test]
+fn a_kubelet_without_get_allocatable_still_gives_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod("ml", "p", "c", vec![devices("nvidia.com/gpu", &["GPU-a"])])];
+        a.allocatable_unimplemented = true;
+    });
+    let mut source = KubeletSource::new(kubelet.socket.clone(), Duration::from_secs(5)).unwrap();
+    let reading = source.read().expect("owners without GetAllocatableResources");
+    assert_eq!(reading.pods.pod_resources.len(), 1);
+    assert!(reading.allocatable.is_none());
+}
+
+#[test]
+fn a_slow_kubelet_fails_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| a.delay = Duration::from_secs(10));
+    let mut source = KubeletSource::new(kubelet.socket.clone(), Duration::from_millis(300)).unwrap();
+    let started = Instant::now();
+    let error = source.read().expect_err("the kubelet is too slow");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        format!("{error:#}").contains("did not answer within"),
+        "{error:#}"
+    );
+}
+
+fn pod_info_lines(exposition: &str) -> Vec<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_mig_instance_pod_info{"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn mismatch(exposition: &str, gpu: u32) -> bool {
+    exposition.lines().any(|l| {
+        l.starts_with("nvidia_mig_drift{")
+            && l.contains(&format!("gpu=\"{gpu}\""))
+            && l.contains("reason=\"advertised_mismatch\"")
+    })
+}
+
+#[test]
+fn owners_and_advertised_mismatch_end_to_end_with_both_strategies() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let kubelet = FakeKubelet::start(dir.path());
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ]);
+    let (migs, gpu1) = devices_of(&exporter.metrics());
+    assert_eq!(migs.len(), 3, "{migs:?}");
+    assert!(gpu1.starts_with("GPU-"), "{gpu1}");
+    let mixed: Vec<(String, String)> = migs
+        .iter()
+        .map(|(id, profile, _, _)| (format!("nvidia.com/mig-{profile}"), id.clone()))
+        .chain([("nvidia.com/gpu".to_string(), gpu1.clone())])
+        .collect();
+    let (held, held_profile, held_gi, held_ci) = migs[0].clone();
+
+    // Mixed, all advertised, one MIG device shared by a pod and GPU 1 held whole.
+    kubelet.set(|a| {
+        a.allocatable = allocatable(&mixed);
+        a.pods.pod_resources = vec![
+            pod(
+                "ml",
+                "trainer-0",
+                "main",
+                vec![devices(
+                    &format!("nvidia.com/mig-{held_profile}"),
+                    &[&format!("{held}::0"), &format!("{held}::1")],
+                )],
+            ),
+            pod("ml", "whole", "cuda", vec![devices("nvidia.com/gpu", &[&gpu1])]),
+        ];
+    });
+    let want_mig = format!(
+        "nvidia_mig_instance_pod_info{{mig_uuid=\"{held}\",gpu=\"0\",gi=\"{held_gi}\",ci=\"{held_ci}\",namespace=\"ml\",pod=\"trainer-0\",container=\"main\"}} 1"
+    );
+    let want_gpu = format!(
+        "nvidia_mig_instance_pod_info{{mig_uuid=\"{gpu1}\",gpu=\"1\",gi=\"\",ci=\"\",namespace=\"ml\",pod=\"whole\",container=\"cuda\"}} 1"
+    );
+    wait_for(|| pod_info_lines(&exporter.metrics()).len() == 2, "two owners");
+    let text = exporter.metrics();
+    let lines = pod_info_lines(&text);
+    assert!(lines.contains(&want_gpu), "{lines:?}");
+    assert!(lines.contains(&want_mig), "{lines:?}");
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"kubelet\"}").as_deref(),
+        Some("1")
+    );
+    assert!(!mismatch(&text, 0) && !mismatch(&text, 1), "{text}");
+
+    // A stale advertised MIG id: mismatch on GPU 0 (the MIG GPU); fixed, it clears.
+    let mut stale = mixed.clone();
+    stale.push((
+        "nvidia.com/mig-1g.10gb".into(),
+        "MIG-00000000-dead-beef-0000-000000000000".into(),
+    ));
+    kubelet.set(|a| a.allocatable = allocatable(&stale));
+    wait_for(
+        || mismatch(&exporter.metrics(), 0),
+        "advertised_mismatch for a stale id",
+    );
+    assert!(!mismatch(&exporter.metrics(), 1), "GPU 1 has no MIG");
+    kubelet.set(|a| a.allocatable = allocatable(&mixed));
+    wait_for(
+        || !mismatch(&exporter.metrics(), 0),
+        "the stale id's mismatch clears",
+    );
+
+    // An existing device not advertised.
+    kubelet.set(|a| a.allocatable = allocatable(&mixed[1..]));
+    wait_for(
+        || mismatch(&exporter.metrics(), 0),
+        "advertised_mismatch for an unadvertised device",
+    );
+    kubelet.set(|a| a.allocatable = allocatable(&mixed));
+    wait_for(
+        || !mismatch(&exporter.metrics(), 0),
+        "the unadvertised device's mismatch clears",
+    );
+
+    // Mixed, a device counted under the wrong profile.
+    let wrong: Vec<(String, String)> = mixed
+        .iter()
+        .map(|(r, id)| (r.replace("mig-3g.40gb", "mig-1g.10gb"), id.clone()))
+        .collect();
+    kubelet.set(|a| a.allocatable = allocatable(&wrong));
+    wait_for(
+        || mismatch(&exporter.metrics(), 0),
+        "advertised_mismatch for per-profile counts",
+    );
+
+    // Single strategy on a node whose MIG devices have two profiles.
+    let single: Vec<(String, String)> = mixed
+        .iter()
+        .map(|(_, id)| ("nvidia.com/gpu".to_string(), id.clone()))
+        .collect();
+    kubelet.set(|a| a.allocatable = allocatable(&mixed));
+    wait_for(
+        || !mismatch(&exporter.metrics(), 0),
+        "the per-profile mismatch clears",
+    );
+    kubelet.set(|a| a.allocatable = allocatable(&single));
+    wait_for(
+        || mismatch(&exporter.metrics(), 0),
+        "advertised_mismatch for single with two profiles",
+    );
+    assert!(!mismatch(&exporter.metrics(), 1), "GPU 1 has no MIG");
+
+    // The pods go away: so do their owner series.
+    kubelet.set(|a| a.pods.pod_resources.clear());
+    wait_for(|| pod_info_lines(&exporter.metrics()).is_empty(), "owners gone");
+
+    // A slow kubelet: the source goes down, scrapes stay fast, geometry stays.
+    kubelet.set(|a| a.delay = Duration::from_secs(30));
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"kubelet\"}").as_deref() == Some("0"),
+        "kubelet down while slow",
+    );
+    for _ in 0..5 {
+        let started = Instant::now();
+        let text = exporter.metrics();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "scrape took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            text.contains("nvidia_mig_compute_instance_info{"),
+            "geometry is still served"
+        );
+        assert!(!mismatch(&text, 0), "no kubelet finding without a kubelet read");
+    }
+}
+
+#[test]
+fn an_absent_socket_marks_only_the_kubelet_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let missing = dir.path().join("no-such.sock");
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        missing.to_str().unwrap(),
+    ]);
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"kubelet\"}").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"sim\"}").as_deref(),
+        Some("1")
+    );
+    assert!(
+        text.contains("nvidia_mig_compute_instance_info{"),
+        "geometry is served"
+    );
+    assert!(
+        !text.contains("nvidia_mig_instance_pod_info"),
+        "no owners without a kubelet"
+    );
+}
