@@ -1,7 +1,7 @@
 """Peers on the same node: all-smi's API mode beside mig-exporter, both reading NVML from
 libfake_nvml.so over one World (8 H100 x seven 1g.10gb).
 
-all-smi (crates.io, reads NVML through nvml-wrapper) is built with
+all-smi (a Rust crate that reads NVML through nvml-wrapper) is built with
 `cargo install --locked --root target/bench-tools all-smi@<version>`, once.
 It finds NVIDIA GPUs through `lspci` or `nvidia-smi -L`; the script puts a
 shim `nvidia-smi` first on its PATH that answers `-L` from the World
@@ -35,7 +35,7 @@ def install_all_smi():
         return None
     # its build script compiles .proto files; it links libdrm and libdrm_amdgpu (AMD GPU support)
     b.ensure_debs(["protobuf-compiler", "libdrm-dev"])
-    b.say(f"building all-smi {b.ALL_SMI_VERSION} from crates.io into {b.TOOLS} (once; ~15 min on 2 cores)")
+    b.say(f"building all-smi {b.ALL_SMI_VERSION} with cargo install into {b.TOOLS} (once; ~15 min on 2 cores)")
     log = os.path.join(b.TOOLS, "install.log")
     os.makedirs(b.TOOLS, exist_ok=True)
     with open(log, "wb") as f:
