@@ -10,6 +10,7 @@ pub(crate) mod raw;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -340,6 +341,10 @@ struct ProfileRow {
     memory_mib: u64,
     sm_count: u32,
     max_instances: u32,
+    /// The compute-instance profiles a GI of this profile offers, as
+    /// `(id, name, instance count)`: fixed like the rest of the row, but
+    /// readable only through an existing GI, so filled at the first one seen.
+    ci_profiles: OnceLock<Vec<(u32, String, u32)>>,
 }
 
 fn profile_table(
@@ -366,6 +371,7 @@ fn profile_table(
             memory_mib: info.memory_size_mb,
             sm_count: info.multiprocessor_count,
             max_instances: info.instance_count,
+            ci_profiles: OnceLock::new(),
         });
     }
     // `nvidia-smi mig -lgip` order: smallest first, `+me` after its plain profile.
@@ -473,17 +479,24 @@ fn read_instances(
     let mut out = Vec::with_capacity(listed.len());
     for profile in table {
         for (gi_handle, info) in raw::gpu_instances(nvml, handle, profile.id, profile.max_instances)? {
-            let mut cis = Vec::new();
-            let mut ci_profiles = BTreeMap::new();
-            for index in 0..NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
-                let Some(ci_profile) = optional(raw::ci_profile_info(nvml, gi_handle, index))? else {
-                    continue;
-                };
-                for ci in raw::compute_instances(nvml, gi_handle, ci_profile.id, ci_profile.instance_count)? {
-                    cis.push(ci);
+            let ci_profiles = match profile.ci_profiles.get() {
+                Some(known) => known,
+                None => {
+                    let mut read = Vec::new();
+                    for index in 0..NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
+                        if let Some(p) = optional(raw::ci_profile_info(nvml, gi_handle, index))? {
+                            read.push((p.id, p.name, p.instance_count));
+                        }
+                    }
+                    profile.ci_profiles.get_or_init(|| read)
                 }
-                ci_profiles.insert(ci_profile.id, ci_profile.name);
+            };
+            let mut cis = Vec::new();
+            for &(id, _, count) in ci_profiles {
+                cis.extend(raw::compute_instances(nvml, gi_handle, id, count)?);
             }
+            let ci_profiles: BTreeMap<u32, &String> =
+                ci_profiles.iter().map(|(id, name, _)| (*id, name)).collect();
             cis.sort_by_key(|c| c.id);
             let memory_used = cis
                 .iter()
@@ -501,11 +514,11 @@ fn read_instances(
                 compute_instances: cis
                     .iter()
                     .map(|ci| {
-                        let name = ci_profiles.get(&ci.profile_id).cloned().unwrap_or_default();
+                        let name = ci_profiles.get(&ci.profile_id).map_or("", |n| n.as_str());
                         ComputeInstanceSnapshot {
                             id: ci.id,
                             profile_id: ci.profile_id,
-                            profile: name.strip_prefix("MIG ").unwrap_or(&name).to_string(),
+                            profile: name.strip_prefix("MIG ").unwrap_or(name).to_string(),
                             placement_start: ci.placement.0,
                             placement_size: ci.placement.1,
                             mig_uuid: mig_devices
