@@ -12,24 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{mig_sim, EXPORTER};
+use common::{built, mig_sim};
 use mig_exporter::model::GpuSnapshot;
 use mig_exporter::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource, Utilization};
 use mig_exporter::source::sim::reading_from_world;
 use mig_model::World;
 
 static TURN: Mutex<()> = Mutex::new(());
-
-/// The library built beside the exporter.
-fn fake_dcgm() -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name("libfake_dcgm.so");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`)",
-        path.display()
-    );
-    path
-}
 
 /// A test's World and its own copy of the fake library.
 struct Node {
@@ -47,7 +36,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let world = dir.path().join("world.json");
         let library = dir.path().join("libdcgm.so.4");
-        std::fs::copy(fake_dcgm(), &library).unwrap();
+        std::fs::copy(built("libfake_dcgm.so"), &library).unwrap();
         mig_sim(
             &world,
             &[

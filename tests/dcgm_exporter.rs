@@ -5,21 +5,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, mig_sim, series, value, wait_for, Exporter};
 use mig_model::World;
 
-fn beside_exporter(name: &str) -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
-
 fn start(world: &Path, dcgm_library: &Path) -> Exporter {
-    let nvml = beside_exporter("libfake_nvml.so");
+    let nvml = built("libfake_nvml.so");
     Exporter::start_with_env(
         &[
             "--nvml",
@@ -86,7 +76,7 @@ fn dcgm_values_land_on_the_right_instances_follow_reconfiguration_and_survive_a_
         &world,
         &["load", "--gpu", "0", "--gi", "7", "--sm-active", "0.25"],
     );
-    let exporter = start(&world, &beside_exporter("libfake_dcgm.so"));
+    let exporter = start(&world, &built("libfake_dcgm.so"));
     let sm = "nvidia_mig_compute_instance_sm_active_ratio";
     wait_for(
         || gauge(&exporter, sm, 2).as_deref() == Some("0.75"),

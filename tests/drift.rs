@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{mig_sim, value, wait_for, Exporter, EXPORTER};
+use common::{built, mig_sim, value, wait_for, Exporter, EXPORTER};
 use mig_exporter::drift::state::{self, GpuState, StateDoc};
 use mig_exporter::drift::Geometry;
 
@@ -541,19 +541,6 @@ fn an_unwritable_state_directory_is_reported_and_the_exporter_keeps_serving() {
 /// kills land inside writes, small enough that each write is quick.
 const WRITER_GPUS: usize = 64;
 
-/// The writer process, built beside the test binaries by `cargo test`.
-fn state_writer() -> PathBuf {
-    let path = Path::new(EXPORTER)
-        .with_file_name("examples")
-        .join("state_writer");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test`",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn a_process_killed_while_writing_never_leaves_a_partial_file() {
     // On the target's file system rather than a tmpfs, so fsync costs what it does on a node.
@@ -565,7 +552,7 @@ fn a_process_killed_while_writing_never_leaves_a_partial_file() {
     // (a temp file is left), bounded in count.
     while attempt < 20 || (interrupted < 3 && attempt < 300) {
         attempt += 1;
-        let mut child = Command::new(state_writer())
+        let mut child = Command::new(built("examples/state_writer"))
             .arg(&path)
             .arg(WRITER_GPUS.to_string())
             .stdout(Stdio::null())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, mig_sim, series, value, wait_for, Exporter};
 use mig_exporter::model::{Activity, NodeSnapshot};
 use mig_exporter::poll::Poller;
 use mig_exporter::source::gpm::GpmSource;
@@ -21,16 +21,6 @@ use mig_exporter::source::nvml::{NvmlOptions, NvmlSource};
 use mig_model::{Product, World};
 
 static TURN: Mutex<()> = Mutex::new(());
-
-fn beside_exporter(name: &str) -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
 
 /// The time between two polls: GPM rates are over it.
 const INTERVAL: Duration = Duration::from_millis(20);
@@ -52,7 +42,7 @@ impl Node {
         let path = dir.path().join("world.json");
         world.save(&path).unwrap();
         let library = dir.path().join("libnvidia-ml.so.1");
-        std::fs::copy(beside_exporter("libfake_nvml.so"), &library).unwrap();
+        std::fs::copy(built("libfake_nvml.so"), &library).unwrap();
         // SAFETY: loading the fake, whose initializers have no preconditions.
         let fake = unsafe { libloading::Library::new(&library) }.unwrap();
         // Read by the fake at nvmlInit; the lock keeps other tests out.
@@ -442,7 +432,7 @@ fn loaded_world(dir: &Path) -> PathBuf {
 }
 
 fn exporter(world: &Path, extra: &[&str]) -> Exporter {
-    let library = beside_exporter("libfake_nvml.so");
+    let library = built("libfake_nvml.so");
     let mut args = vec!["--nvml", "--nvml.library", library.to_str().unwrap()];
     args.extend_from_slice(extra);
     Exporter::start_with_env(&args, &[("MIG_WORLD", world)])
@@ -532,7 +522,7 @@ fn without_dcgm_gpm_ratios_in_metrics_match_the_load_set_with_mig_sim() {
 fn with_dcgm_beside_gpm_each_series_appears_once_and_carries_dcgms_value() {
     let dir = tempfile::tempdir().unwrap();
     let world = loaded_world(dir.path());
-    let dcgm = beside_exporter("libfake_dcgm.so");
+    let dcgm = built("libfake_dcgm.so");
     let exporter = exporter(&world, &["--dcgm.library", dcgm.to_str().unwrap()]);
     let ci_sm = "nvidia_mig_compute_instance_sm_active_ratio";
     let gi_sm = "nvidia_mig_gpu_instance_sm_active_ratio";

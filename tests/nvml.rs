@@ -9,21 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, mig_sim, series, value, wait_for, Exporter, EXPORTER};
 use mig_model::World;
 
-fn fake_nvml() -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name("libfake_nvml.so");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
 fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
-    let library = fake_nvml();
+    let library = built("libfake_nvml.so");
     let mut args = vec!["--nvml", "--nvml.library", library.to_str().unwrap()];
     args.extend_from_slice(extra);
     Exporter::start_with_env(&args, &[("MIG_WORLD", world)])
@@ -187,7 +177,7 @@ fn geometry_json_through_nvml_equals_the_simulators() {
         }
         v
     };
-    let library = fake_nvml();
+    let library = built("libfake_nvml.so");
     assert_eq!(
         run(&["--nvml", "--nvml.library", library.to_str().unwrap()]),
         run(&["--world", world.to_str().unwrap()])

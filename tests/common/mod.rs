@@ -15,19 +15,20 @@ pub mod kubelet;
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
 
-/// `mig-sim` is built beside the exporter by `cargo test --workspace`.
-pub fn mig_sim_path() -> PathBuf {
-    let path = Path::new(EXPORTER).with_file_name("mig-sim");
+/// An artifact of this workspace (binary, cdylib, `examples/…`), found
+/// beside the exporter: `scripts/test.sh` builds them all before the tests.
+pub fn built(name: &str) -> PathBuf {
+    let path = Path::new(EXPORTER).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: build the workspace first (`cargo build --workspace --lib --bins --examples`)",
         path.display()
     );
     path
 }
 
 pub fn mig_sim(world: &Path, args: &[&str]) -> Output {
-    let out = Command::new(mig_sim_path())
+    let out = Command::new(built("mig-sim"))
         .args(args)
         .env("MIG_WORLD", world)
         .output()
