@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{built, mig_sim};
+use common::{built, edit_world, mig_sim};
 use mig_exporter::model::GpuSnapshot;
 use mig_exporter::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource, Utilization};
 use mig_exporter::source::sim::reading_from_world;
@@ -74,9 +74,7 @@ impl Node {
     }
 
     fn edit(&self, change: impl FnOnce(&mut World)) {
-        let mut w = self.load();
-        change(&mut w);
-        w.save(&self.world).unwrap();
+        edit_world(&self.world, change);
     }
 
     fn sim(&self, args: &[&str]) {

@@ -5,8 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{built, mig_sim, series, value, wait_for, Exporter};
-use mig_model::World;
+use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter};
 
 fn start(world: &Path, dcgm_library: &Path) -> Exporter {
     let nvml = built("libfake_nvml.so");
@@ -103,11 +102,7 @@ fn dcgm_values_land_on_the_right_instances_follow_reconfiguration_and_survive_a_
     assert_eq!(gauge(&exporter, sm, 2).as_deref(), Some("0.75"));
 
     // The host engine goes away: DCGM is down, NVML geometry stays, activity is absent, not zero.
-    let edit = |down: bool| {
-        let mut w = World::load(&world).unwrap();
-        w.faults.dcgm_hostengine_down = down;
-        w.save(&world).unwrap();
-    };
+    let edit = |down: bool| edit_world(&world, |w| w.faults.dcgm_hostengine_down = down);
     edit(true);
     wait_for(|| dcgm_up(&exporter).as_deref() == Some("0"), "source_up{dcgm} 0");
     wait_for(

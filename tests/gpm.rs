@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{built, mig_sim, series, value, wait_for, Exporter};
+use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter};
 use mig_exporter::model::{Activity, NodeSnapshot};
 use mig_exporter::poll::Poller;
 use mig_exporter::source::gpm::GpmSource;
@@ -57,9 +57,7 @@ impl Node {
     }
 
     fn edit(&self, change: impl FnOnce(&mut World)) {
-        let mut w = World::load(&self.world).unwrap();
-        change(&mut w);
-        w.save(&self.world).unwrap();
+        edit_world(&self.world, change);
     }
 
     /// The NVML source and GPM through its library, as `--nvml --no-dcgm` runs them.
@@ -548,12 +546,7 @@ fn with_dcgm_beside_gpm_each_series_appears_once_and_carries_dcgms_value() {
     // Make the two disagree: DCGM's host engine stops sampling (its values
     // stay those of now, live for its 5 s max age), then the load changes,
     // which GPM sees at once. DCGM's value is the one published.
-    let edit = |change: &dyn Fn(&mut World)| {
-        let mut w = World::load(&world).unwrap();
-        change(&mut w);
-        w.save(&world).unwrap();
-    };
-    edit(&|w| w.faults.dcgm_stale_data = true);
+    edit_world(&world, |w| w.faults.dcgm_stale_data = true);
     std::thread::sleep(Duration::from_millis(400));
     mig_sim(&world, &["load", "--gpu", "0", "--gi", "2", "--sm-active", "0.2"]);
     std::thread::sleep(Duration::from_millis(600));

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{built, mig_sim, series, value, wait_for, Exporter, EXPORTER};
-use mig_model::World;
+use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter, EXPORTER};
 
 fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
     let library = built("libfake_nvml.so");
@@ -40,7 +39,7 @@ fn mixed_world(dir: &Path) -> PathBuf {
         &world,
         &["load", "--gpu", "0", "--gi", "2", "--fb-used-mib", "12000"],
     );
-    edit(&world, |w| {
+    edit_world(&world, |w| {
         let t = &mut w.gpus[1].telemetry;
         t.utilization_percent = 42;
         t.memory_used_mib = 30_000;
@@ -50,12 +49,6 @@ fn mixed_world(dir: &Path) -> PathBuf {
         t.remapped_rows.correctable = 2;
     });
     world
-}
-
-fn edit(world: &Path, change: impl FnOnce(&mut World)) {
-    let mut w = World::load(world).unwrap();
-    change(&mut w);
-    w.save(world).unwrap();
 }
 
 /// Whether `line` is an activity series (`nvidia_gpu_<kind>_ratio`,
@@ -198,7 +191,7 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
     let dir = tempfile::tempdir().unwrap();
     let world = mixed_world(dir.path());
     // Slow compute-instance reads widen the window between reading GIs and CIs.
-    edit(&world, |w| {
+    edit_world(&world, |w| {
         w.faults
             .call_latency_us
             .insert("nvmlGpuInstanceGetComputeInstances".into(), 30_000);
@@ -273,7 +266,7 @@ fn a_gpu_lost_mid_run_drops_the_series_and_recovers_without_restart() {
     let exporter = nvml_exporter(&world, &[]);
     wait_for(|| nvml_up(&exporter).as_deref() == Some("1"), "nvml source up");
 
-    edit(&world, |w| w.faults.lost_gpus = vec![0]);
+    edit_world(&world, |w| w.faults.lost_gpus = vec![0]);
     wait_for(|| nvml_up(&exporter).as_deref() == Some("0"), "source_up 0");
     assert!(
         series(&exporter.metrics()).is_empty(),
@@ -286,7 +279,7 @@ fn a_gpu_lost_mid_run_drops_the_series_and_recovers_without_restart() {
         "{reason}"
     );
 
-    edit(&world, |w| w.faults = Default::default());
+    edit_world(&world, |w| w.faults = Default::default());
     wait_for(|| nvml_up(&exporter).as_deref() == Some("1"), "recovery");
     assert!(!series(&exporter.metrics()).is_empty());
     let errors: f64 = value(
@@ -303,7 +296,7 @@ fn a_gpu_lost_mid_run_drops_the_series_and_recovers_without_restart() {
 fn a_driver_that_loads_after_the_exporter_is_picked_up_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let world = mixed_world(dir.path());
-    edit(&world, |w| w.faults.driver_not_loaded = true);
+    edit_world(&world, |w| w.faults.driver_not_loaded = true);
     let exporter = nvml_exporter(&world, &[]);
     assert_eq!(nvml_up(&exporter).as_deref(), Some("0"));
     assert!(series(&exporter.metrics()).is_empty());
@@ -313,7 +306,7 @@ fn a_driver_that_loads_after_the_exporter_is_picked_up_without_restart() {
         "{reason}"
     );
 
-    edit(&world, |w| w.faults = Default::default());
+    edit_world(&world, |w| w.faults = Default::default());
     wait_for(
         || nvml_up(&exporter).as_deref() == Some("1"),
         "the driver picked up",
@@ -326,7 +319,7 @@ fn no_permission_for_mig_instances_names_the_capability() {
     let dir = tempfile::tempdir().unwrap();
     let world = mixed_world(dir.path());
     // What the driver answers when /dev/nvidia-caps for mig/monitor is not readable.
-    edit(&world, |w| {
+    edit_world(&world, |w| {
         w.faults
             .failing_calls
             .insert("nvmlDeviceGetGpuInstances".into(), 4);
@@ -339,7 +332,7 @@ fn no_permission_for_mig_instances_names_the_capability() {
         "{reason}"
     );
 
-    edit(&world, |w| w.faults = Default::default());
+    edit_world(&world, |w| w.faults = Default::default());
     wait_for(
         || nvml_up(&exporter).as_deref() == Some("1"),
         "recovery once permitted",

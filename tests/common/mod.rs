@@ -27,6 +27,14 @@ pub fn built(name: &str) -> PathBuf {
     path
 }
 
+/// Changes a World file the way a test would by hand (fault switches,
+/// telemetry), saved atomically like `mig-sim` does.
+pub fn edit_world(world: &Path, change: impl FnOnce(&mut mig_model::World)) {
+    let mut w = mig_model::World::load(world).expect("read the World");
+    change(&mut w);
+    w.save(world).expect("save the World");
+}
+
 pub fn mig_sim(world: &Path, args: &[&str]) -> Output {
     let out = Command::new(built("mig-sim"))
         .args(args)
