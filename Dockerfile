@@ -13,6 +13,10 @@ COPY crates crates
 COPY src src
 COPY proto proto
 COPY benches benches
+# Cargo reads every target the manifests declare (benches, tests, examples)
+# before it builds any; tests/deploy.rs checks this list covers them.
+COPY tests tests
+COPY examples examples
 RUN cargo build --release --locked --bin mig-exporter \
  && install -D -m 0755 target/release/mig-exporter /out/mig-exporter
 

@@ -81,6 +81,9 @@ def read_calls(path):
     return calls, nanos, time.monotonic(), per_fn
 
 
+GPUS = 8
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=30, help="seconds per footprint phase (30)")
@@ -92,7 +95,7 @@ def main():
     b.build(skip=args.no_build)
     why = install_all_smi()
     wd = b.workdir("peers")
-    world = b.make_world(os.path.join(wd, "world.json"), gpus=8, per_gpu=7)
+    world = b.make_world(os.path.join(wd, "world.json"), gpus=GPUS, per_gpu=7)
     uuids = mig_facts(world)
 
     b.say(f"machine: {b.machine()}")
@@ -118,11 +121,13 @@ def main():
 
     time.sleep(4)  # a few collection cycles
     shape = {}
+    devices = {}  # devices reported: the GPUs and the MIG devices seen in the output
     b.say()
     for t in targets:
         body = b.http_get(t)
         shape[t.name] = (len(body), b.count_series(body))
         seen, mig_lines, profiles = mig_report(body, uuids)
+        devices[t.name] = GPUS + len(seen)
         b.say(f"{t.name}: {shape[t.name][1]} series, {shape[t.name][0]} bytes; MIG UUIDs reported: "
               f"{len(seen)} of {len(uuids)}; MIG profiles named: {', '.join(profiles) or 'none'}; "
               f"{len(mig_lines)} series mention MIG")
@@ -153,6 +158,13 @@ def main():
               f"{(n1 - n0) / (t1 - t0) / 1e6:.2f} ms/s inside the library (fake-nvml's counters)")
         rates = sorted(((f1[k] - f0.get(k, 0)) / (t1 - t0), k) for k in f1)
         b.say("    " + ", ".join(f"{k} {r:.0f}/s" for r, k in reversed(rates[-8:]) if r > 0))
+    b.say()
+    b.say(f"per device reported ({GPUS} GPUs plus the MIG devices each names), idle:")
+    for t in targets:
+        (c0, _, t0, _), (c1, _, t1, _) = calls0[t.name], calls1[t.name]
+        n = devices[t.name]
+        b.say(f"  {t.name}: {n} devices, {(c1 - c0) / (t1 - t0) / n:.1f} NVML calls/s and "
+              f"{idle[t.name]['cpu_pct'] / n * 1000:.2f} thousandths of a core per device")
     b.say()
     rows = []
     for t in targets:

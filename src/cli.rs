@@ -216,6 +216,29 @@ impl KubeletArgs {
     }
 }
 
+/// OTLP push to an OpenTelemetry collector; the standard `OTEL_*` variables
+/// configure it too (see the README's OTLP section).
+#[derive(Debug, Clone, Args)]
+pub struct OtlpArgs {
+    /// Push metrics over OTLP to this collector (e.g. http://collector:4318, or
+    /// http://collector:4317 with grpc), as OTEL_EXPORTER_OTLP_ENDPOINT does; overrides it.
+    /// Without it or an OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT, nothing is pushed.
+    #[arg(long = "otlp.endpoint", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
+    #[arg(long = "otlp.protocol", value_name = "PROTOCOL")]
+    pub protocol: Option<crate::expose::otlp::Protocol>,
+}
+
+impl OtlpArgs {
+    /// Where to push, if anywhere: the flags over the process environment.
+    pub fn settings(&self) -> anyhow::Result<Option<crate::expose::otlp::Settings>> {
+        crate::expose::otlp::Settings::resolve(self.endpoint.as_deref(), self.protocol, |name| {
+            std::env::var(name).ok()
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -224,6 +247,8 @@ pub struct ServeArgs {
     pub drift: DriftArgs,
     #[command(flatten)]
     pub kubelet: KubeletArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Address to listen on.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen_address: SocketAddr,
@@ -239,6 +264,18 @@ pub struct ServeArgs {
     /// Output format of log messages.
     #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
     pub log_format: LogFormat,
+    /// TLS and basic authentication, in the Prometheus exporter-toolkit format (see the
+    /// README's Security section); re-read when it or a certificate it names changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// Longest wait for a request's headers (the idle time of a kept-alive connection
+    /// included) and for a TLS handshake; slower connections are closed.
+    #[arg(long = "web.read-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+    /// Connections served at once; further ones wait until one closes.
+    #[arg(long = "web.max-connections", value_name = "N", default_value = "512",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -391,8 +428,13 @@ fn check(args: &CheckArgs) -> CheckReport {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log_level, args.log_format);
+    let web_config = match &args.web_config_file {
+        Some(path) => Some(Arc::new(crate::expose::server::WebConfigFile::open(path)?)),
+        None => None,
+    };
     let (source, utilization) = args.source.open_with_utilization()?;
     let (tracker, last_known_good) = args.drift.tracker(&args.source, false)?;
+    let otlp = args.otlp.settings()?;
     if let Some(origin) = &last_known_good {
         tracing::info!(last_known_good = %origin, "drift detection keeps the last-known-good state here");
     }
@@ -413,6 +455,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {
         return Err(anyhow::anyhow!("{e}"));
     }
+    let host_name = first.hostname.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -425,13 +468,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let published = Arc::new(Published::default());
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
-        let app = crate::expose::http::router(published, &args.telemetry_path);
-        tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, "listening");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed")
+        // Dropped when the server stops, which sends a last push.
+        let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name)?;
+        let app = crate::expose::http::router_with(published, &args.telemetry_path, otlp_counters);
+        let tls = web_config.as_ref().is_some_and(|w| w.tls());
+        tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
+        let limits = crate::expose::server::Limits {
+            read_timeout: args.read_timeout,
+            max_connections: args.max_connections as usize,
+        };
+        crate::expose::server::serve(listener, app, limits, web_config, shutdown_signal()).await;
+        Ok(())
     })
+}
+
+/// The OTLP pusher when one is configured, and its counters for `/metrics`.
+type OtlpStart = (
+    Option<crate::expose::otlp::Pusher>,
+    Vec<Box<dyn prometheus_client::collector::Collector>>,
+);
+
+fn start_otlp(
+    settings: Option<crate::expose::otlp::Settings>,
+    published: &Arc<Published>,
+    host_name: &str,
+) -> anyhow::Result<OtlpStart> {
+    use crate::expose::otlp::{ExportStats, Pusher, StatsCollector};
+    let Some(settings) = settings else {
+        return Ok((None, Vec::new()));
+    };
+    let stats = Arc::new(ExportStats::default());
+    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name)?;
+    Ok((Some(pusher), vec![Box::new(StatsCollector(stats))]))
 }
 
 async fn shutdown_signal() {
@@ -478,6 +546,24 @@ mod tests {
         let cli = Cli::try_parse_from(["mig-exporter", "geometry", "--output", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Geometry(_))));
         assert!(Cli::try_parse_from(["mig-exporter", "--simulate", "x", "--world", "y"]).is_err());
+    }
+
+    #[test]
+    fn otlp_flags_parse_and_name_the_protocols_as_otel_does() {
+        use crate::expose::otlp::Protocol;
+        let cli = Cli::try_parse_from([
+            "mig-exporter",
+            "--otlp.endpoint",
+            "http://collector:4317",
+            "--otlp.protocol",
+            "grpc",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.otlp.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(cli.serve.otlp.protocol, Some(Protocol::Grpc));
+        let cli = Cli::try_parse_from(["mig-exporter", "--otlp.protocol", "http/protobuf"]).unwrap();
+        assert_eq!(cli.serve.otlp.protocol, Some(Protocol::HttpProtobuf));
+        assert!(Cli::try_parse_from(["mig-exporter", "--otlp.protocol", "http/json"]).is_err());
     }
 
     #[test]

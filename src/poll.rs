@@ -69,7 +69,8 @@ impl Poller {
     /// Reads pod owners and advertised devices from the kubelet on every
     /// successful geometry read: `pods` in the snapshot, and
     /// `advertised_mismatch` with a drift tracker. A failed kubelet read
-    /// leaves both out and nothing else.
+    /// leaves the owners out and judges `advertised_mismatch` on the last
+    /// advertisement it answered with; it touches nothing else.
     pub fn with_kubelet(mut self, source: KubeletSource) -> Self {
         self.kubelet = Some((source, SourceHealth::new("kubelet")));
         self
@@ -127,17 +128,15 @@ impl Poller {
             .as_ref()
             .map(|k| kubelet::owners(&k.pods, &reading.gpus))
             .unwrap_or_default();
-        let advertised = kubelet
-            .as_ref()
-            .and_then(|k| k.allocatable.as_ref())
-            .map(kubelet::Advertised::from_allocatable);
+        // Kept through failed kubelet reads, unlike the owners: see KubeletSource::advertised.
+        let advertised = self.kubelet.as_ref().and_then(|(source, _)| source.advertised());
         let drift = match &mut self.drift {
             Some(tracker) => {
                 let drift = if read {
                     tracker.observe_with_advertised(
                         reading.boot_id.as_deref(),
                         &reading.gpus,
-                        advertised.as_ref(),
+                        advertised,
                         now,
                     )
                 } else {

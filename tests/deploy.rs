@@ -1,12 +1,15 @@
 //! `deploy/`: every manifest is checked against the Kubernetes API types
 //! (k8s-openapi; the prometheus-operator kinds against the subset of their
 //! schema used here), rejecting unknown fields, and the PrometheusRule is
-//! `alerts/` wrapped. After changing the alerts:
+//! `alerts/` wrapped. The Helm chart in `deploy/helm/mig-exporter` is linted
+//! and rendered by a real `helm` (`MIG_TEST_HELM`, which `scripts/test.sh`
+//! sets): with default values it renders the plain manifests, and with other
+//! values every object still matches the types. After changing the alerts:
 //! `UPDATE_DEPLOY=1 cargo test --test deploy`.
 
 mod contract;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use contract::root;
@@ -22,11 +25,17 @@ fn deploy() -> PathBuf {
 fn documents(file: &str) -> Vec<Json> {
     let path = deploy().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml_ng::Deserializer::from_str(&text)
+    parse_documents(&text, file)
+}
+
+/// Every non-empty YAML document of `text` (read from `origin`), as JSON.
+fn parse_documents(text: &str, origin: &str) -> Vec<Json> {
+    serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| {
-            let yaml = serde_yaml_ng::Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
-            serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{file}: {e}"))
+            let yaml = serde_yaml_ng::Value::deserialize(doc).unwrap_or_else(|e| panic!("{origin}: {e}"));
+            serde_json::to_value(yaml).unwrap_or_else(|e| panic!("{origin}: {e}"))
         })
+        .filter(|doc| !doc.is_null())
         .collect()
 }
 
@@ -266,7 +275,10 @@ fn the_prometheus_rule_is_the_alert_file() {
         "metadata": {
             "name": "mig-exporter",
             "namespace": "mig-exporter",
-            "labels": {"app.kubernetes.io/name": "mig-exporter"},
+            "labels": {
+                "app.kubernetes.io/name": "mig-exporter",
+                "app.kubernetes.io/instance": "mig-exporter",
+            },
         },
         "spec": {"groups": serde_json::to_value(&alerts["groups"]).expect("groups")},
     }))
@@ -319,5 +331,472 @@ fn the_systemd_units_run_flags_the_exporter_accepts() {
     assert!(
         unit.contains("Type=oneshot") && unit.contains("RemainAfterExit=yes"),
         "a gate that stays met"
+    );
+}
+
+// The Helm chart.
+
+fn chart() -> PathBuf {
+    deploy().join("helm/mig-exporter")
+}
+
+/// The `helm` binary the chart tests run.
+fn helm() -> PathBuf {
+    if let Some(path) = std::env::var_os("MIG_TEST_HELM") {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "MIG_TEST_HELM={} is not a file", path.display());
+        return path;
+    }
+    if let Some(path) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("helm"))
+        .find(|p| p.is_file())
+    {
+        return path;
+    }
+    panic!(
+        "the Helm chart tests need helm (v3.8 or later): `bash scripts/test.sh` downloads it into \
+         target/tools/ and sets MIG_TEST_HELM; or put helm on PATH, or set MIG_TEST_HELM to its path"
+    )
+}
+
+/// Runs `helm` with `args`: Ok(stdout) or Err(stderr).
+fn run_helm(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm().display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("helm {args:?} failed ({}): {stderr}{stdout}", out.status))
+    }
+}
+
+/// `helm template` of the chart as release `mig-exporter` in namespace
+/// `mig-exporter`, with `values` (a values file's text, if any).
+fn render(values: Option<&str>) -> Result<Vec<Json>, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "mig-exporter",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "mig-exporter",
+    ];
+    let file = dir.path().join("values.yaml");
+    if let Some(values) = values {
+        std::fs::write(&file, values).expect("values file");
+        args.extend(["--values", file.to_str().unwrap()]);
+    }
+    Ok(parse_documents(&run_helm(&args)?, "helm template"))
+}
+
+fn lint(values: Option<&str>) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = chart();
+    let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+    let file = dir.path().join("values.yaml");
+    if let Some(values) = values {
+        std::fs::write(&file, values).expect("values file");
+        args.extend(["--values", file.to_str().unwrap()]);
+    }
+    run_helm(&args)
+}
+
+/// The rendered object of `kind`, if any.
+fn find<'a>(docs: &'a [Json], kind: &str) -> Option<&'a Json> {
+    docs.iter().find(|d| d["kind"] == kind)
+}
+
+/// The labels Helm charts add to each object and the plain manifests do not have.
+const HELM_LABELS: [&str; 2] = ["helm.sh/chart", "app.kubernetes.io/managed-by"];
+
+/// Every option of values.yaml set to something other than its default.
+const OVERRIDES: &str = r#"
+image:
+  repository: registry.example.com/gpu/mig-exporter
+  tag: 0.2.0-rc.1
+  pullPolicy: Always
+imagePullSecrets:
+  - name: registry-credentials
+serviceAccount:
+  annotations:
+    example.com/owner: ml-platform
+runtimeClassName: nvidia-cdi
+priorityClassName: gpu-monitoring
+nodeSelector:
+  # Helm merges maps with the defaults: null removes a default key.
+  nvidia.com/gpu.present: null
+  nvidia.com/mig.capable: "true"
+tolerations:
+  - key: dedicated
+    operator: Equal
+    value: gpu
+    effect: NoExecute
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - key: nvidia.com/gpu.product
+              operator: In
+              values: [NVIDIA-H100-80GB-HBM3]
+podAnnotations:
+  example.com/scrape-note: via ServiceMonitor
+podLabels:
+  team: ml-platform
+updateStrategy:
+  type: RollingUpdate
+  rollingUpdate:
+    maxUnavailable: 10%
+resources:
+  requests:
+    cpu: 20m
+    memory: 64Mi
+  limits:
+    cpu: 200m
+    memory: 256Mi
+service:
+  port: 9445
+dcgm:
+  address: $(NODE_IP):5556
+hostPaths:
+  podResources: /var/snap/microk8s/common/var/lib/kubelet/pod-resources
+  state: /srv/mig-exporter
+logFormat: logfmt
+extraArgs:
+  - --poll.interval=2s
+  - --mig.config=/etc/mig-parted/config.yaml
+extraEnv:
+  - name: RUST_BACKTRACE
+    value: "1"
+extraVolumes:
+  - name: mig-parted-config
+    configMap:
+      name: default-mig-parted-config
+extraVolumeMounts:
+  - name: mig-parted-config
+    mountPath: /etc/mig-parted
+    readOnly: true
+serviceMonitor:
+  interval: 15s
+  labels:
+    release: kube-prometheus-stack
+prometheusRule:
+  labels:
+    release: kube-prometheus-stack
+"#;
+
+/// What turns parts off.
+const SWITCHED_OFF: &str = r#"
+serviceAccount:
+  create: false
+  name: gpu-monitoring
+runtimeClassName: ""
+priorityClassName: ""
+kubelet:
+  enabled: false
+dcgm:
+  enabled: false
+podSecurityContext:
+  runAsUser: 65532
+  runAsGroup: 65532
+  runAsNonRoot: true
+serviceMonitor:
+  enabled: false
+prometheusRule:
+  enabled: false
+"#;
+
+/// The container args of a DaemonSet, parsed by the exporter's own command
+/// line, with `$(NODE_IP)` expanded as the kubelet would.
+fn parse_args(ds: &Json) -> mig_exporter::cli::Cli {
+    use clap::Parser;
+    let args: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").replace("$(NODE_IP)", "10.0.0.7"))
+        .collect();
+    mig_exporter::cli::Cli::try_parse_from(std::iter::once("mig-exporter".to_string()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[test]
+fn the_chart_passes_helm_lint_strict_with_default_and_other_values() {
+    for values in [None, Some(OVERRIDES), Some(SWITCHED_OFF)] {
+        if let Err(e) = lint(values) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn the_chart_with_default_values_renders_the_plain_manifests() {
+    let rendered = render(None).unwrap_or_else(|e| panic!("{e}"));
+    let key = |d: &Json| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"]);
+    let mut chart: BTreeMap<String, Json> = BTreeMap::new();
+    for mut doc in rendered {
+        let name = key(&doc);
+        let labels = doc["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("{name} has no labels"));
+        for label in HELM_LABELS {
+            assert!(labels.remove(label).is_some(), "{name}: {label} missing");
+        }
+        chart.insert(name, doc);
+    }
+    let plain: BTreeMap<String, Json> = manifests()
+        .iter()
+        .flat_map(|f| documents(f))
+        // helm install --create-namespace makes the namespace.
+        .filter(|d| d["kind"] != "Namespace")
+        .map(|d| (key(&d), d))
+        .collect();
+    assert_eq!(chart.keys().collect::<Vec<_>>(), plain.keys().collect::<Vec<_>>());
+    for (name, expected) in &plain {
+        let mut differences = Vec::new();
+        lost(expected, &chart[name], "", &mut differences);
+        let mut extra = Vec::new();
+        lost(&chart[name], expected, "", &mut extra);
+        differences.extend(
+            extra
+                .into_iter()
+                .filter(|d| !d.contains(" became "))
+                .map(|d| format!("{d} only in the chart")),
+        );
+        assert!(
+            differences.is_empty(),
+            "the chart's {name} differs from deploy/: {differences:?}"
+        );
+    }
+}
+
+#[test]
+fn every_rendered_object_matches_the_kubernetes_types_whatever_the_values() {
+    for values in [None, Some(OVERRIDES), Some(SWITCHED_OFF)] {
+        let docs = render(values).unwrap_or_else(|e| panic!("{e}"));
+        assert!(find(&docs, "DaemonSet").is_some());
+        for doc in &docs {
+            if let Err(e) = check(doc) {
+                panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]);
+            }
+        }
+        parse_args(find(&docs, "DaemonSet").unwrap());
+    }
+    parse_args(&documents("daemonset.yaml")[0]);
+}
+
+#[test]
+fn the_chart_values_reach_the_objects() {
+    let docs = render(Some(OVERRIDES)).unwrap_or_else(|e| panic!("{e}"));
+    let ds = find(&docs, "DaemonSet").expect("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let values: Json =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(OVERRIDES).unwrap()).unwrap();
+    assert_eq!(c["image"], "registry.example.com/gpu/mig-exporter:0.2.0-rc.1");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(pod["imagePullSecrets"], values["imagePullSecrets"]);
+    assert_eq!(pod["runtimeClassName"], "nvidia-cdi");
+    assert_eq!(pod["priorityClassName"], "gpu-monitoring");
+    assert_eq!(
+        pod["nodeSelector"],
+        serde_json::json!({"nvidia.com/mig.capable": "true"})
+    );
+    assert_eq!(pod["tolerations"], values["tolerations"]);
+    assert_eq!(pod["affinity"], values["affinity"]);
+    assert_eq!(c["resources"], values["resources"]);
+    assert_eq!(ds["spec"]["updateStrategy"], values["updateStrategy"]);
+    let template = &ds["spec"]["template"]["metadata"];
+    assert_eq!(template["annotations"], values["podAnnotations"]);
+    assert_eq!(template["labels"]["team"], "ml-platform");
+    assert_eq!(
+        template["labels"]["app.kubernetes.io/name"], "mig-exporter",
+        "the selector labels stay"
+    );
+    assert_eq!(c["ports"][0]["containerPort"], 9445);
+    assert_eq!(c["env"][4], values["extraEnv"][0]);
+    assert_eq!(pod["volumes"][2], values["extraVolumes"][0]);
+    assert_eq!(c["volumeMounts"][2], values["extraVolumeMounts"][0]);
+    let host_paths: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        [
+            "/var/snap/microk8s/common/var/lib/kubelet/pod-resources",
+            "/srv/mig-exporter"
+        ]
+    );
+
+    let cli = parse_args(ds);
+    let serve = &cli.serve;
+    assert_eq!(serve.listen_address.to_string(), "0.0.0.0:9445");
+    assert_eq!(
+        serve.poll_interval,
+        std::time::Duration::from_secs(2),
+        "extraArgs"
+    );
+    assert_eq!(
+        serve.drift.mig_config.as_deref(),
+        Some(std::path::Path::new("/etc/mig-parted/config.yaml"))
+    );
+    assert_eq!(format!("{}", serve.source.dcgm_address), "10.0.0.7:5556");
+
+    let service = find(&docs, "Service").expect("Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9445);
+    let sa = find(&docs, "ServiceAccount").expect("ServiceAccount");
+    assert_eq!(
+        sa["metadata"]["annotations"],
+        values["serviceAccount"]["annotations"]
+    );
+    let sm = find(&docs, "ServiceMonitor").expect("ServiceMonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    let rule = find(&docs, "PrometheusRule").expect("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus-stack");
+}
+
+#[test]
+fn the_chart_switches_parts_off() {
+    let docs = render(Some(SWITCHED_OFF)).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Service", "DaemonSet"], "no account, monitor or rule");
+    let ds = find(&docs, "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "gpu-monitoring");
+    assert!(pod.get("runtimeClassName").is_none() && pod.get("priorityClassName").is_none());
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["state"],
+        "no pod-resources mount without the kubelet source"
+    );
+    let cli = parse_args(ds);
+    assert!(cli.serve.kubelet.no_kubelet && cli.serve.source.no_dcgm);
+
+    let e = render(Some("serviceAccount:\n  create: false\n")).expect_err("no account name");
+    assert!(e.contains("serviceAccount.name"), "{e}");
+}
+
+#[test]
+fn the_chart_rejects_misspelt_or_mistyped_values_naming_them() {
+    let e = render(Some("nodeselector:\n  gpu: \"true\"\n")).expect_err("misspelt key");
+    assert!(e.contains("nodeselector"), "{e}");
+    let e = render(Some("service:\n  port: metrics\n")).expect_err("a port name");
+    assert!(e.contains("/service/port"), "{e}");
+    let e = render(Some("image:\n  pullPolicy: Sometimes\n")).expect_err("a pull policy");
+    assert!(e.contains("/image/pullPolicy"), "{e}");
+    let e = render(Some("hostPaths:\n  state: var/lib/mig-exporter\n")).expect_err("a relative path");
+    assert!(e.contains("/hostPaths/state"), "{e}");
+}
+
+const CHART_RULES_HEADER: &str = "# Copied from alerts/mig-exporter.rules.yml: do not edit; run\n\
+# `UPDATE_DEPLOY=1 cargo test --test deploy` after changing the alerts.\n";
+
+#[test]
+fn the_charts_prometheus_rule_is_the_alert_file() {
+    let alerts = std::fs::read_to_string(root().join("alerts/mig-exporter.rules.yml")).expect("alerts");
+    let path = chart().join("files/mig-exporter.rules.yml");
+    let expected = format!("{CHART_RULES_HEADER}{alerts}");
+    if std::env::var_os("UPDATE_DEPLOY").is_some() {
+        std::fs::write(&path, &expected).expect("write");
+    }
+    let found = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        found == expected,
+        "{} differs from alerts/: run UPDATE_DEPLOY=1 cargo test --test deploy",
+        path.display()
+    );
+    let docs = render(None).unwrap_or_else(|e| panic!("{e}"));
+    let rule = find(&docs, "PrometheusRule").expect("PrometheusRule");
+    let alerts: Json =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&alerts).unwrap()).unwrap();
+    assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+}
+
+/// What the build stage of the Dockerfile copies into the image: the first
+/// path component of every `COPY` source before the second `FROM`.
+fn dockerfile_build_copies() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut copied = BTreeSet::new();
+    for line in text
+        .lines()
+        .skip_while(|l| !l.starts_with("FROM "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("FROM "))
+    {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+        for source in &words[..words.len().saturating_sub(1)] {
+            copied.insert(
+                source
+                    .trim_end_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    copied
+}
+
+#[test]
+fn the_image_build_copies_every_file_cargo_needs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(&cargo)
+        .args(["metadata", "--offline", "--no-deps", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("{cargo} metadata: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Json = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let copied = dockerfile_build_copies();
+    assert!(copied.contains("Cargo.lock"), "{copied:?}");
+    let mut missing = BTreeSet::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let files = std::iter::once(&package["manifest_path"]).chain(
+            package["targets"]
+                .as_array()
+                .expect("targets")
+                .iter()
+                .map(|t| &t["src_path"]),
+        );
+        for file in files {
+            let file = PathBuf::from(file.as_str().expect("path"));
+            let relative = file.strip_prefix(root()).expect("inside the workspace");
+            let top = relative
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy()
+                .into_owned();
+            if !copied.contains(&top) {
+                missing.insert(relative.display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the Dockerfile's build stage does not copy {missing:?}: cargo fails on a declared target it cannot find"
     );
 }

@@ -284,8 +284,136 @@ fn owners_and_advertised_mismatch_end_to_end_with_both_strategies() {
             text.contains("nvidia_mig_compute_instance_info{"),
             "geometry is still served"
         );
-        assert!(!mismatch(&text, 0), "no kubelet finding without a kubelet read");
+        assert!(
+            mismatch(&text, 0),
+            "the finding is held while the kubelet does not answer"
+        );
     }
+}
+
+/// The `nvidia_mig_drift_since_timestamp_seconds` of GPU `gpu`'s `advertised_mismatch`.
+fn mismatch_since(exposition: &str, gpu: u32) -> Option<String> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix("nvidia_mig_drift_since_timestamp_seconds{")?;
+        (rest.contains(&format!("gpu=\"{gpu}\"")) && rest.contains("reason=\"advertised_mismatch\""))
+            .then(|| l.rsplit_once(' ').map(|(_, v)| v.to_string()))
+            .flatten()
+    })
+}
+
+fn kubelet_errors(exposition: &str) -> u64 {
+    value(exposition, "mig_exporter_poll_errors_total{source=\"kubelet\"}")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Scrapes until the kubelet source has failed `polls` more times, asserting
+/// on every scrape that it is down, the finding on GPU 0 holds with the same
+/// since, and no owner is served.
+fn assert_held_through_failed_polls(exporter: &Exporter, since: &str, polls: u64) {
+    let start = kubelet_errors(&exporter.metrics());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = exporter.metrics();
+        assert_eq!(
+            value(&text, "mig_exporter_source_up{source=\"kubelet\"}").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            mismatch_since(&text, 0).as_deref(),
+            Some(since),
+            "the finding neither flaps nor restarts while the kubelet is down"
+        );
+        assert!(
+            pod_info_lines(&text).is_empty(),
+            "no stale owners: {:?}",
+            pod_info_lines(&text)
+        );
+        if kubelet_errors(&text) >= start + polls {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet source did not fail {polls} more polls"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+#[test]
+fn advertised_mismatch_holds_through_a_kubelet_outage_and_clears_when_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let mut kubelet = FakeKubelet::start(dir.path());
+    let socket = kubelet.socket.clone();
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        socket.to_str().unwrap(),
+        "--kubelet.timeout",
+        "200ms",
+    ]);
+    let (migs, gpu1) = devices_of(&exporter.metrics());
+    let correct: Vec<(String, String)> = migs
+        .iter()
+        .map(|(id, profile, _, _)| (format!("nvidia.com/mig-{profile}"), id.clone()))
+        .chain([("nvidia.com/gpu".to_string(), gpu1.clone())])
+        .collect();
+    let owner = pod(
+        "ml",
+        "trainer-0",
+        "main",
+        vec![devices(&correct[0].0, &[correct[0].1.as_str()])],
+    );
+    // An existing MIG device not advertised.
+    let answers = |a: &mut common::kubelet::Answers, advertised: &[(String, String)]| {
+        a.allocatable = allocatable(advertised);
+        a.pods.pod_resources = vec![owner.clone()];
+    };
+    kubelet.set(|a| answers(a, &correct[1..]));
+    wait_for(
+        || mismatch(&exporter.metrics(), 0) && pod_info_lines(&exporter.metrics()).len() == 1,
+        "the mismatch and the owner",
+    );
+    let since = mismatch_since(&exporter.metrics(), 0).expect("since");
+
+    // A kubelet too slow to answer, then one that is gone.
+    kubelet.set(|a| a.delay = Duration::from_secs(30));
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"kubelet\"}").as_deref() == Some("0"),
+        "kubelet down while slow",
+    );
+    assert_held_through_failed_polls(&exporter, &since, 5);
+    drop(kubelet);
+    assert_held_through_failed_polls(&exporter, &since, 10);
+
+    // Back, still advertising the same: the finding goes on from the same since.
+    kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| answers(a, &correct[1..]));
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"kubelet\"}").as_deref() == Some("1"),
+        "kubelet up again",
+    );
+    let text = exporter.metrics();
+    assert_eq!(mismatch_since(&text, 0), Some(since.clone()));
+    assert_eq!(pod_info_lines(&text).len(), 1, "owners are back");
+
+    // Down again, then back with the device plugin's advertisement fixed: it clears.
+    drop(kubelet);
+    wait_for(
+        || value(&exporter.metrics(), "mig_exporter_source_up{source=\"kubelet\"}").as_deref() == Some("0"),
+        "kubelet down again",
+    );
+    assert_held_through_failed_polls(&exporter, &since, 3);
+    kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| answers(a, &correct));
+    wait_for(
+        || !mismatch(&exporter.metrics(), 0),
+        "the mismatch clears once fixed",
+    );
+    assert_eq!(pod_info_lines(&exporter.metrics()).len(), 1);
+    assert_eq!(kubelet.socket, socket);
 }
 
 #[test]

@@ -245,6 +245,51 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
     assert!(!seen.is_empty(), "at least one complete geometry was published");
 }
 
+#[test]
+fn what_a_poll_keeps_for_the_next_never_hides_a_reconfiguration() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    let sim = Exporter::start(&["--world", world.to_str().unwrap()]);
+    let nvml = nvml_exporter(&world, &["--nvml.pcie-throughput"]);
+    // Compute instances, MIG device ids and remaining capacity are reused
+    // while the GI list and MIG UUIDs stay the same; each step changes only
+    // what one of those keys covers, and NVML mode must follow the simulator.
+    let steps: [&[&[&str]]; 5] = [
+        // A compute instance of another profile in the old one's place (same id).
+        &[
+            &["-i", "0", "mig", "-dci", "-gi", "2"],
+            &["-i", "0", "mig", "-cci", "0", "-gi", "2"],
+        ],
+        // One more compute instance in the same GPU instance.
+        &[&["-i", "0", "mig", "-cci", "0", "-gi", "2"]],
+        // The same compute instance recreated: a new MIG UUID, nothing else.
+        &[
+            &["-i", "0", "mig", "-dci", "-gi", "9"],
+            &["-i", "0", "mig", "-cci", "-gi", "9"],
+        ],
+        // A GPU instance without compute instances goes, then comes back.
+        &[&["-i", "0", "mig", "-dgi", "-gi", "10"]],
+        &[&["-i", "0", "mig", "-cgi", "19"]],
+    ];
+    for commands in steps {
+        wait_for(
+            || comparable(&nvml.metrics()) == comparable(&sim.metrics()),
+            "NVML mode as the simulator",
+        );
+        let before = comparable(&sim.metrics());
+        for command in commands {
+            mig_sim(&world, command);
+        }
+        wait_for(
+            || {
+                let from_sim = comparable(&sim.metrics());
+                from_sim != before && comparable(&nvml.metrics()) == from_sim
+            },
+            &format!("NVML mode as the simulator after {commands:?}"),
+        );
+    }
+}
+
 fn nvml_up(exporter: &Exporter) -> Option<String> {
     value(&exporter.metrics(), "mig_exporter_source_up{source=\"nvml\"}")
 }

@@ -12,7 +12,8 @@
 //! `single`, MIG devices of different profiles on one node are a mismatch on
 //! every GPU with MIG enabled (the plugin cannot advertise them as one
 //! resource). A kubelet that advertises no NVIDIA resource at all (no device
-//! plugin) is not judged.
+//! plugin) is not judged. An advertisement held from before the kubelet
+//! stopped answering is judged the same way, and the finding says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -113,11 +114,16 @@ pub fn advertised_mismatch(gpus: &[GpuSnapshot], advertised: &Advertised) -> BTr
                 Detected {
                     reason: DriftReason::AdvertisedMismatch,
                     message: format!(
-                        "GPU {} ({}): the kubelet's advertised devices (strategy {}) do not match the MIG geometry: {}",
+                        "GPU {} ({}): the kubelet's advertised devices (strategy {}) do not match the MIG geometry: {}{}",
                         gpu.index,
                         gpu.uuid,
                         strategy.as_str(),
-                        parts.join("; ")
+                        parts.join("; "),
+                        if advertised.held {
+                            " (the kubelet is not answering: judged on what it advertised when it last did)"
+                        } else {
+                            ""
+                        }
                     ),
                 },
             );
@@ -261,6 +267,25 @@ mod tests {
             "{m}"
         );
         assert!(!found.contains_key(&g[1].uuid), "GPU 1 has no MIG");
+    }
+
+    #[test]
+    fn a_held_advertisement_is_judged_and_says_so() {
+        let g = gpus(&[19, 19]);
+        let mut entries = correct(&g, true);
+        entries.pop();
+        let refs: Vec<(&str, &str)> = entries.iter().map(|(r, i)| (r.as_str(), i.as_str())).collect();
+        let mut held = advertise(&refs);
+        assert!(!advertised_mismatch(&g, &held)[&g[0].uuid]
+            .message
+            .contains("not answering"));
+        held.held = true;
+        let m = &advertised_mismatch(&g, &held)[&g[0].uuid].message;
+        assert!(m.contains("not advertised: "), "{m}");
+        assert!(
+            m.ends_with("(the kubelet is not answering: judged on what it advertised when it last did)"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use mig_model::{GiProfile, Placement, Placer, Product, ProductSpec, ProfileName};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::detect::{describe_counts, Geometry};
@@ -52,8 +53,13 @@ pub enum DesiredError {
         path: PathBuf,
         cause: serde_yaml_ng::Error,
     },
-    #[error("mig config {}: {problem}", path.display())]
-    Spec { path: PathBuf, problem: String },
+    #[error("mig config {}{}: {problem}", path.display(), at_line(location))]
+    Spec {
+        path: PathBuf,
+        /// Line and column of the field with the problem.
+        location: Option<(usize, usize)>,
+        problem: String,
+    },
     #[error(
         "mig config {} has {} configs ({}); choose one with --mig.config-name or --mig.config-name-file",
         path.display(), names.len(), names.join(", ")
@@ -166,109 +172,167 @@ pub fn parse(text: &str, path: &Path) -> Result<Spec, DesiredError> {
         path: path.to_path_buf(),
         cause,
     })?;
-    let err = |problem: String| DesiredError::Spec {
+    let err = |at: &[Step], problem: String| DesiredError::Spec {
         path: path.to_path_buf(),
+        location: locate(text, at),
         problem,
     };
     let top = match doc {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
         other => {
-            return Err(err(format!(
-                "expected a mapping with 'version' and 'mig-configs', found {}",
-                kind(&other)
-            )))
+            return Err(err(
+                &[],
+                format!(
+                    "expected a mapping with 'version' and 'mig-configs', found {}",
+                    kind(&other)
+                ),
+            ))
         }
     };
     let mut version = None;
     let mut configs = None;
     for (key, value) in &top {
-        match key_str(key).map_err(&err)? {
+        match key_str(key).map_err(|p| err(&[], p))? {
             "version" => version = Some(value),
             "mig-configs" => configs = Some(value),
-            other => return Err(err(format!("unexpected field '{other}'"))),
+            other => {
+                return Err(err(
+                    &[Step::Key(other.into())],
+                    format!("unexpected field '{other}'"),
+                ))
+            }
         }
     }
+    let version_at = [Step::value("version")];
     match version {
         None => {
             return Err(err(
-                "missing required field 'version' (expected 'version: v1')".into()
+                &[],
+                "missing required field 'version' (expected 'version: v1')".into(),
             ))
         }
         Some(Value::String(v)) if v == "v1" => {}
         Some(Value::String(v)) => {
-            return Err(err(format!(
-                "unknown version '{v}' (this exporter reads version v1)"
-            )))
+            return Err(err(
+                &version_at,
+                format!("unknown version '{v}' (this exporter reads version v1)"),
+            ))
         }
         Some(other) => {
-            return Err(err(format!(
-                "'version' must be the string v1, found {}",
-                kind(other)
-            )))
+            return Err(err(
+                &version_at,
+                format!("'version' must be the string v1, found {}", kind(other)),
+            ))
         }
     }
+    let configs_at = [Step::value("mig-configs")];
     let configs = match configs {
         Some(Value::Mapping(m)) if !m.is_empty() => m,
-        Some(Value::Mapping(_)) | Some(Value::Null) | None => {
-            return Err(err("at least one entry in 'mig-configs' is required".into()))
+        Some(Value::Mapping(_)) | Some(Value::Null) => {
+            return Err(err(
+                &configs_at,
+                "at least one entry in 'mig-configs' is required".into(),
+            ))
         }
+        None => return Err(err(&[], "at least one entry in 'mig-configs' is required".into())),
         Some(other) => {
-            return Err(err(format!(
-                "'mig-configs' must map config names to lists of entries, found {}",
-                kind(other)
-            )))
+            return Err(err(
+                &configs_at,
+                format!(
+                    "'mig-configs' must map config names to lists of entries, found {}",
+                    kind(other)
+                ),
+            ))
         }
     };
     let mut out = BTreeMap::new();
     for (name, entries) in configs {
-        let name = key_str(name).map_err(&err)?.to_string();
-        let at = |problem: String| err(format!("config '{name}': {problem}"));
+        let name = key_str(name).map_err(|p| err(&configs_at, p))?.to_string();
+        let config_at = [Step::value("mig-configs"), Step::Value(name.clone())];
+        let at = |steps: &[Step], problem: String| {
+            let steps: Vec<Step> = config_at.iter().chain(steps).cloned().collect();
+            err(&steps, format!("config '{name}': {problem}"))
+        };
         let list = match entries {
             Value::Sequence(list) if !list.is_empty() => list,
-            Value::Sequence(_) | Value::Null => return Err(at("at least one entry is required".into())),
-            other => return Err(at(format!("expected a list of entries, found {}", kind(other)))),
+            Value::Sequence(_) | Value::Null => return Err(at(&[], "at least one entry is required".into())),
+            other => {
+                return Err(at(
+                    &[],
+                    format!("expected a list of entries, found {}", kind(other)),
+                ))
+            }
         };
         let mut parsed = Vec::with_capacity(list.len());
         for (i, entry) in list.iter().enumerate() {
-            parsed.push(parse_entry(entry).map_err(|p| at(format!("entry {i}: {p}")))?);
+            let entry = parse_entry(entry).map_err(|(steps, problem)| {
+                let steps: Vec<Step> = std::iter::once(Step::Item(i)).chain(steps).collect();
+                at(&steps, format!("entry {i}: {problem}"))
+            })?;
+            parsed.push(entry);
         }
         out.insert(name, parsed);
     }
     Ok(Spec { configs: out })
 }
 
-fn parse_entry(value: &Value) -> Result<Entry, String> {
+/// A problem in an entry, and where in the entry it is.
+type EntryProblem = (Vec<Step>, String);
+
+fn parse_entry(value: &Value) -> Result<Entry, EntryProblem> {
+    let here = |problem: String| (Vec::new(), problem);
     let Value::Mapping(map) = value else {
-        return Err(format!("expected a mapping, found {}", kind(value)));
+        return Err(here(format!("expected a mapping, found {}", kind(value))));
     };
     let mut device_filter = Vec::new();
     let mut devices = None;
     let mut mig_enabled = None;
     let mut mig_devices: Option<Vec<(ProfileName, u32)>> = None;
     for (key, value) in map {
-        match key_str(key)? {
-            "device-filter" => device_filter = parse_device_filter(value)?,
-            "devices" => devices = Some(parse_devices(value)?),
+        let field = key_str(key).map_err(here)?;
+        let in_field = |problem: String| (vec![Step::value(field)], problem);
+        match field {
+            "device-filter" => device_filter = parse_device_filter(value).map_err(in_field)?,
+            "devices" => devices = Some(parse_devices(value).map_err(in_field)?),
             "mig-enabled" => match value {
                 Value::Bool(b) => mig_enabled = Some(*b),
                 other => {
-                    return Err(format!(
+                    return Err(in_field(format!(
                         "'mig-enabled' must be true or false, found {}",
                         kind(other)
-                    ))
+                    )))
                 }
             },
-            "mig-devices" => mig_devices = parse_mig_devices(value)?,
-            other => return Err(format!("unexpected field '{other}'")),
+            "mig-devices" => {
+                mig_devices = parse_mig_devices(value).map_err(|(steps, problem)| {
+                    (
+                        std::iter::once(Step::value(field)).chain(steps).collect(),
+                        problem,
+                    )
+                })?
+            }
+            other => {
+                return Err((
+                    vec![Step::Key(other.into())],
+                    format!("unexpected field '{other}'"),
+                ))
+            }
         }
     }
-    let devices = devices.ok_or("missing required field 'devices'")?;
-    let mig_enabled = mig_enabled.ok_or("missing required field 'mig-enabled'")?;
+    let devices = devices.ok_or_else(|| here("missing required field 'devices'".into()))?;
+    let mig_enabled = mig_enabled.ok_or_else(|| here("missing required field 'mig-enabled'".into()))?;
     let mig_devices = match (mig_enabled, mig_devices) {
-        (true, None) => return Err("missing required field 'mig-devices' when 'mig-enabled' is true".into()),
+        (true, None) => {
+            return Err(here(
+                "missing required field 'mig-devices' when 'mig-enabled' is true".into(),
+            ))
+        }
         (false, Some(d)) if !d.is_empty() => {
-            return Err("'mig-devices' lists MIG devices while 'mig-enabled' is false".into())
+            return Err((
+                vec![Step::value("mig-devices")],
+                "'mig-devices' lists MIG devices while 'mig-enabled' is false".into(),
+            ))
         }
         (_, d) => d.unwrap_or_default(),
     };
@@ -343,32 +407,36 @@ fn parse_devices(value: &Value) -> Result<Devices, String> {
     }
 }
 
-fn parse_mig_devices(value: &Value) -> Result<Option<Vec<(ProfileName, u32)>>, String> {
+fn parse_mig_devices(value: &Value) -> Result<Option<Vec<(ProfileName, u32)>>, EntryProblem> {
     let map = match value {
         Value::Null => return Ok(None),
         Value::Mapping(m) => m,
         other => {
-            return Err(format!(
-                "'mig-devices' must map profiles to counts, found {}",
-                kind(other)
+            return Err((
+                Vec::new(),
+                format!("'mig-devices' must map profiles to counts, found {}", kind(other)),
             ))
         }
     };
     let mut out: Vec<(ProfileName, u32)> = Vec::new();
     for (key, count) in map {
-        let key = key_str(key)?;
-        let profile = parse_profile(key)?;
+        let key = key_str(key).map_err(|p| (Vec::new(), p))?;
+        let at_key = |problem: String| (vec![Step::Key(key.into())], problem);
+        let profile = parse_profile(key).map_err(at_key)?;
         let count = count
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| {
-                format!(
-                    "mig-devices '{key}': count must be a whole number >= 0, found {}",
-                    show(count)
+                (
+                    vec![Step::value(key)],
+                    format!(
+                        "mig-devices '{key}': count must be a whole number >= 0, found {}",
+                        show(count)
+                    ),
                 )
             })?;
         if out.iter().any(|(p, _)| *p == profile) {
-            return Err(format!("mig-devices lists profile '{profile}' twice"));
+            return Err(at_key(format!("mig-devices lists profile '{profile}' twice")));
         }
         out.push((profile, count));
     }
@@ -377,14 +445,16 @@ fn parse_mig_devices(value: &Value) -> Result<Option<Vec<(ProfileName, u32)>>, S
 
 /// A GPU-instance profile name as mig-parted writes it (`1g.10gb`, `1g.10gb+me`).
 fn parse_profile(key: &str) -> Result<ProfileName, String> {
-    let first = key.split('.').next().unwrap_or_default();
-    if first.len() > 1 && first.ends_with('c') && first[..first.len() - 1].chars().all(|c| c.is_ascii_digit())
-    {
-        return Err(format!(
-            "mig-devices '{key}': compute-instance profiles are not supported; \
-             mig-exporter compares GPU-instance profiles such as '{}'",
-            &key[first.len() + 1..]
-        ));
+    if let Some((slices, gi_profile)) = key.split_once('.') {
+        if slices
+            .strip_suffix('c')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "mig-devices '{key}': compute-instance profiles are not supported; \
+                 mig-exporter compares GPU-instance profiles such as '{gi_profile}'"
+            ));
+        }
     }
     key.parse::<ProfileName>()
         .map_err(|e| format!("mig-devices: {e}"))
@@ -415,6 +485,183 @@ fn show(v: &Value) -> String {
         Value::String(s) => format!("'{s}'"),
         Value::Bool(b) => b.to_string(),
         other => kind(other).to_string(),
+    }
+}
+
+/// One step from the top of a config file down to the node a problem is at.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// The value under this key.
+    Value(String),
+    /// The key itself (an unexpected field, a bad profile name).
+    Key(String),
+    /// This item of a list.
+    Item(usize),
+}
+
+impl Step {
+    fn value(key: &str) -> Step {
+        Step::Value(key.to_string())
+    }
+}
+
+/// Line and column of the node at `steps` in `text`. The checks run on a
+/// parsed tree that keeps no positions, so the text is read again down to
+/// that node, which then refuses to be read: the YAML parser marks that
+/// refusal with the node's position. `None` when the node is not found.
+fn locate(text: &str, steps: &[Step]) -> Option<(usize, usize)> {
+    let refusal = Walk(steps)
+        .deserialize(serde_yaml_ng::Deserializer::from_str(text))
+        .err()?;
+    refusal.location().map(|l| (l.line(), l.column()))
+}
+
+/// `, line 7 column 9` for messages, or nothing when the position is unknown.
+fn at_line(location: &Option<(usize, usize)>) -> String {
+    location.map_or_else(String::new, |(line, column)| {
+        format!(", line {line} column {column}")
+    })
+}
+
+const HERE: &str = "the node with the problem";
+
+/// Reads a YAML node, following `steps` into its children, and refuses the
+/// node the steps end at.
+struct Walk<'a>(&'a [Step]);
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Walk<'_> {
+    fn scalar<E: de::Error>(self) -> Result<(), E> {
+        if self.0.is_empty() {
+            Err(E::custom(HERE))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(HERE)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.scalar()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.scalar()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.scalar()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.scalar()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.scalar()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((step, rest)) = self.0.split_first() else {
+            return Err(de::Error::custom(HERE));
+        };
+        let mut index = 0;
+        loop {
+            let item = match step {
+                Step::Item(wanted) if *wanted == index => seq.next_element_seed(Walk(rest))?,
+                _ => seq.next_element::<IgnoredAny>()?.map(drop),
+            };
+            if item.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((step, rest)) = self.0.split_first() else {
+            return Err(de::Error::custom(HERE));
+        };
+        match step {
+            Step::Key(wanted) if rest.is_empty() => {
+                while map.next_key_seed(RefuseKey(wanted))?.is_some() {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Step::Value(wanted) => {
+                while let Some(key) = map.next_key::<Value>()? {
+                    if key.as_str() == Some(wanted) {
+                        map.next_value_seed(Walk(rest))?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            _ => while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {},
+        }
+        Ok(())
+    }
+}
+
+/// Reads a mapping key, refusing it when it is the string `.0`.
+struct RefuseKey<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for RefuseKey<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RefuseKey<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        if key == self.0 {
+            Err(E::custom(HERE))
+        } else {
+            Ok(())
+        }
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 }
 
@@ -1004,6 +1251,68 @@ mig-configs:
             let e = parse_err(&text);
             assert!(e.contains(expected) && e.contains(PATH), "for {text:?}:\n  got {e}\n  want {expected}");
         }
+    }
+
+    #[test]
+    fn config_errors_give_the_line_and_column_of_the_field() {
+        let text = "\
+version: v1
+mig-configs:
+  c1:
+    - devices: all
+      mig-enabled: false
+  c2:
+    - devices: [0]
+      mig-enabled: true
+      mig-devices:
+        \"1g.10gb\": 2
+        \"3g.40gb\": COUNT
+    - devices: [1]
+      mig-enabled: ENABLED
+      mig-devices: {}
+";
+        let config = |count: &str, enabled: &str| text.replace("COUNT", count).replace("ENABLED", enabled);
+        assert!(parse(&config("1", "true"), Path::new(PATH)).is_ok());
+        for (text, expected) in [
+            (
+                config("-1", "true"),
+                ", line 11 column 20: config 'c2': entry 0: mig-devices '3g.40gb': count must be",
+            ),
+            (
+                config("1", "yes"),
+                ", line 13 column 20: config 'c2': entry 1: 'mig-enabled' must be true or false",
+            ),
+            (
+                config("1", "true").replace("\"1g.10gb\"", "1g.10"),
+                ", line 10 column 9: config 'c2': entry 0: mig-devices: '1g.10' is not a MIG profile name",
+            ),
+            (
+                config("1", "true").replace("    - devices: [1]\n", "    - device: [1]\n"),
+                ", line 12 column 7: config 'c2': entry 1: unexpected field 'device'",
+            ),
+            (
+                config("1", "true").replace("    - devices: [0]\n      ", "    - "),
+                ", line 7 column 7: config 'c2': entry 0: missing required field 'devices'",
+            ),
+            (
+                config("1", "true").replace("v1", "v2"),
+                ", line 1 column 10: unknown version 'v2'",
+            ),
+        ] {
+            let e = parse_err(&text);
+            assert!(
+                e.starts_with(&format!("mig config {PATH}{expected}")),
+                "for\n{text}\n  got {e}\n  want {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compute_instance_style_key_without_a_dot_is_an_error_not_a_panic() {
+        // Found by the fuzz target mig_config: "1c" was sliced past its end.
+        let text = "version: v1\nmig-configs:\n  c:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {\"1c\": 1}\n";
+        let e = parse_err(text);
+        assert!(e.contains("mig-devices: '1c' is not a MIG profile name"), "{e}");
     }
 
     fn resolve_err(product: Product, mig_devices: &str) -> String {

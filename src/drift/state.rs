@@ -129,11 +129,17 @@ pub enum StateError {
     #[error("state file {} is not a regular file", path.display())]
     NotAFile { path: PathBuf },
     #[error(
-        "state file {} is corrupt (truncated or not a state file): {cause}; it is left as it is, \
+        "state file {} is corrupt (truncated or not a state file): {}{cause}; it is left as it is, \
          never overwritten: move it away to start afresh",
-        path.display()
+        path.display(), if field == "." { String::new() } else { format!("{field}: ") }
     )]
-    Corrupt { path: PathBuf, cause: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        /// Where in the document: `gpus.GPU-….index`, `.` for the top.
+        field: String,
+        /// Says the line and column.
+        cause: serde_json::Error,
+    },
     #[error(
         "state file {} has format version {found}, this exporter reads version {STATE_VERSION}; \
          it is left as it is, never overwritten: move it away to start afresh",
@@ -191,11 +197,12 @@ pub fn load(path: &Path) -> Result<Option<StateDoc>, StateError> {
 
 /// Parses state file text; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<StateDoc, StateError> {
-    let corrupt = |cause| StateError::Corrupt {
+    let corrupt = |field: String, cause| StateError::Corrupt {
         path: path.to_path_buf(),
+        field,
         cause,
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(corrupt)?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(".".into(), e))?;
     let version = value.get("version");
     if version.and_then(serde_json::Value::as_u64) != Some(u64::from(STATE_VERSION)) {
         return Err(StateError::Version {
@@ -203,7 +210,9 @@ pub fn parse(text: &str, path: &Path) -> Result<StateDoc, StateError> {
             found: version.map_or_else(|| "(none)".to_string(), |v| v.to_string()),
         });
     }
-    serde_json::from_value(value).map_err(corrupt)
+    // Read again from the text, not the value, for errors with a line and field.
+    let mut json = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| corrupt(e.path().to_string(), e.into_inner()))
 }
 
 /// Writes the state atomically: temp file (mode 0600) in the same directory,
@@ -538,6 +547,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `boot`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_field_and_line() {
+        let p = Path::new("/var/lib/mig-exporter/state.json");
+        let full = serde_json::to_string_pretty(&doc_with("GPU-a", "b", 7)).unwrap();
+        let bad = full.replace("\"index\": 0", "\"index\": \"zero\"");
+        let line = 1 + bad.lines().position(|l| l.contains("\"index\"")).unwrap();
+        let e = parse(&bad, p).unwrap_err().to_string();
+        assert!(
+            e.contains("state.json is corrupt (truncated or not a state file): gpus.GPU-a.index: invalid type: string \"zero\", expected u32")
+                && e.contains(&format!("at line {line} column")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz` and the landing page.
 //! Every endpoint only reads the published snapshot; none changes any state.
+//! Each route takes GET and HEAD only (other methods get 405 with `Allow`),
+//! other paths 404. Connection and request limits, TLS and basic auth are
+//! [`super::server`]'s.
 
 use std::sync::{Arc, Mutex};
 
@@ -71,8 +74,23 @@ impl BodyCache {
 }
 
 pub fn router(published: Arc<Published>, telemetry_path: &str) -> Router {
+    router_with(published, telemetry_path, Vec::new())
+}
+
+/// The router with `extra` collectors encoded after the snapshot's families
+/// (the OTLP pusher's counters). A scrape body is cached per snapshot, so
+/// their values show at most one poll late.
+pub fn router_with(
+    published: Arc<Published>,
+    telemetry_path: &str,
+    extra: Vec<Box<dyn prometheus_client::collector::Collector>>,
+) -> Router {
+    let mut registry = metrics::registry(published.clone());
+    for collector in extra {
+        registry.register_collector(collector);
+    }
     let state = AppState {
-        registry: Arc::new(metrics::registry(published.clone())),
+        registry: Arc::new(registry),
         published,
         telemetry_path: telemetry_path.into(),
         bodies: Arc::default(),

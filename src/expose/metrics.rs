@@ -189,13 +189,14 @@ where
     Ok(())
 }
 
-fn gis(s: &NodeSnapshot) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot)> {
+/// Every GPU instance with its GPU (also what the OTLP families walk).
+pub(crate) fn gis(s: &NodeSnapshot) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot)> {
     s.gpus
         .iter()
         .flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
 }
 
-fn cis(
+pub(crate) fn cis(
     s: &NodeSnapshot,
 ) -> impl Iterator<Item = (&GpuSnapshot, &GpuInstanceSnapshot, &ComputeInstanceSnapshot)> {
     gis(s).flat_map(|(g, gi)| gi.compute_instances.iter().map(move |ci| (g, gi, ci)))

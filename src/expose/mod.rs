@@ -2,4 +2,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 pub mod page;
+pub mod server;
+pub mod web_config;

@@ -41,6 +41,8 @@ impl FakeKubelet {
             .enable_all()
             .build()
             .expect("runtime");
+        // A restarted kubelet replaces the socket its previous run left behind.
+        let _ = std::fs::remove_file(&socket);
         let listener = {
             let _guard = runtime.enter();
             tokio::net::UnixListener::bind(&socket).expect("bind the fake kubelet socket")

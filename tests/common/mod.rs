@@ -64,10 +64,18 @@ impl Exporter {
 
     /// Starts the exporter with extra environment variables (e.g. MIG_WORLD for fake-nvml).
     pub fn start_with_env(args: &[&str], env: &[(&str, &Path)]) -> Exporter {
-        let mut child = Command::new(EXPORTER)
+        let mut command = Command::new(EXPORTER);
+        command.envs(env.iter().copied());
+        Exporter::start_command(command, args)
+    }
+
+    /// Starts `command`, the exporter or a wrapper whose last argument is the
+    /// exporter (`unshare … sh -c '…; exec "$0" "$@"' EXPORTER`), with the
+    /// harness's listen address and poll interval, then `args`.
+    pub fn start_command(mut command: Command, args: &[&str]) -> Exporter {
+        let mut child = command
             .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
             .args(args)
-            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -101,6 +109,11 @@ impl Exporter {
         let exporter = Exporter { child, address, log };
         wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
         exporter
+    }
+
+    /// The process id of what was started (a wrapper that `exec`s keeps it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The log lines the exporter wrote so far.

@@ -95,15 +95,16 @@ fn gpu_sample(gpu: &Gpu, field: u32) -> Sample {
         DCGM_FI_PROF_SM_ACTIVE | DCGM_FI_PROF_SM_OCCUPANCY | DCGM_FI_PROF_PIPE_TENSOR_ACTIVE
             if gpu.mig.current =>
         {
-            let total: f64 = gpu.gpu_instances.iter().map(|gi| ci_weighted(gi, field)).sum();
+            let total = gpu
+                .gpu_instances
+                .iter()
+                .fold(0.0, |sum, gi| sum + ci_weighted(gi, field));
             Sample::Double(ratio(total, spec.compute_slices))
         }
         DCGM_FI_PROF_DRAM_ACTIVE if gpu.mig.current => {
-            let total: f64 = gpu
-                .gpu_instances
-                .iter()
-                .map(|gi| gi.load.dram_active * f64::from(gi.placement.size))
-                .sum();
+            let total = gpu.gpu_instances.iter().fold(0.0, |sum, gi| {
+                sum + gi.load.dram_active * f64::from(gi.placement.size)
+            });
             Sample::Double(ratio(total, spec.memory_slots))
         }
         _ => Sample::NoData,
@@ -160,7 +161,8 @@ fn ci_weighted(gi: &GpuInstance, field: u32) -> f64 {
             };
             v * f64::from(ci.compute_slices())
         })
-        .sum()
+        // Summing no f64 gives -0.0, which DCGM never reports.
+        .fold(0.0, |sum, v| sum + v)
 }
 
 fn ratio(weighted: f64, slices: u32) -> f64 {

@@ -208,6 +208,17 @@ impl Gpm {
     }
 }
 
+/// `counters` as a sample records them: stamped by the sample clock, which
+/// the `gpm_clock_offset_ns` fault moves away from the time they advanced in.
+fn on_sample_clock(counters: Counters, world: &mig_model::World) -> Counters {
+    Counters {
+        at_ns: counters
+            .at_ns
+            .saturating_add_signed(world.faults.gpm_clock_offset_ns),
+        ..counters
+    }
+}
+
 /// `isSupportedDevice` is 1 on Hopper and newer, 0 on Ampere; the struct's
 /// version must be `NVML_GPM_SUPPORT_VERSION`. A MIG device handle is
 /// `NVML_ERROR_NOT_SUPPORTED`: GPM is asked of the GPU.
@@ -274,7 +285,7 @@ pub extern "C" fn nvmlGpmSampleFree(sample: nvmlGpmSample_t) -> nvmlReturn_t {
 /// `sample` is not a live buffer.
 #[no_mangle]
 pub extern "C" fn nvmlGpmSampleGet(device: nvmlDevice_t, sample: nvmlGpmSample_t) -> nvmlReturn_t {
-    with_device("nvmlGpmSampleGet", device, |st, _, dev| {
+    with_device("nvmlGpmSampleGet", device, |st, w, dev| {
         let Dev::Gpu(gpu) = dev else {
             return Err(NOT_SUPPORTED);
         };
@@ -289,7 +300,7 @@ pub extern "C" fn nvmlGpmSampleGet(device: nvmlDevice_t, sample: nvmlGpmSample_t
             },
             gpu_load(gpu),
         );
-        st.gpm.sample(sample)?.taken = Some(counters);
+        st.gpm.sample(sample)?.taken = Some(on_sample_clock(counters, w));
         Ok(())
     })
 }
@@ -305,7 +316,7 @@ pub extern "C" fn nvmlGpmMigSampleGet(
     gpu_instance_id: c_uint,
     sample: nvmlGpmSample_t,
 ) -> nvmlReturn_t {
-    with_device("nvmlGpmMigSampleGet", device, |st, _, dev| {
+    with_device("nvmlGpmMigSampleGet", device, |st, w, dev| {
         let Dev::Gpu(gpu) = dev else {
             return Err(INVALID_ARGUMENT);
         };
@@ -331,7 +342,7 @@ pub extern "C" fn nvmlGpmMigSampleGet(
             },
             gi_load(gpu, gi),
         );
-        st.gpm.sample(sample)?.taken = Some(counters);
+        st.gpm.sample(sample)?.taken = Some(on_sample_clock(counters, w));
         Ok(())
     })
 }

@@ -43,7 +43,8 @@
 //!   fixture's H100: `nvmlDeviceGetMigMode` 163 µs, `nvmlDeviceGetTotalEnergyConsumption`
 //!   3 892 µs, `nvmlDeviceGetPcieThroughput` 21 109 µs, `nvmlDeviceGetMemoryInfo`
 //!   12 µs, `nvmlDeviceGetTemperature` 4 µs, and about 2 µs for the other
-//!   simple getters (`"*": 2`).
+//!   simple getters (`"*": 2`). `gpm_clock_offset_ns` moves the clock that
+//!   stamps GPM samples (a GPU timer that jumps), not the counters.
 //! * GPM (GPU Performance Monitoring, `nvmlGpm*`): supported on Hopper and
 //!   newer products, not on Ampere (`isSupportedDevice` 0, samples
 //!   `NVML_ERROR_NOT_SUPPORTED`). Samples copy per-GPU and per-GPU-instance

@@ -113,7 +113,7 @@ fn code(r: Res) -> nvmlReturn_t {
 fn guarded(name: &'static str, f: impl FnOnce() -> nvmlReturn_t) -> nvmlReturn_t {
     let start = Instant::now();
     let ret = catch_unwind(AssertUnwindSafe(f)).unwrap_or(UNKNOWN);
-    stats::record(name, start.elapsed());
+    stats::record(name, start);
     ret
 }
 
@@ -245,6 +245,6 @@ pub(crate) fn shutdown(name: &'static str) -> nvmlReturn_t {
 pub(crate) fn counted<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     let start = Instant::now();
     let r = f();
-    stats::record(name, start.elapsed());
+    stats::record(name, start);
     r
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::Instant;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Stat {
@@ -16,14 +16,17 @@ struct Stat {
 
 static STATS: Mutex<BTreeMap<&'static str, Stat>> = Mutex::new(BTreeMap::new());
 
-pub(crate) fn record(name: &'static str, elapsed: Duration) {
+/// Counts a call of `name` that began at `start`. The clock is read once the
+/// counter is found, so this bookkeeping counts as time inside the library
+/// (where it runs) rather than as the caller's.
+pub(crate) fn record(name: &'static str, start: Instant) {
     crate::stats_file::start_once();
     let mut stats = STATS.lock().unwrap_or_else(|e| e.into_inner());
     let s = stats.entry(name).or_default();
     s.calls += 1;
     s.nanos = s
         .nanos
-        .saturating_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        .saturating_add(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
 }
 
 /// Every function's `(name, calls, nanos)`, sorted by name (for [`crate::stats_file`]).

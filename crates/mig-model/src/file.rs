@@ -12,8 +12,14 @@ use crate::world::{World, WORLD_FORMAT};
 pub enum WorldFileError {
     #[error("cannot read World file {}: {cause}", path.display())]
     Read { path: PathBuf, cause: std::io::Error },
-    #[error("World file {} is not valid JSON for a World: {cause}", path.display())]
-    Parse { path: PathBuf, cause: serde_json::Error },
+    #[error("World file {} is not valid JSON for a World: {}{cause}", path.display(), in_field(field))]
+    Parse {
+        path: PathBuf,
+        /// Where in the document: `gpus[0].gpu_instances[1].placement`, `.` for the top.
+        field: String,
+        /// Says the line and column.
+        cause: serde_json::Error,
+    },
     #[error("World file {} is inconsistent: {problem}", path.display())]
     Invalid { path: PathBuf, problem: String },
     #[error("cannot write World file {}: {cause}", path.display())]
@@ -23,10 +29,15 @@ pub enum WorldFileError {
 impl World {
     /// Parses and validates a World from JSON text; `path` only names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<World, WorldFileError> {
-        let world: World = serde_json::from_str(text).map_err(|cause| WorldFileError::Parse {
+        let parse_error = |field: String, cause| WorldFileError::Parse {
             path: path.to_path_buf(),
+            field,
             cause,
-        })?;
+        };
+        let mut json = serde_json::Deserializer::from_str(text);
+        let world: World = serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| parse_error(e.path().to_string(), e.into_inner()))?;
+        json.end().map_err(|cause| parse_error(".".into(), cause))?;
         world.validate().map_err(|problem| WorldFileError::Invalid {
             path: path.to_path_buf(),
             problem,
@@ -234,6 +245,15 @@ impl WorldCache {
     }
 }
 
+/// `gpus[0].index: ` before a parse error's message, nothing for the top level.
+fn in_field(field: &str) -> String {
+    if field == "." {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
 fn check_ratio(v: f64, name: &str) -> Result<(), String> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
@@ -286,6 +306,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("hostnme"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_and_the_line() {
+        let p = Path::new("/tmp/x/world.json");
+        let text = World::new("n", Product::H100_80GB, 1)
+            .to_json()
+            .replace("\"persistence_mode\": true", "\"persistence_mode\": \"yes\"");
+        let line = 1 + text.lines().position(|l| l.contains("persistence_mode")).unwrap();
+        let e = World::from_json(&text, p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("World file /tmp/x/world.json is not valid JSON for a World: ")
+                && e.contains("gpus[0].persistence_mode: invalid type: string \"yes\", expected a boolean")
+                && e.contains(&format!("at line {line} column 31")),
+            "{e}"
+        );
+        let valid = World::new("n", Product::H100_80GB, 1).to_json();
+        let e = World::from_json(&format!("{valid} x"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("World: trailing characters at line"), "{e}");
     }
 
     #[test]

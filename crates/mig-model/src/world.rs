@@ -57,6 +57,16 @@ pub struct Faults {
     /// those of the moment the fault was first seen, with that timestamp.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dcgm_stale_data: bool,
+    /// fake-nvml: nanoseconds added to the GPM sample clock, as a GPU timer
+    /// that jumps (negative: backwards). Counters keep advancing in real
+    /// time, so the pair of samples that spans a change of it gives a
+    /// garbage rate, as the hardware would.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpm_clock_offset_ns: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Faults {

@@ -12,6 +12,11 @@
 //! one deadline, on a small runtime of its own: a missing socket or a kubelet
 //! that does not answer costs one deadline and marks the source down, and
 //! never touches the geometry read the same poll.
+//!
+//! While the kubelet does not answer, owners are left out (they are values
+//! read from it, and a value that could not be read is not served), but the
+//! last advertisement it answered with is kept for `advertised_mismatch`:
+//! see [`KubeletSource::advertised`].
 
 pub mod proto;
 
@@ -50,6 +55,7 @@ pub struct KubeletSource {
     socket: PathBuf,
     timeout: Duration,
     runtime: tokio::runtime::Runtime,
+    advertised: Option<Advertised>,
 }
 
 impl std::fmt::Debug for KubeletSource {
@@ -72,6 +78,7 @@ impl KubeletSource {
             socket,
             timeout,
             runtime,
+            advertised: None,
         })
     }
 
@@ -85,7 +92,7 @@ impl KubeletSource {
     pub fn read(&mut self) -> anyhow::Result<KubeletReading> {
         let socket = self.socket.clone();
         let timeout = self.timeout;
-        self.runtime.block_on(async move {
+        let result = self.runtime.block_on(async move {
             match tokio::time::timeout(timeout, fetch(&socket)).await {
                 Ok(result) => result,
                 Err(_) => Err(anyhow::anyhow!(
@@ -93,7 +100,34 @@ impl KubeletSource {
                     socket.display()
                 )),
             }
-        })
+        });
+        match &result {
+            Ok(reading) => {
+                self.advertised = reading.allocatable.as_ref().map(Advertised::from_allocatable);
+            }
+            Err(_) => {
+                if let Some(advertised) = &mut self.advertised {
+                    advertised.held = true;
+                }
+            }
+        }
+        result
+    }
+
+    /// What `advertised_mismatch` is judged on: the devices the kubelet
+    /// advertised in its latest answer, kept (with `held` set) through the
+    /// reads that fail after it. `None` before the first answer and after
+    /// an answer without `GetAllocatableResources`.
+    ///
+    /// A kubelet that does not answer says nothing new about what it
+    /// advertises, and a wrong advertisement does not fix itself while the
+    /// kubelet is down: the device plugin can only re-register once the
+    /// kubelet is back, and the next answer then shows it. Dropping the
+    /// finding instead would resolve the alert in the middle of an incident
+    /// and restart its `for:` wait each time a slow kubelet misses a poll,
+    /// so a mismatch on a struggling kubelet would never page.
+    pub fn advertised(&self) -> Option<&Advertised> {
+        self.advertised.as_ref()
     }
 }
 
@@ -206,6 +240,9 @@ pub fn owners(pods: &ListPodResourcesResponse, gpus: &[GpuSnapshot]) -> Vec<PodD
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advertised {
     pub resources: BTreeMap<String, BTreeSet<String>>,
+    /// The kubelet did not answer the latest read: this is what it
+    /// advertised when it last did.
+    pub held: bool,
 }
 
 impl Advertised {
@@ -221,7 +258,10 @@ impl Advertised {
                 .or_default()
                 .extend(d.device_ids.iter().map(|id| device_id(id).to_string()));
         }
-        Advertised { resources }
+        Advertised {
+            resources,
+            held: false,
+        }
     }
 
     /// `mixed` when any `nvidia.com/mig-*` resource is advertised.
@@ -266,6 +306,7 @@ mod tests {
     fn strategy_is_told_from_the_resource_names() {
         let of = |names: &[&str]| Advertised {
             resources: names.iter().map(|n| (n.to_string(), BTreeSet::new())).collect(),
+            held: false,
         };
         assert_eq!(of(&["nvidia.com/gpu"]).strategy(), Strategy::Single);
         assert_eq!(

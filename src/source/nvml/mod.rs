@@ -8,6 +8,7 @@
 
 pub(crate) mod raw;
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -79,6 +80,14 @@ struct Session {
     /// Each GPU's profile table (profile info and placements, about 90 calls
     /// per GPU), by UUID: fixed while the driver is loaded, so read once per session.
     profile_tables: BTreeMap<String, Arc<Vec<ProfileRow>>>,
+    /// Each GPU's UUID, name and PCI address, by index: fixed while the library is open.
+    identities: BTreeMap<u32, GpuIdentity>,
+    /// What each GPU's last poll read that its next poll may reuse, by UUID.
+    memos: BTreeMap<String, GeometryMemo>,
+    /// Driver and NVML version, and the boot id: fixed while the library is open.
+    driver_version: Option<String>,
+    nvml_version: Option<String>,
+    boot_id: Option<String>,
 }
 
 /// Expensive readings per GPU UUID, refreshed on the slow cadence.
@@ -142,12 +151,21 @@ impl NvmlSource {
                 None
             }
         };
+        let driver_version = nvml.sys_driver_version().ok();
+        let nvml_version = nvml.sys_nvml_version().ok();
         Ok(Session {
             xid,
             nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
             slow: SlowReadings::default(),
             profile_tables: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            memos: BTreeMap::new(),
+            driver_version,
+            nvml_version,
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_string()),
         })
     }
 }
@@ -191,7 +209,15 @@ impl Session {
             let device = nvml
                 .device_by_index(index)
                 .with_context(|| format!("GPU {index}: nvmlDeviceGetHandleByIndex"))?;
-            let mut gpu = read_gpu(nvml, &device, index, tables).with_context(|| format!("GPU {index}"))?;
+            let identity = match self.identities.entry(index) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(slot) => {
+                    slot.insert(GpuIdentity::read(&device).with_context(|| format!("GPU {index}"))?)
+                }
+            };
+            let memo = self.memos.entry(identity.uuid.clone()).or_default();
+            let mut gpu = read_gpu(nvml, &device, index, identity, tables, memo)
+                .with_context(|| format!("GPU {index}"))?;
             if slow_due {
                 let values = read_slow(&device, options.pcie_throughput);
                 self.slow.per_gpu.insert(gpu.uuid.clone(), values);
@@ -212,11 +238,9 @@ impl Session {
         }
         Ok(NodeReading {
             hostname: hostname(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .ok()
-                .map(|s| s.trim().to_string()),
-            driver_version: nvml.sys_driver_version().ok(),
-            nvml_version: nvml.sys_nvml_version().ok(),
+            boot_id: self.boot_id.clone(),
+            driver_version: self.driver_version.clone(),
+            nvml_version: self.nvml_version.clone(),
             gpus,
         })
     }
@@ -259,36 +283,91 @@ fn optional<T>(result: Result<T, NvmlError>) -> Result<Option<T>, NvmlError> {
     }
 }
 
+/// What stays fixed for a GPU index while the library is open.
+struct GpuIdentity {
+    uuid: String,
+    name: String,
+    pci_bus_id: String,
+    /// `nvmlDeviceGetMaxMigDeviceCount`, read at the first poll with MIG on.
+    max_mig_devices: Option<u32>,
+}
+
+impl GpuIdentity {
+    fn read(device: &Device) -> anyhow::Result<GpuIdentity> {
+        Ok(GpuIdentity {
+            uuid: device.uuid().context("nvmlDeviceGetUUID")?,
+            name: device.name().context("nvmlDeviceGetName")?,
+            pci_bus_id: device.pci_info().context("nvmlDeviceGetPciInfo")?.bus_id,
+            max_mig_devices: None,
+        })
+    }
+}
+
+/// What the last poll of a GPU read that stays true until its geometry
+/// changes, so the next poll need not ask again. Each entry is used only
+/// where its key matches a fresh reading.
+#[derive(Default)]
+struct GeometryMemo {
+    /// Remaining capacity per profile-table row, for this MIG mode and GI list
+    /// (it depends on nothing else).
+    remaining: Option<(bool, Vec<raw::GiInfo>, Vec<u32>)>,
+    /// `(GI id, CI id)` of each MIG device by its UUID: fixed for the device's life.
+    mig_ids: BTreeMap<String, (u32, u32)>,
+    /// Each GI's compute instances by GI id, with the GI and its MIG devices'
+    /// UUIDs (in CI order) they were read with. A compute instance recreated
+    /// in place gets a new MIG UUID on drivers since R470, so the same GI with
+    /// the same UUIDs has the same compute instances.
+    compute_instances: BTreeMap<u32, (raw::GiInfo, Vec<String>, Vec<raw::CiInfo>)>,
+}
+
 fn read_gpu(
     nvml: &Nvml,
     device: &Device,
     index: u32,
+    identity: &mut GpuIdentity,
     tables: &mut BTreeMap<String, Arc<Vec<ProfileRow>>>,
+    memo: &mut GeometryMemo,
 ) -> anyhow::Result<GpuSnapshot> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
-    let uuid = device.uuid().context("nvmlDeviceGetUUID")?;
-    let name = device.name().context("nvmlDeviceGetName")?;
-    let pci = device.pci_info().context("nvmlDeviceGetPciInfo")?;
     let memory = device.memory_info().context("nvmlDeviceGetMemoryInfo")?;
     let (mig_current, mig_pending) = match optional(device.mig_mode()).context("nvmlDeviceGetMigMode")? {
         Some(mode) => (mode.current != 0, mode.pending != 0),
         None => (false, false),
     };
 
-    let table = match tables.get(&uuid) {
+    let table = match tables.get(&identity.uuid) {
         Some(table) => table.clone(),
         None => {
             let table = Arc::new(profile_table(nvml, handle).context("GPU instance profiles")?);
-            tables.insert(uuid.clone(), table.clone());
+            tables.insert(identity.uuid.clone(), table.clone());
             table
         }
     };
     let memory_slots = table.iter().map(|p| p.memory_slots).max().unwrap_or(0);
-    let geometry = if mig_current {
-        consistent_geometry(nvml, device, &table)?
+    let (geometry, remaining) = if mig_current {
+        let max_mig_devices = match identity.max_mig_devices {
+            Some(max) => max,
+            None => *identity.max_mig_devices.insert(
+                device
+                    .mig_device_count()
+                    .context("nvmlDeviceGetMaxMigDeviceCount")?,
+            ),
+        };
+        consistent_geometry(nvml, device, max_mig_devices, &table, memo)?
     } else {
-        Vec::new()
+        let remaining = match &memo.remaining {
+            Some((false, _, remaining)) => remaining.clone(),
+            _ => {
+                let remaining = remaining_capacities(nvml, handle, &table)?;
+                *memo = GeometryMemo {
+                    remaining: Some((false, Vec::new(), remaining.clone())),
+                    ..GeometryMemo::default()
+                };
+                remaining
+            }
+        };
+        (Vec::new(), remaining)
     };
     let mut compute_slices_used = 0;
     let mut slot_mask = 0u64;
@@ -298,27 +377,24 @@ fn read_gpu(
     }
     let profiles = table
         .iter()
-        .map(|p| {
-            let remaining = raw::remaining_capacity(nvml, handle, p.id)
-                .with_context(|| format!("nvmlDeviceGetGpuInstanceRemainingCapacity({})", p.id))?;
-            Ok(ProfileCapacity {
-                id: p.id,
-                name: p.name.clone(),
-                compute_slices: p.compute_slices,
-                memory_slices: p.memory_slots,
-                memory_bytes: p.memory_mib * MIB,
-                sm_count: p.sm_count,
-                max_instances: p.max_instances,
-                remaining_instances: remaining,
-            })
+        .zip(remaining)
+        .map(|(p, remaining)| ProfileCapacity {
+            id: p.id,
+            name: p.name.clone(),
+            compute_slices: p.compute_slices,
+            memory_slices: p.memory_slots,
+            memory_bytes: p.memory_mib * MIB,
+            sm_count: p.sm_count,
+            max_instances: p.max_instances,
+            remaining_instances: remaining,
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect();
 
     Ok(GpuSnapshot {
         index,
-        uuid,
-        name,
-        pci_bus_id: pci.bus_id,
+        uuid: identity.uuid.clone(),
+        name: identity.name.clone(),
+        pci_bus_id: identity.pci_bus_id.clone(),
         memory_total_bytes: memory.total,
         mig_current,
         mig_pending,
@@ -330,6 +406,21 @@ fn read_gpu(
         gpu_instances: geometry,
         health: read_health(nvml, device, mig_current, memory.used)?,
     })
+}
+
+/// How many more GPU instances of each profile-table row fit now.
+fn remaining_capacities(
+    nvml: &Nvml,
+    handle: nvml_wrapper_sys::bindings::nvmlDevice_t,
+    table: &[ProfileRow],
+) -> anyhow::Result<Vec<u32>> {
+    table
+        .iter()
+        .map(|p| {
+            raw::remaining_capacity(nvml, handle, p.id)
+                .with_context(|| format!("nvmlDeviceGetGpuInstanceRemainingCapacity({})", p.id))
+        })
+        .collect()
 }
 
 /// One GPU-instance profile as NVML describes it.
@@ -379,16 +470,23 @@ fn profile_table(
     Ok(rows)
 }
 
-/// The GPU's instances, read until two reads agree, so a reconfiguration
-/// while reading yields the old or the new layout, never a mix.
+/// The GPU's instances (and each profile's remaining capacity), read so that
+/// a reconfiguration while reading yields the old or the new layout, never a
+/// mix: the GI list is taken, everything else read through it, and the list
+/// checked again; a change reads it all again. What `memo` kept from the last
+/// poll is used where its key still matches, and `memo` is updated.
 fn consistent_geometry(
     nvml: &Nvml,
     device: &Device,
+    max_mig_devices: u32,
     table: &[ProfileRow],
-) -> anyhow::Result<Vec<GpuInstanceSnapshot>> {
+    memo: &mut GeometryMemo,
+) -> anyhow::Result<(Vec<GpuInstanceSnapshot>, Vec<u32>)> {
+    // SAFETY: the handle is used only while `nvml` lives, within this poll.
+    let handle = unsafe { device.handle() };
     let mut last_error = None;
     for _ in 0..GEOMETRY_ATTEMPTS {
-        let before = match gi_list(nvml, device, table) {
+        let before = match gi_list(nvml, handle, table) {
             Ok(list) => list,
             Err(e) if is_gpu_gone(&e) => return Err(explain(e)).context("GPU instances"),
             Err(e) => {
@@ -396,23 +494,73 @@ fn consistent_geometry(
                 continue;
             }
         };
-        match read_instances(nvml, device, table, &before) {
-            Ok(geometry) => {
-                let after = gi_list(nvml, device, table).context("GPU instances")?;
-                if after == before && geometry_is_complete(&geometry) {
-                    return Ok(geometry);
-                }
-                tracing::debug!("MIG geometry changed while being read; reading again");
+        let geometry = read_instances(nvml, device, max_mig_devices, &before, memo);
+        let geometry = match geometry {
+            Ok(Some(geometry)) => geometry,
+            Ok(None) => {
+                tracing::debug!("MIG devices do not match the compute instances; reading again");
+                *memo = GeometryMemo::default();
+                continue;
             }
             Err(e) if is_gpu_gone(&e) => return Err(explain(e)).context("compute instances"),
             // An instance vanished between listing and reading it: read again.
-            Err(e) => last_error = Some(e),
+            Err(e) => {
+                last_error = Some(e);
+                *memo = GeometryMemo::default();
+                continue;
+            }
+        };
+        let known = match &memo.remaining {
+            Some((true, list, remaining)) if list.iter().eq(before.iter().map(|gi| &gi.info)) => {
+                Some(remaining.clone())
+            }
+            _ => None,
+        };
+        let unchanged = match known {
+            // Same list as the last poll: a GI destroyed since it was listed now
+            // fails or reads as another instance. One created since has no compute
+            // instance here (read_instances rejects MIG devices of unlisted GIs),
+            // so leaving it out publishes the layout as it was when listed.
+            Some(remaining) => gis_unchanged(nvml, &before)
+                .context("nvmlGpuInstanceGetInfo")?
+                .then_some(remaining),
+            // Capacity read now would count a GI created since, so the whole list is compared.
+            None => {
+                let remaining = remaining_capacities(nvml, handle, table)?;
+                let after = gi_list(nvml, handle, table).context("GPU instances")?;
+                after
+                    .iter()
+                    .map(|gi| gi.info)
+                    .eq(before.iter().map(|gi| gi.info))
+                    .then(|| {
+                        let list = before.iter().map(|gi| gi.info).collect();
+                        memo.remaining = Some((true, list, remaining.clone()));
+                        remaining
+                    })
+            }
+        };
+        if let Some(remaining) = unchanged {
+            return Ok((geometry, remaining));
         }
+        tracing::debug!("MIG geometry changed while being read; reading again");
+        *memo = GeometryMemo::default();
     }
     match last_error {
         Some(e) => Err(e).context("MIG geometry kept changing while being read"),
         None => Err(anyhow!("MIG geometry kept changing while being read")),
     }
+}
+
+/// Whether every listed GPU instance is still what the list says.
+fn gis_unchanged(nvml: &Nvml, listed: &[ListedGi<'_>]) -> Result<bool, NvmlError> {
+    for gi in listed {
+        match raw::gpu_instance_info(nvml, gi.handle) {
+            Ok(now) if now == gi.info => {}
+            Ok(_) | Err(NvmlError::InvalidArg | NvmlError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Says what to do about the one failure an operator can fix on the spot.
@@ -433,116 +581,162 @@ fn is_gpu_gone(e: &NvmlError) -> bool {
     )
 }
 
-/// Every CI must have its MIG device; a missing one means the layout moved.
-fn geometry_is_complete(geometry: &[GpuInstanceSnapshot]) -> bool {
-    geometry
-        .iter()
-        .flat_map(|gi| &gi.compute_instances)
-        .all(|ci| !ci.mig_uuid.is_empty())
+/// A listed GPU instance: its handle, what it is, and its profile's row.
+struct ListedGi<'t> {
+    handle: nvml_wrapper_sys::bindings::nvmlGpuInstance_t,
+    info: raw::GiInfo,
+    profile: &'t ProfileRow,
 }
 
-fn gi_list(nvml: &Nvml, device: &Device, table: &[ProfileRow]) -> Result<Vec<raw::GiInfo>, NvmlError> {
-    // SAFETY: the handle is used only while `nvml` lives, within this poll.
-    let handle = unsafe { device.handle() };
+/// The GPU's instances, by id.
+fn gi_list<'t>(
+    nvml: &Nvml,
+    handle: nvml_wrapper_sys::bindings::nvmlDevice_t,
+    table: &'t [ProfileRow],
+) -> Result<Vec<ListedGi<'t>>, NvmlError> {
     let mut list = Vec::new();
     for profile in table {
-        for (_, info) in raw::gpu_instances(nvml, handle, profile.id, profile.max_instances)? {
-            list.push(info);
+        for (gi_handle, info) in raw::gpu_instances(nvml, handle, profile.id, profile.max_instances)? {
+            list.push(ListedGi {
+                handle: gi_handle,
+                info,
+                profile,
+            });
         }
     }
-    list.sort_by_key(|gi| gi.id);
+    list.sort_by_key(|gi| gi.info.id);
     Ok(list)
 }
 
+/// Old drivers' MIG UUIDs (`MIG-GPU-<gpu>/<gi>/<ci>`) name a place, not an
+/// instance: a compute instance recreated there keeps the UUID.
+fn names_one_instance(mig_uuid: &str) -> bool {
+    !mig_uuid.starts_with("MIG-GPU-")
+}
+
+/// The listed GPU instances with their compute instances and MIG devices;
+/// `None` when the MIG devices and compute instances do not match (the layout
+/// moved while being read). Keeps in `memo` what the next poll may reuse.
 fn read_instances(
     nvml: &Nvml,
     device: &Device,
-    table: &[ProfileRow],
-    listed: &[raw::GiInfo],
-) -> Result<Vec<GpuInstanceSnapshot>, NvmlError> {
-    // SAFETY: the handle is used only while `nvml` lives, within this poll.
-    let handle = unsafe { device.handle() };
+    max_mig_devices: u32,
+    listed: &[ListedGi<'_>],
+    memo: &mut GeometryMemo,
+) -> Result<Option<Vec<GpuInstanceSnapshot>>, NvmlError> {
     // MIG devices (one per compute instance): UUID and memory by (GI, CI).
     let mut mig_devices = BTreeMap::new();
-    let max = device.mig_device_count()?;
-    for index in 0..max {
+    for index in 0..max_mig_devices {
         let mig = match device.mig_device_by_index(index) {
             Ok(mig) => mig,
             Err(NvmlError::NotFound) => continue,
             Err(e) => return Err(e),
         };
-        // SAFETY: as above.
-        let ids = raw::mig_device_ids(nvml, unsafe { mig.handle() })?;
-        mig_devices.insert(ids, (mig.uuid()?, mig.memory_info()?));
+        let uuid = mig.uuid()?;
+        let ids = match memo.mig_ids.get(&uuid) {
+            Some(&ids) if names_one_instance(&uuid) => ids,
+            _ => {
+                // SAFETY: the handle is used only while `nvml` lives, within this poll.
+                let ids = raw::mig_device_ids(nvml, unsafe { mig.handle() })?;
+                memo.mig_ids.insert(uuid.clone(), ids);
+                ids
+            }
+        };
+        mig_devices.insert(ids, (uuid, mig.memory_info()?.used));
+    }
+    if memo.mig_ids.len() > mig_devices.len() {
+        memo.mig_ids
+            .retain(|uuid, ids| mig_devices.get(ids).is_some_and(|(u, _)| u == uuid));
     }
 
     let mut out = Vec::with_capacity(listed.len());
-    for profile in table {
-        for (gi_handle, info) in raw::gpu_instances(nvml, handle, profile.id, profile.max_instances)? {
-            let ci_profiles = match profile.ci_profiles.get() {
-                Some(known) => known,
-                None => {
-                    let mut read = Vec::new();
-                    for index in 0..NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
-                        if let Some(p) = optional(raw::ci_profile_info(nvml, gi_handle, index))? {
-                            read.push((p.id, p.name, p.instance_count));
-                        }
+    let mut mig_devices_placed = 0;
+    for gi in listed {
+        let profile = gi.profile;
+        let ci_profiles = match profile.ci_profiles.get() {
+            Some(known) => known,
+            None => {
+                let mut read = Vec::new();
+                for index in 0..NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
+                    if let Some(p) = optional(raw::ci_profile_info(nvml, gi.handle, index))? {
+                        read.push((p.id, p.name, p.instance_count));
                     }
-                    profile.ci_profiles.get_or_init(|| read)
                 }
-            };
-            let mut cis = Vec::new();
-            for &(id, _, count) in ci_profiles {
-                cis.extend(raw::compute_instances(nvml, gi_handle, id, count)?);
+                profile.ci_profiles.get_or_init(|| read)
             }
-            let ci_profiles: BTreeMap<u32, &String> =
-                ci_profiles.iter().map(|(id, name, _)| (*id, name)).collect();
-            cis.sort_by_key(|c| c.id);
-            let memory_used = cis
+        };
+        let uuids = || {
+            mig_devices
+                .range((gi.info.id, 0)..=(gi.info.id, u32::MAX))
+                .map(|(_, (uuid, _))| uuid)
+        };
+        let known = memo
+            .compute_instances
+            .get(&gi.info.id)
+            .filter(|(info, known, _)| {
+                *info == gi.info && known.iter().all(|u| names_one_instance(u)) && known.iter().eq(uuids())
+            });
+        let cis = match known {
+            Some((_, _, cis)) => cis.clone(),
+            None => {
+                let mut cis = Vec::new();
+                for &(id, _, count) in ci_profiles {
+                    cis.extend(raw::compute_instances(nvml, gi.handle, id, count)?);
+                }
+                cis.sort_by_key(|c| c.id);
+                memo.compute_instances
+                    .insert(gi.info.id, (gi.info, uuids().cloned().collect(), cis.clone()));
+                cis
+            }
+        };
+        let memory_used = cis
+            .iter()
+            .find_map(|ci| mig_devices.get(&(gi.info.id, ci.id)))
+            .map(|&(_, used)| used);
+        let mut compute_instances = Vec::with_capacity(cis.len());
+        for ci in &cis {
+            // Every compute instance has its MIG device; one without means the layout moved.
+            let Some((mig_uuid, _)) = mig_devices.get(&(gi.info.id, ci.id)) else {
+                return Ok(None);
+            };
+            mig_devices_placed += 1;
+            let name = ci_profiles
                 .iter()
-                .find_map(|ci| mig_devices.get(&(info.id, ci.id)))
-                .map(|(_, memory)| memory.used);
-            out.push(GpuInstanceSnapshot {
-                id: info.id,
-                profile_id: info.profile_id,
-                profile: profile.name.clone(),
-                placement_start: info.placement.0,
-                placement_size: info.placement.1,
-                compute_slices: profile.compute_slices,
-                memory_total_bytes: profile.memory_mib * MIB,
-                memory_used_bytes: memory_used,
-                compute_instances: cis
-                    .iter()
-                    .map(|ci| {
-                        let name = ci_profiles.get(&ci.profile_id).map_or("", |n| n.as_str());
-                        ComputeInstanceSnapshot {
-                            id: ci.id,
-                            profile_id: ci.profile_id,
-                            profile: name.strip_prefix("MIG ").unwrap_or(name).to_string(),
-                            placement_start: ci.placement.0,
-                            placement_size: ci.placement.1,
-                            mig_uuid: mig_devices
-                                .get(&(info.id, ci.id))
-                                .map(|(uuid, _)| uuid.clone())
-                                .unwrap_or_default(),
-                            activity: Activity::default(),
-                        }
-                    })
-                    .collect(),
-                memory_free_bytes: None,
+                .find(|(id, _, _)| *id == ci.profile_id)
+                .map_or("", |(_, name, _)| name.as_str());
+            compute_instances.push(ComputeInstanceSnapshot {
+                id: ci.id,
+                profile_id: ci.profile_id,
+                profile: name.strip_prefix("MIG ").unwrap_or(name).to_string(),
+                placement_start: ci.placement.0,
+                placement_size: ci.placement.1,
+                mig_uuid: mig_uuid.clone(),
                 activity: Activity::default(),
             });
         }
+        out.push(GpuInstanceSnapshot {
+            id: gi.info.id,
+            profile_id: gi.info.profile_id,
+            profile: profile.name.clone(),
+            placement_start: gi.info.placement.0,
+            placement_size: gi.info.placement.1,
+            compute_slices: profile.compute_slices,
+            memory_total_bytes: profile.memory_mib * MIB,
+            memory_used_bytes: memory_used,
+            compute_instances,
+            memory_free_bytes: None,
+            activity: Activity::default(),
+        });
     }
-    out.sort_by_key(|gi| gi.id);
-    if out
-        .iter()
-        .map(|gi| (gi.id, gi.profile_id))
-        .ne(listed.iter().map(|gi| (gi.id, gi.profile_id)))
-    {
-        return Err(NvmlError::NotFound);
+    if memo.compute_instances.len() > listed.len() {
+        memo.compute_instances
+            .retain(|id, _| listed.iter().any(|gi| gi.info.id == *id));
     }
-    Ok(out)
+    // A MIG device of no listed compute instance belongs to a layout the list has not seen.
+    if mig_devices_placed != mig_devices.len() {
+        return Ok(None);
+    }
+    Ok(Some(out))
 }
 
 fn read_health(

@@ -103,7 +103,7 @@ pub fn remaining_capacity(nvml: &Nvml, device: nvmlDevice_t, profile_id: u32) ->
     Ok(count)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GiInfo {
     pub id: u32,
     pub profile_id: u32,
@@ -118,27 +118,27 @@ pub fn gpu_instances(
     max: u32,
 ) -> Result<Vec<(nvmlGpuInstance_t, GiInfo)>, NvmlError> {
     let list = sym(&nvml.lib().nvmlDeviceGetGpuInstances, "nvmlDeviceGetGpuInstances")?;
-    let info_of = sym(&nvml.lib().nvmlGpuInstanceGetInfo, "nvmlGpuInstanceGetInfo")?;
     let mut handles: Vec<nvmlGpuInstance_t> = vec![ptr::null_mut(); max.max(1) as usize];
     let mut count: c_uint = 0;
     nvml_try(unsafe { list(device, profile_id, handles.as_mut_ptr(), &mut count) })?;
     handles.truncate((count as usize).min(handles.len()));
     handles
         .into_iter()
-        .map(|gi| {
-            // SAFETY: zeroed is valid for this plain C struct.
-            let mut info: nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
-            nvml_try(unsafe { info_of(gi, &mut info) })?;
-            Ok((
-                gi,
-                GiInfo {
-                    id: info.id,
-                    profile_id: info.profileId,
-                    placement: (info.placement.start, info.placement.size),
-                },
-            ))
-        })
+        .map(|gi| Ok((gi, gpu_instance_info(nvml, gi)?)))
         .collect()
+}
+
+/// `nvmlGpuInstanceGetInfo`: what the GPU instance behind `gi` is now.
+pub fn gpu_instance_info(nvml: &Nvml, gi: nvmlGpuInstance_t) -> Result<GiInfo, NvmlError> {
+    let info_of = sym(&nvml.lib().nvmlGpuInstanceGetInfo, "nvmlGpuInstanceGetInfo")?;
+    // SAFETY: zeroed is valid for this plain C struct.
+    let mut info: nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
+    nvml_try(unsafe { info_of(gi, &mut info) })?;
+    Ok(GiInfo {
+        id: info.id,
+        profile_id: info.profileId,
+        placement: (info.placement.start, info.placement.size),
+    })
 }
 
 pub struct CiProfileInfo {
@@ -179,17 +179,9 @@ pub fn gpu_instance_by_id(nvml: &Nvml, device: nvmlDevice_t, id: u32) -> Result<
         &nvml.lib().nvmlDeviceGetGpuInstanceById,
         "nvmlDeviceGetGpuInstanceById",
     )?;
-    let info_of = sym(&nvml.lib().nvmlGpuInstanceGetInfo, "nvmlGpuInstanceGetInfo")?;
     let mut gi: nvmlGpuInstance_t = ptr::null_mut();
     nvml_try(unsafe { by_id(device, id, &mut gi) })?;
-    // SAFETY: zeroed is valid for this plain C struct.
-    let mut info: nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
-    nvml_try(unsafe { info_of(gi, &mut info) })?;
-    Ok(GiInfo {
-        id: info.id,
-        profile_id: info.profileId,
-        placement: (info.placement.start, info.placement.size),
-    })
+    gpu_instance_info(nvml, gi)
 }
 
 /// The compute instances of one profile inside a GPU instance.
@@ -393,8 +385,10 @@ pub fn gpm_metrics(
     }
     let nvml = &first.nvml;
     let f = sym(&nvml.lib().nvmlGpmMetricsGet, "nvmlGpmMetricsGet")?;
+    // On the stack (4 kB): a heap block this size makes glibc consolidate its
+    // free lists on every call.
     // SAFETY: zeroed is valid for this plain C struct (null pointers, zero ids).
-    let mut request: Box<nvmlGpmMetricsGet_t> = Box::new(unsafe { std::mem::zeroed() });
+    let mut request: nvmlGpmMetricsGet_t = unsafe { std::mem::zeroed() };
     if metric_ids.len() > request.metrics.len() {
         return Err(NvmlError::InvalidArg);
     }
@@ -405,7 +399,7 @@ pub fn gpm_metrics(
     for (metric, &id) in request.metrics.iter_mut().zip(metric_ids) {
         metric.metricId = id;
     }
-    nvml_try(unsafe { f(&mut *request) })?;
+    nvml_try(unsafe { f(&mut request) })?;
     Ok(request.metrics[..metric_ids.len()]
         .iter()
         .map(|m| nvml_try(m.nvmlReturn).map(|()| m.value))

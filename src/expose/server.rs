@@ -1,0 +1,505 @@
+//! The HTTP/1.1 server under the router: limits against slow or huge
+//! requests, and TLS and basic authentication from `--web.config.file`.
+//!
+//! Without a web config a request costs what it did with `axum::serve`: the
+//! checks below are a few header lookups, with no lock and no allocation.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::web_config::{WebConfig, WebConfigError};
+
+/// Request heads larger than this get 431: a scrape's head is a few hundred bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Request heads with more header lines than this get 431.
+pub const MAX_HEADERS: usize = 64;
+/// How long a successful basic-auth check is remembered, so that a scrape
+/// does not pay a bcrypt verification (tens of milliseconds of CPU at cost 10) every time.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
+const AUTH_CACHE_ENTRIES: usize = 256;
+
+/// Limits on connections and requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for a request's head, the time a kept-alive connection
+    /// sits idle included, and for a TLS handshake; then the connection closes.
+    pub read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open
+/// connections finish their request (for at most `read_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    web: Option<Arc<WebConfigFile>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    let http = Arc::new(http);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            http: http.clone(),
+            router: router.clone(),
+            web: web.clone(),
+            read_timeout: limits.read_timeout,
+        };
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            connection.serve(stream, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.read_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("connections still open at shutdown are closed");
+    }
+}
+
+struct Connection {
+    http: Arc<hyper::server::conn::http1::Builder>,
+    router: Router,
+    web: Option<Arc<WebConfigFile>>,
+    read_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
+        let Some(web) = self.web.clone() else {
+            let router = self.router;
+            let service = hyper::service::service_fn(move |req| plain(router.clone(), req));
+            let _ = watcher
+                .watch(self.http.serve_connection(TokioIo::new(stream), service))
+                .await;
+            return;
+        };
+        // The config is re-read when its files change, so certificates can
+        // be replaced on disk; a config that became invalid refuses connections.
+        let Ok(active) = web.current() else { return };
+        let router = self.router;
+        let service = hyper::service::service_fn(move |req| guarded(web.clone(), router.clone(), req));
+        match &active.tls {
+            None => {
+                let _ = watcher
+                    .watch(self.http.serve_connection(TokioIo::new(stream), service))
+                    .await;
+            }
+            Some(acceptor) => match tokio::time::timeout(self.read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = watcher
+                        .watch(self.http.serve_connection(TokioIo::new(tls), service))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            },
+        }
+    }
+}
+
+async fn plain(router: Router, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if let Some(refused) = refuse_body(&req) {
+        return Ok(refused);
+    }
+    router.oneshot(req).await
+}
+
+async fn guarded(
+    web: Arc<WebConfigFile>,
+    router: Router,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let Ok(active) = web.current() else {
+        return Ok((StatusCode::INTERNAL_SERVER_ERROR, "the web config is not valid\n").into_response());
+    };
+    let mut response = if !web
+        .authorized(&active, req.headers().get(header::AUTHORIZATION))
+        .await
+    {
+        let mut r = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        r
+    } else if let Some(refused) = refuse_body(&req) {
+        refused
+    } else {
+        router.oneshot(req).await?
+    };
+    for (name, value) in &active.config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(response)
+}
+
+/// No endpoint reads a body: a GET or HEAD that brings one gets 413 (other
+/// methods get the router's 405).
+fn refuse_body<B>(req: &Request<B>) -> Option<Response<Body>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    has_body.then(|| {
+        let mut r = (StatusCode::PAYLOAD_TOO_LARGE, "requests take no body\n").into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    })
+}
+
+/// User name and password of an `Authorization: Basic …` header.
+pub fn basic_credentials(header: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (scheme, encoded) = header.split_at(header.iter().position(|b| *b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
+}
+
+/// The web config as it is now: re-read when the file or a file it names
+/// changes (checked on each connection and request by their modification
+/// time, size and inode, without a lock).
+pub struct WebConfigFile {
+    path: PathBuf,
+    tls_at_start: bool,
+    loaded: ArcSwap<Loaded>,
+    reload: Mutex<()>,
+    /// Successful checks (a digest of user, hash and password) until when they hold.
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// One bcrypt verification at a time: a flood of wrong passwords costs one core, not all.
+    bcrypt: Semaphore,
+}
+
+struct Loaded {
+    stamps: Vec<(PathBuf, Option<Stamp>)>,
+    active: Result<Arc<Active>, Arc<str>>,
+}
+
+/// What identifies a version of a file cheaply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode,
+    })
+}
+
+/// A loaded config with its TLS acceptor and users ready to check.
+pub struct Active {
+    pub config: WebConfig,
+    tls: Option<TlsAcceptor>,
+    users: Vec<User>,
+}
+
+struct User {
+    name_digest: [u8; 32],
+    hash: String,
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+impl Active {
+    fn build(config: WebConfig, path: &Path) -> Result<Active, WebConfigError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(settings) => {
+                let server = settings.server_config().map_err(|message| WebConfigError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    message: format!("tls_server_config: {message}"),
+                })?;
+                Some(TlsAcceptor::from(Arc::new(server)))
+            }
+        };
+        let users = config
+            .users
+            .iter()
+            .map(|(name, hash)| User {
+                name_digest: sha256(&[name.as_bytes()]),
+                hash: hash.clone(),
+            })
+            .collect();
+        Ok(Active { config, tls, users })
+    }
+}
+
+impl WebConfigFile {
+    /// Reads the config and everything it names; any error stops the start.
+    pub fn open(path: &Path) -> Result<WebConfigFile, WebConfigError> {
+        let stamps = Self::stamps_of(path, None);
+        let config = WebConfig::load(path)?;
+        let stamps = Self::stamps_of(path, Some(&config))
+            .into_iter()
+            .chain(stamps)
+            .collect();
+        let tls_at_start = config.tls.is_some();
+        let active = Active::build(config, path)?;
+        Ok(WebConfigFile {
+            path: path.to_path_buf(),
+            tls_at_start,
+            loaded: ArcSwap::from_pointee(Loaded {
+                stamps,
+                active: Ok(Arc::new(active)),
+            }),
+            reload: Mutex::new(()),
+            verified: Mutex::default(),
+            bcrypt: Semaphore::new(1),
+        })
+    }
+
+    /// Whether connections are TLS (decided at start, as in the toolkit).
+    pub fn tls(&self) -> bool {
+        self.tls_at_start
+    }
+
+    fn stamps_of(path: &Path, config: Option<&WebConfig>) -> Vec<(PathBuf, Option<Stamp>)> {
+        let files = config.map(WebConfig::files).unwrap_or_else(|| vec![path]);
+        files.into_iter().map(|p| (p.to_path_buf(), stamp(p))).collect()
+    }
+
+    /// The config now, re-read first when one of its files changed.
+    pub fn current(&self) -> Result<Arc<Active>, Arc<str>> {
+        let loaded = self.loaded.load();
+        if loaded.stamps.iter().all(|(path, was)| stamp(path) == *was) {
+            return loaded.active.clone();
+        }
+        let _one_reload = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = self.loaded.load();
+        if loaded.stamps.iter().all(|(path, was)| stamp(path) == *was) {
+            return loaded.active.clone();
+        }
+        let fresh = self.load();
+        let active = fresh.active.clone();
+        self.loaded.store(Arc::new(fresh));
+        active
+    }
+
+    fn load(&self) -> Loaded {
+        // Stamped before reading: a change while reading is seen next time.
+        let mut stamps = Self::stamps_of(&self.path, None);
+        let active = WebConfig::load(&self.path).and_then(|config| {
+            stamps.extend(Self::stamps_of(&self.path, Some(&config)));
+            if config.tls.is_some() != self.tls_at_start {
+                return Err(WebConfigError {
+                    path: self.path.clone(),
+                    line: None,
+                    message: "TLS cannot be turned on or off while running; restart the exporter".into(),
+                });
+            }
+            Active::build(config, &self.path)
+        });
+        match active {
+            Ok(active) => {
+                tracing::info!(file = %self.path.display(), "web config reloaded");
+                Loaded {
+                    stamps,
+                    active: Ok(Arc::new(active)),
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}; refusing connections until it is fixed");
+                Loaded {
+                    stamps,
+                    active: Err(e.to_string().into()),
+                }
+            }
+        }
+    }
+
+    /// Whether the request may pass: always without users, else when its
+    /// basic-auth credentials match a user's bcrypt hash.
+    async fn authorized(&self, active: &Active, header: Option<&HeaderValue>) -> bool {
+        let Some(first) = active.users.first() else {
+            return true;
+        };
+        let Some((name, password)) = header.and_then(|h| basic_credentials(h.as_bytes())) else {
+            return false;
+        };
+        let name_digest = sha256(&[&name]);
+        // Every name is compared, in constant time, so timing tells nothing about them.
+        let mut matched = None;
+        for user in &active.users {
+            if bool::from(user.name_digest.ct_eq(&name_digest)) {
+                matched = Some(user);
+            }
+        }
+        // An unknown user costs a bcrypt check too, so it cannot be told apart by time.
+        let hash = matched.unwrap_or(first).hash.clone();
+        let key = sha256(&[&name, hash.as_bytes(), &password]);
+        let now = Instant::now();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if matched.is_some() && verified.get(&key).is_some_and(|until| *until > now) {
+                return true;
+            }
+        }
+        let Ok(_slot) = self.bcrypt.acquire().await else {
+            return false;
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+            && matched.is_some();
+        if ok {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= AUTH_CACHE_ENTRIES {
+                verified.retain(|_, until| *until > now);
+                if verified.len() >= AUTH_CACHE_ENTRIES {
+                    verified.clear();
+                }
+            }
+            verified.insert(key, now + AUTH_CACHE_TTL);
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pa:ss")
+        );
+        assert_eq!(
+            basic_credentials(header.as_bytes()),
+            Some((b"alice".to_vec(), b"pa:ss".to_vec())),
+            "the password may hold colons"
+        );
+        assert_eq!(basic_credentials(b"Bearer abc"), None);
+        assert_eq!(basic_credentials(b"Basic !!!"), None);
+        assert_eq!(basic_credentials(b"Basic"), None);
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderValue {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_verified_password_is_remembered_and_a_wrong_one_never_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        let hash = bcrypt::hash("right", 10).unwrap();
+        std::fs::write(
+            &path,
+            format!("basic_auth_users:\n  alice: {hash}\n  bob: {hash}\n"),
+        )
+        .unwrap();
+        let web = WebConfigFile::open(&path).unwrap();
+        let active = web.current().unwrap();
+        let check = |header: Option<HeaderValue>| {
+            let (web, active) = (&web, active.clone());
+            async move { web.authorized(&active, header.as_ref()).await }
+        };
+
+        assert!(!check(None).await);
+        assert!(!check(Some(basic("alice", "wrong"))).await);
+        assert!(
+            !check(Some(basic("carol", "right"))).await,
+            "an unknown user, a known password"
+        );
+        assert!(
+            web.verified.lock().unwrap().is_empty(),
+            "failures are not remembered"
+        );
+
+        let first = Instant::now();
+        assert!(check(Some(basic("alice", "right"))).await);
+        let verifying = first.elapsed();
+        let again = Instant::now();
+        assert!(check(Some(basic("alice", "right"))).await);
+        assert!(
+            again.elapsed() * 10 < verifying,
+            "remembered: {:?} after a bcrypt check of {verifying:?}",
+            again.elapsed()
+        );
+        assert!(!check(Some(basic("bob", "wrong"))).await);
+        assert_eq!(web.verified.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn digests_separate_their_parts() {
+        assert_ne!(sha256(&[b"ab", b"c"]), sha256(&[b"a", b"bc"]));
+    }
+}

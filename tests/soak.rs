@@ -1,0 +1,733 @@
+//! The soak: the exporter in NVML mode (fake-nvml, fake-dcgm, GPM, a fake
+//! kubelet, a desired config) scraped every second by a real Prometheus for
+//! `MIG_SOAK_SECONDS` (default 120) while faults come one after another at
+//! random (`MIG_SOAK_SEED` replays a run):
+//!
+//! * **reconfigure**: a GPU instance destroyed and recreated without a
+//!   compute instance (`gi_without_ci`), or the 2g.20gb destroyed
+//!   (`profile_mismatch`), then restored with `mig-sim`;
+//! * **reboot**: `mig-sim reboot`, which takes MIG mode and every instance off
+//!   the Hopper GPUs (`mig_mode_lost`), then MIG and the layout recreated;
+//! * **host engine restart**: fake-dcgm's host engine down for a few seconds;
+//!
+//! and pods take and release MIG devices on the kubelet every second. After
+//! each fault the device plugin re-advertises the node's MIG devices.
+//!
+//! At the end it fails, with a message saying what, unless: the log has no
+//! panic; every scrape succeeded; the number of `nvidia_*` series never
+//! exceeded the bound the World's products give; no series names an
+//! instance that no longer exists; resident memory after the warm-up grew
+//! less than [`MAX_GROWTH_KIB`] along its fitted line; every drift finding was raised
+//! during a fault and cleared after it, and each fault raised the finding it
+//! should; every source is up again.
+//!
+//! Not part of `cargo test` (it takes minutes): run it with `scripts/soak.sh`,
+//! which `scripts/test.sh` does.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::kubelet::{devices, pod, FakeKubelet};
+use common::{built, edit_world, mig_sim, which, Exporter};
+use mig_exporter::source::kubelet::proto::{AllocatableResourcesResponse, PodResources};
+use mig_model::World;
+use serde_json::Value as Json;
+
+/// After the warm-up, resident memory may grow by at most this much along
+/// its least-squares line (one sample a second): the allocator alone moves
+/// it by about ±150 KiB from one sample to the next. Over the 60 s a
+/// 2-minute soak measures, that allows 256 KiB/min; a 30-minute soak holds
+/// the slope under 9 KiB/min.
+const MAX_GROWTH_KIB: f64 = 256.0;
+/// Memory samples before this are the warm-up: allocator arenas, caches
+/// and DCGM watches filling up (flat after about 50 s in the runs so far).
+const WARM_UP: Duration = Duration::from_secs(60);
+/// How long a fault holds, and how long the node is left alone after one.
+const HOLD: Duration = Duration::from_secs(3);
+const SETTLE: Duration = Duration::from_secs(3);
+/// From a change of the node to the scrape that can show it: a poll and a scrape.
+const LAG: f64 = 3.0;
+
+const GPUS: u32 = 2;
+/// Per GPU: 3g.40gb, 2g.20gb and two 1g.10gb, each with a compute instance.
+const LAYOUT: &str = "9,14,19,19";
+const CONFIG: &str = r#"version: v1
+mig-configs:
+  soak:
+    - devices: all
+      mig-enabled: true
+      mig-devices:
+        "3g.40gb": 1
+        "2g.20gb": 1
+        "1g.10gb": 2
+"#;
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// xorshift64*: reproducible from the printed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+// ------------------------------------------------------------------ Prometheus
+
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Prometheus {
+    child: Child,
+    address: String,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let program = which("prometheus")
+            .expect("prometheus is not installed: scripts/test.sh installs the Debian package `prometheus`");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: mig-exporter\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join("prometheus.log");
+        let out = File::create(&log).unwrap();
+        let child = Command::new(program)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Prometheus { child, address, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&prometheus.address, "/-/ready").is_none_or(|(s, _)| s != 200) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready in 30 s:\n{}",
+                std::fs::read_to_string(&prometheus.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    /// `data.result` of an API query.
+    fn api(&self, path: &str) -> Vec<Json> {
+        let (status, body) =
+            http_get(&self.address, path).unwrap_or_else(|| panic!("no answer from prometheus to {path}"));
+        assert_eq!(status, 200, "{path}: {body}");
+        let json: Json = serde_json::from_str(&body).unwrap();
+        json["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn query(&self, expr: &str) -> Vec<Json> {
+        self.api(&format!("/api/v1/query?query={}", url_encode(expr)))
+    }
+
+    /// One scalar of an instant query; `None` when it has no result.
+    fn scalar(&self, expr: &str) -> Option<f64> {
+        self.query(expr)
+            .first()
+            .and_then(|r| r["value"][1].as_str()?.parse().ok())
+    }
+
+    /// (labels, [(time, value)]) of every series of a range query, step 1 s.
+    fn range(&self, expr: &str, start: f64, end: f64) -> Vec<(Json, Vec<(f64, f64)>)> {
+        self.api(&format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
+            url_encode(expr)
+        ))
+        .into_iter()
+        .map(|r| {
+            let points = r["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?)))
+                .collect();
+            (r["metric"].clone(), points)
+        })
+        .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ the node
+
+/// (GPU index, MIG UUID, GI profile name) of every MIG device in the World.
+fn mig_devices(world: &Path) -> Vec<(u32, String, String)> {
+    let w = World::load(world).expect("read the World");
+    let mut out = Vec::new();
+    for gpu in &w.gpus {
+        for gi in &gpu.gpu_instances {
+            let profile = gpu.gi_profile(gi).map(|p| p.name.to_string()).unwrap_or_default();
+            for ci in &gi.compute_instances {
+                out.push((gpu.index, ci.uuid.clone(), profile.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// What the device plugin advertises (mixed strategy) for the World as it is now.
+fn advertise(kubelet: &FakeKubelet, world: &Path) {
+    let allocatable = AllocatableResourcesResponse {
+        devices: mig_devices(world)
+            .iter()
+            .map(|(_, uuid, profile)| devices(&format!("nvidia.com/mig-{profile}"), &[uuid]))
+            .collect(),
+        cpu_ids: Vec::new(),
+    };
+    kubelet.set(|a| a.allocatable = allocatable);
+}
+
+/// Pods come and go: each MIG device is held by a fresh pod with probability 1/2.
+fn churn_pods(kubelet: &FakeKubelet, world: &Path, rng: &mut Rng, round: u64) {
+    let pods: Vec<PodResources> = mig_devices(world)
+        .iter()
+        .filter(|_| rng.below(2) == 0)
+        .enumerate()
+        .map(|(n, (_, uuid, profile))| {
+            pod(
+                "soak",
+                &format!("job-{round}-{n}"),
+                "main",
+                vec![devices(&format!("nvidia.com/mig-{profile}"), &[uuid])],
+            )
+        })
+        .collect();
+    kubelet.set(|a| a.pods.pod_resources = pods);
+}
+
+/// Recreates the desired layout on every GPU from whatever is there.
+fn restore(world: &Path) {
+    let w = World::load(world).unwrap();
+    for gpu in &w.gpus {
+        let i = gpu.index.to_string();
+        if !gpu.mig.current {
+            mig_sim(world, &["-i", &i, "-mig", "1"]);
+        }
+        if !gpu.gpu_instances.is_empty() {
+            mig_sim(world, &["-i", &i, "mig", "-dci"]);
+            mig_sim(world, &["-i", &i, "mig", "-dgi"]);
+        }
+        mig_sim(world, &["-i", &i, "mig", "-cgi", LAYOUT, "-C"]);
+    }
+}
+
+/// The id of a GPU instance of `profile` on `gpu`.
+fn gi_of(world: &Path, gpu: u32, profile: u32) -> String {
+    let w = World::load(world).unwrap();
+    let gpu = w.gpu(gpu).unwrap();
+    let gi = gpu
+        .gpu_instances
+        .iter()
+        .find(|g| g.profile_id == profile)
+        .unwrap();
+    gi.id.to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    GiWithoutCi,
+    ProfileMismatch,
+    Reboot,
+    HostEngineRestart,
+}
+
+/// One fault: when it started and when the node was whole again (and
+/// re-advertised), and the finding it must raise on which GPU.
+#[derive(Debug)]
+struct Episode {
+    kind: Kind,
+    start: f64,
+    end: f64,
+    expect: Option<(u32, &'static str)>,
+}
+
+/// Injects a fault of `kind` and returns the finding it must raise.
+fn inject(world: &Path, kind: Kind, gpu: u32) -> Option<(u32, &'static str)> {
+    let i = gpu.to_string();
+    match kind {
+        Kind::GiWithoutCi => {
+            let gi = gi_of(world, gpu, 19);
+            mig_sim(world, &["-i", &i, "mig", "-dci", "-gi", &gi]);
+            mig_sim(world, &["-i", &i, "mig", "-dgi", "-gi", &gi]);
+            mig_sim(world, &["-i", &i, "mig", "-cgi", "19"]);
+            Some((gpu, "gi_without_ci"))
+        }
+        Kind::ProfileMismatch => {
+            let gi = gi_of(world, gpu, 14);
+            mig_sim(world, &["-i", &i, "mig", "-dci", "-gi", &gi]);
+            mig_sim(world, &["-i", &i, "mig", "-dgi", "-gi", &gi]);
+            Some((gpu, "profile_mismatch"))
+        }
+        Kind::Reboot => {
+            mig_sim(world, &["reboot"]);
+            Some((gpu, "mig_mode_lost"))
+        }
+        Kind::HostEngineRestart => {
+            edit_world(world, |w| w.faults.dcgm_hostengine_down = true);
+            None
+        }
+    }
+}
+
+fn heal(world: &Path, kind: Kind) {
+    match kind {
+        Kind::HostEngineRestart => edit_world(world, |w| w.faults.dcgm_hostengine_down = false),
+        _ => restore(world),
+    }
+}
+
+// ------------------------------------------------------------------ figures
+
+fn resident_kib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Least-squares slope of `points` (x, y).
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx
+    }
+}
+
+/// The most `nvidia_*` series a GPU can have, from its product alone: every
+/// per-GPU family of the metric contract (README "Metrics"), three per GPU
+/// instance profile (max, remaining, expected), every GPU-instance family for
+/// as many GPU instances as the GPU has compute slices, every
+/// compute-instance family for as many compute instances, two per drift
+/// reason, and one owner per MIG device plus the whole GPU.
+fn series_bound(world: &World) -> usize {
+    const PER_GPU: usize = 38; // info, memory, ECC (2 + 4), rows (2 + 2), power (2), ... activity (8)
+    const PER_GI: usize = 6 + 8; // info, slices, CIs, memory total/used/free, activity
+    const PER_CI: usize = 1 + 7; // info, activity but DRAM
+    const REASONS: usize = 8;
+    world
+        .gpus
+        .iter()
+        .map(|gpu| {
+            let spec = gpu.spec();
+            let slices = spec.compute_slices as usize;
+            let xids: BTreeSet<u64> = gpu.telemetry.xid_events.iter().copied().collect();
+            PER_GPU
+                + xids.len()
+                + 3 * spec.profiles.len()
+                + (PER_GI + PER_CI) * slices
+                + 2 * REASONS
+                + slices
+                + 1
+        })
+        .sum()
+}
+
+// ------------------------------------------------------------------ the soak
+
+#[test]
+fn soak() {
+    let seconds: u64 = std::env::var("MIG_SOAK_SECONDS")
+        .ok()
+        .map(|s| s.parse().expect("MIG_SOAK_SECONDS: a number of seconds"))
+        .unwrap_or(120);
+    let seed: u64 = std::env::var("MIG_SOAK_SEED")
+        .ok()
+        .map(|s| s.parse().expect("MIG_SOAK_SEED: a number"))
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    println!("soak: {seconds} s, seed {seed} (MIG_SOAK_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.json");
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            &GPUS.to_string(),
+            "--product",
+            "h100-80gb",
+            world.to_str().unwrap(),
+        ],
+    );
+    restore(&world);
+    for (gpu, gi) in [(0, "2"), (1, "2")] {
+        mig_sim(
+            &world,
+            &[
+                "load",
+                "--gpu",
+                &gpu.to_string(),
+                "--gi",
+                gi,
+                "--sm-active",
+                "0.6",
+                "--dram-active",
+                "0.3",
+            ],
+        );
+    }
+    let config = dir.path().join("mig-parted.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let kubelet = FakeKubelet::start(dir.path());
+    advertise(&kubelet, &world);
+    let (nvml, dcgm) = (built("libfake_nvml.so"), built("libfake_dcgm.so"));
+    let exporter = Exporter::start_with_env(
+        &[
+            "--nvml",
+            "--nvml.library",
+            nvml.to_str().unwrap(),
+            "--dcgm.library",
+            dcgm.to_str().unwrap(),
+            "--mig.config",
+            config.to_str().unwrap(),
+            "--kubelet.pod-resources-socket",
+            kubelet.socket.to_str().unwrap(),
+        ],
+        &[("MIG_WORLD", &world)],
+    );
+    let pid = exporter.pid();
+    let prometheus = Prometheus::start(dir.path(), &exporter.address);
+
+    // Resident memory, once a second, from its own thread.
+    let memory = Arc::new(Mutex::new(Vec::<(f64, f64)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (memory, stop) = (memory.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(kib) = resident_kib(pid) {
+                    memory
+                        .lock()
+                        .unwrap()
+                        .push((started.elapsed().as_secs_f64(), kib));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    let start = unix_now();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // A quiet start: Prometheus scrapes the node as it should be first.
+    let first_scrape = Instant::now();
+    while prometheus.scalar("up{job=\"mig-exporter\"}") != Some(1.0) {
+        assert!(
+            first_scrape.elapsed() < Duration::from_secs(30),
+            "prometheus never scraped the exporter"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(SETTLE);
+    let mut episodes = Vec::new();
+    let mut round = 0;
+    let mut wait = |until: Instant, rng: &mut Rng| {
+        while Instant::now() < until {
+            round += 1;
+            churn_pods(&kubelet, &world, rng, round);
+            std::thread::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())));
+        }
+    };
+    while Instant::now() + HOLD + SETTLE < deadline {
+        let kind = [
+            Kind::GiWithoutCi,
+            Kind::ProfileMismatch,
+            Kind::Reboot,
+            Kind::HostEngineRestart,
+        ][rng.below(4)];
+        let gpu = rng.below(GPUS as usize) as u32;
+        let started = unix_now();
+        let expect = inject(&world, kind, gpu);
+        wait(Instant::now() + HOLD, &mut rng);
+        heal(&world, kind);
+        advertise(&kubelet, &world);
+        episodes.push(Episode {
+            kind,
+            start: started,
+            end: unix_now(),
+            expect,
+        });
+        wait(Instant::now() + SETTLE, &mut rng);
+    }
+    // Quiet: no more faults; DCGM's reconnection backoff may take a few seconds.
+    let quiet = Instant::now();
+    while prometheus.query("mig_exporter_source_up == 0").len() + prometheus.query("nvidia_mig_drift").len()
+        > 0
+        && quiet.elapsed() < Duration::from_secs(70)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let end = unix_now();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+
+    let mut failures = Vec::new();
+    let mut fail = |what: String| failures.push(what);
+
+    // The process and its log.
+    let alive = resident_kib(pid).is_some();
+    if !alive || exporter.get("/healthz", None).0 != 200 {
+        fail("the exporter is no longer running".into());
+    }
+    let log = exporter.log();
+    for bad in ["panicked", "poller task failed"] {
+        if let Some(line) = log.iter().find(|l| l.contains(bad)) {
+            fail(format!("the log says {bad:?}: {line}"));
+        }
+    }
+
+    // Every scrape succeeded.
+    let window = format!("{}s", (end - start).ceil() as u64 + 5);
+    let scrapes = prometheus
+        .scalar(&format!("count_over_time(up{{job=\"mig-exporter\"}}[{window}])"))
+        .unwrap_or(0.0);
+    let worst_up = prometheus
+        .scalar(&format!("min_over_time(up{{job=\"mig-exporter\"}}[{window}])"))
+        .unwrap_or(0.0);
+    if worst_up != 1.0 {
+        fail(format!("a scrape failed (min up over the soak: {worst_up})"));
+    }
+
+    // Series bounded by the geometry.
+    let final_world = World::load(&world).unwrap();
+    let bound = series_bound(&final_world);
+    let counts = prometheus.range("count({__name__=~\"nvidia_.+\"})", start, end);
+    let most = counts
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    if most > bound as f64 {
+        fail(format!(
+            "{most} nvidia_* series at once, more than the geometry's bound {bound}"
+        ));
+    }
+
+    // No series of an instance that no longer exists.
+    let text = exporter.metrics();
+    let live: BTreeSet<String> = mig_devices(&world).into_iter().map(|(_, u, _)| u).collect();
+    let gis: BTreeSet<(String, String)> = final_world
+        .gpus
+        .iter()
+        .flat_map(|g| {
+            g.gpu_instances
+                .iter()
+                .map(move |gi| (g.index.to_string(), gi.id.to_string()))
+        })
+        .collect();
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+    };
+    for line in text.lines().filter(|l| l.starts_with("nvidia_")) {
+        if let Some(uuid) = label(line, "mig_uuid").filter(|u| u.starts_with("MIG-")) {
+            if !live.contains(&uuid) {
+                fail(format!(
+                    "stale series of a MIG device that no longer exists: {line}"
+                ));
+            }
+        }
+        if let (Some(gpu), Some(gi)) = (label(line, "gpu"), label(line, "gi").filter(|g| !g.is_empty())) {
+            if !gis.contains(&(gpu, gi)) {
+                fail(format!(
+                    "stale series of a GPU instance that no longer exists: {line}"
+                ));
+            }
+        }
+    }
+
+    // Every source up again.
+    for r in prometheus.query("mig_exporter_source_up") {
+        if r["value"][1] != "1" {
+            fail(format!(
+                "source {} is still down at the end",
+                r["metric"]["source"]
+            ));
+        }
+    }
+
+    // Drift: raised during faults only, cleared after, each fault's finding seen.
+    let covered = |t: f64| episodes.iter().any(|e| t >= e.start && t <= e.end + LAG);
+    let findings = prometheus.range("nvidia_mig_drift", start, end);
+    let mut outside = BTreeMap::new();
+    for (labels, points) in &findings {
+        for (t, _) in points.iter().filter(|(t, _)| !covered(*t)) {
+            outside
+                .entry(format!("gpu {} {}", labels["gpu"], labels["reason"]))
+                .or_insert(*t - start);
+        }
+    }
+    for (finding, at) in outside {
+        fail(format!(
+            "finding {finding} outside any fault, {at:.0} s into the soak"
+        ));
+    }
+    for e in &episodes {
+        let Some((gpu, reason)) = e.expect else { continue };
+        let seen = findings.iter().any(|(labels, points)| {
+            labels["gpu"] == gpu.to_string().as_str()
+                && labels["reason"] == reason
+                && points.iter().any(|(t, _)| *t >= e.start && *t <= e.end + LAG)
+        });
+        if !seen {
+            fail(format!(
+                "{:?} on GPU {gpu} at {:.0} s never raised {reason}",
+                e.kind,
+                e.start - start
+            ));
+        }
+    }
+    let left = prometheus.query("nvidia_mig_drift");
+    if !left.is_empty() {
+        fail(format!("findings not cleared at the end: {left:?}"));
+    }
+    let dcgm_up = prometheus.range("mig_exporter_source_up{source=\"dcgm\"}", start, end);
+    for e in episodes.iter().filter(|e| e.kind == Kind::HostEngineRestart) {
+        let down = dcgm_up
+            .iter()
+            .flat_map(|(_, p)| p)
+            .any(|(t, v)| *v == 0.0 && *t >= e.start && *t <= e.end + LAG);
+        if !down {
+            fail(format!(
+                "the host engine restart at {:.0} s never showed as DCGM down",
+                e.start - start
+            ));
+        }
+    }
+
+    // Resident memory flat after the warm-up.
+    let memory = memory.lock().unwrap().clone();
+    let settled: Vec<(f64, f64)> = memory
+        .iter()
+        .filter(|(t, _)| *t >= WARM_UP.as_secs_f64())
+        .copied()
+        .collect();
+    let per_minute = if settled.len() >= 10 {
+        slope(&settled) * 60.0
+    } else {
+        0.0
+    };
+    let measured_minutes = settled.last().map_or(0.0, |l| l.0 - settled[0].0) / 60.0;
+    let growth = per_minute * measured_minutes;
+    if settled.len() < 10 {
+        fail(format!(
+            "only {} memory samples after the warm-up: run longer",
+            settled.len()
+        ));
+    } else if growth > MAX_GROWTH_KIB {
+        fail(format!(
+            "resident memory grows {per_minute:.1} KiB/min after the warm-up, {growth:.0} KiB over \
+             {measured_minutes:.1} min (at most {MAX_GROWTH_KIB} KiB)"
+        ));
+    }
+
+    let mut kinds = BTreeMap::new();
+    for e in &episodes {
+        *kinds.entry(format!("{:?}", e.kind)).or_insert(0) += 1;
+    }
+    let (first, last) = (
+        memory.first().map_or(0.0, |m| m.1),
+        memory.last().map_or(0.0, |m| m.1),
+    );
+    let raised: usize = findings.len();
+    let every_10s: Vec<String> = memory
+        .iter()
+        .step_by(10)
+        .map(|(_, kib)| format!("{kib:.0}"))
+        .collect();
+    println!("soak resident memory (KiB), every 10 s: {}", every_10s.join(" "));
+    println!(
+        "soak figures: {:.0} s, {} faults {kinds:?}, {scrapes} scrapes (min up {worst_up}), \
+         nvidia_* series at most {most} (bound {bound}), {raised} drift series raised, \
+         resident {first:.0} KiB at start, {last:.0} KiB at the end, {per_minute:+.1} KiB/min \
+         ({growth:+.0} KiB fitted over {measured_minutes:.1} min) after {} s of warm-up",
+        end - start,
+        episodes.len(),
+        WARM_UP.as_secs()
+    );
+    assert!(
+        failures.is_empty(),
+        "soak failed (seed {seed}):\n  {}",
+        failures.join("\n  ")
+    );
+}
