@@ -21,11 +21,13 @@ RUN cargo build --release --locked --bin mig-exporter \
  && install -D -m 0755 target/release/mig-exporter /out/mig-exporter
 
 # Runtime: glibc (the NVIDIA runtime mounts libnvidia-ml.so.1 into it, and the
-# exporter loads it with dlopen), CA-free, no shell tools needed.
+# exporter loads it with dlopen), CA-free. Its sh, stat, grep, chmod and chown
+# run the DaemonSet's init container that gives the state directory to 65532.
 FROM debian:bookworm-slim
 COPY --from=build /out/mig-exporter /usr/local/bin/mig-exporter
-# An unprivileged user; the DaemonSet runs it as root only for the kubelet's
-# pod-resources socket and the host's state directory (deploy/daemonset.yaml).
+# An unprivileged user. The DaemonSet runs the exporter so; only its
+# pod-resources relay and its init container run as root, with no capability
+# or only CAP_CHOWN (deploy/daemonset.yaml).
 USER 65532:65532
 EXPOSE 10110
 ENV NVIDIA_DRIVER_CAPABILITIES=utility

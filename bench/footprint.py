@@ -46,7 +46,10 @@ def main():
     ap.add_argument("--duration", type=int, default=60, help="seconds per phase (60)")
     ap.add_argument("--quick", action="store_true", help="10 s per phase")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
     args = ap.parse_args()
+    if args.exporter:
+        b.EXPORTER = os.path.abspath(args.exporter)
     duration = 10 if args.quick else args.duration
 
     b.ensure_debs(["prometheus-node-exporter", "curl", "binutils"])

@@ -2,10 +2,11 @@
 
 Poll: mig-exporter --nvml on libfake_nvml.so (no latencies) on 8 H100 x seven
 1g.10gb, run under callgrind collecting only inside the two sources that call
-NVML (nvml, gpm), with a profile dumped after each poll. For each poll after the
-first two: instructions in all, instructions inside the NVML library (the
-inclusive cost of the library's exported nvml* functions), and the rest: the
-exporter's own work per poll. NVML calls per poll come from fake-nvml's counters.
+NVML (nvml, gpm), with a profile dumped at the start of each poll. For each
+poll after the first two: instructions in all, instructions inside the NVML
+library (the inclusive cost of the library's exported nvml* functions), and
+the rest: the exporter's own work per poll. bench/poll_overhead.sh counts the
+NVML calls.
 
 Scrape: mig-exporter --world on the same node, --poll.interval 1h (no poll after
 the first), under callgrind, answering N and then 6N keep-alive scrapes of
@@ -61,13 +62,15 @@ def polls(wd, world, count):
     argv = [b.EXPORTER, "--web.listen-address", "127.0.0.1:0", "--poll.interval", "1s", "--nvml",
             "--nvml.library", b.FAKE_NVML, "--no-dcgm", "--nvml.slow-interval", "1h"]
     cmd = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-           + [f"--toggle-collect={s}" for s in SOURCES] + ["--dump-after=*UtilizationSource*fill*"] + argv)
+           + [f"--toggle-collect={s}" for s in SOURCES]
+           + ["--dump-before=*NvmlSource*GeometrySource*poll"] + argv)
     proc = b.start("callgrind-poll", cmd, env={"MIG_WORLD": world, "GLIBC_TUNABLES": TUNABLES}, log_dir=wd)
     deadline = time.time() + 60 + 10 * count
-    while len(glob.glob(out + ".*")) < count + 2 and time.time() < deadline:
+    # A dump at the start of each poll holds the poll before it; the first holds none.
+    while len(glob.glob(out + ".*")) < count + 3 and time.time() < deadline:
         time.sleep(0.5)
     b.stop(proc)
-    dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))[2:count + 2]
+    dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))[3:count + 3]
     if not dumps:
         raise SystemExit(f"no poll was profiled; see {wd}")
     return [(totals(d), library_share(d)) for d in dumps]

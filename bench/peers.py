@@ -89,7 +89,10 @@ def main():
     ap.add_argument("--duration", type=int, default=30, help="seconds per footprint phase (30)")
     ap.add_argument("--scrape-duration", type=int, default=10, help="seconds of wrk per concurrency (10)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
     args = ap.parse_args()
+    if args.exporter:
+        b.EXPORTER = os.path.abspath(args.exporter)
 
     b.ensure_debs(["wrk", "curl", "iproute2", "util-linux"])
     b.build(skip=args.no_build)

@@ -118,7 +118,10 @@ def main():
                     help="let fake-nvml sleep its latencies (default: spin those under 1 ms, "
                          "FAKE_NVML_SPIN_LATENCY=1, since a µs sleep overshoots by tens of µs)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
     args = ap.parse_args()
+    if args.exporter:
+        b.EXPORTER = os.path.abspath(args.exporter)
 
     b.ensure_debs(["curl"])
     b.build(skip=args.no_build)
@@ -127,7 +130,7 @@ def main():
     world = b.make_world(os.path.join(wd, "world.json"), gpus=8, per_gpu=7, latency_us=lat)
     stats_file = os.path.join(wd, "fake-nvml-stats.txt")
 
-    b.say(f"machine: {b.machine()}")
+    b.say(f"machine: {b.machine()}; exporter: {os.path.relpath(b.EXPORTER, b.ROOT)}")
     b.say("node: 8x H100 80GB HBM3, seven 1g.10gb each; mig-exporter --nvml (fake-nvml) --no-dcgm "
           f"--nvml.slow-interval 1h --poll.interval {args.interval}")
     b.say("per-call latency (µs): " + ", ".join(f"{k} {v}" for k, v in sorted(lat.items())))

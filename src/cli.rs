@@ -1,4 +1,5 @@
-//! Command-line interface: `serve` (the default), `check` and `geometry`.
+//! Command-line interface: `serve` (the default), `check`, `geometry` and
+//! `relay-pod-resources`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Read the node once, compare it with the desired config and the last-known-good
     /// state, print the findings; exit 0 no drift, 1 drift, 2 cannot tell.
     Check(CheckArgs),
+    /// Relay the kubelet's pod-resources socket to one the exporter's group may use,
+    /// so the exporter need not run as root (see the README's Security section).
+    RelayPodResources(crate::relay::RelayArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -400,6 +404,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(report.status.exit_code()))
         }
         Some(Command::Serve(args)) => serve(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::RelayPodResources(args)) => crate::relay::run(args).map(|()| ExitCode::SUCCESS),
         None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
     }
 }

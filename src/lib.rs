@@ -12,6 +12,7 @@ pub mod geometry;
 pub mod logging;
 pub mod model;
 pub mod poll;
+pub mod relay;
 pub mod source;
 
 /// Source revision baked in at build time (`MIG_EXPORTER_REVISION`), for `build_info`.

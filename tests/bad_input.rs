@@ -123,6 +123,29 @@ fn a_bad_world_file_stops_the_exporter_naming_file_field_and_line() {
 }
 
 #[test]
+fn an_inconsistent_world_file_is_refused_naming_the_line_of_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = mig_model::World::new("node", mig_model::Product::H100_80GB, 1);
+    world.gpus[0].set_mig_mode(true);
+    world.gpus[0].create_gpu_instance(19, None).unwrap();
+    world.gpus[0].gpu_instances[0].load.dram_active = 2.0;
+    let text = world.to_json();
+    let line = 1 + text.lines().position(|l| l.contains("\"dram_active\": 2.0")).unwrap();
+    let file = write(dir.path(), "world.json", &text);
+    let out = exporter(&["geometry", "--world", &file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let gi = world.gpus[0].gpu_instances[0].id;
+    assert!(
+        stderr.contains(&format!(
+            "World file {file} is inconsistent, line {line} column 30: gpus[index=0]: gpu_instances[id={gi}]: \
+             dram_active 2 is outside 0..1"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_cannot_tell_with_a_bad_state_file_and_says_where() {
     let dir = tempfile::tempdir().unwrap();
     let text = "{\n  \"version\": 1,\n  \"gpus\": {\n    \"GPU-a\": {\"index\": 0, \"name\": \"n\", \

@@ -210,15 +210,89 @@ fn an_unknown_or_misspelt_field_is_rejected() {
     assert!(e.contains("honourLabels"), "{e}");
 }
 
+/// The container (or init container) of `pod` named `name`.
+fn container<'a>(pod: &'a Json, name: &str) -> &'a Json {
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| pod[list].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The names of `list` (`volumes`, `volumeMounts`…) of `object`.
+fn names<'a>(object: &'a Json, list: &str) -> Vec<&'a str> {
+    object[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list}"))
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect()
+}
+
+/// Checks what README "What the container needs" promises: each container
+/// has a read-only root, no privilege escalation and only the capabilities
+/// and user it needs; `uid`/`gid` are the exporter's.
+fn assert_least_privilege(pod: &Json, uid: u64, gid: u64) {
+    for c in ["mig-exporter", "pod-resources-relay", "state-dir-owner"] {
+        let sc = &container(pod, c)["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{c}");
+        // no_new_privs: a process gains no capability on exec.
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{c}");
+        assert_eq!(sc["privileged"], false, "{c}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{c}");
+    }
+    let exporter = &container(pod, "mig-exporter")["securityContext"];
+    assert_eq!(exporter["runAsNonRoot"], true);
+    assert_eq!(
+        (exporter["runAsUser"].as_u64(), exporter["runAsGroup"].as_u64()),
+        (Some(uid), Some(gid))
+    );
+    assert_eq!(
+        exporter["capabilities"]["add"],
+        serde_json::json!(["SYS_ADMIN"]),
+        "only the bounding-set capability the NVIDIA runtime asks for"
+    );
+    let relay = &container(pod, "pod-resources-relay")["securityContext"];
+    assert_eq!(relay["runAsUser"], 0, "the kubelet's socket is root's");
+    assert_eq!(
+        relay["runAsGroup"].as_u64(),
+        Some(gid),
+        "its socket's group is the exporter's"
+    );
+    assert!(
+        relay["capabilities"].get("add").is_none(),
+        "the relay has no capability"
+    );
+    let init = &container(pod, "state-dir-owner")["securityContext"];
+    assert_eq!(init["runAsUser"], 0);
+    assert_eq!(init["capabilities"]["add"], serde_json::json!(["CHOWN"]));
+    assert!(
+        pod["securityContext"].get("runAsUser").is_none(),
+        "each container sets its own user"
+    );
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let env = |c: &str| container(pod, c)["env"].as_array().cloned().unwrap_or_default();
+    assert!(env("mig-exporter").contains(&serde_json::json!(
+        {"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"}
+    )));
+    assert!(env("mig-exporter").contains(&serde_json::json!(
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    )));
+    for c in ["pod-resources-relay", "state-dir-owner"] {
+        assert!(
+            env(c).contains(&serde_json::json!({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})),
+            "{c} gets no GPU"
+        );
+    }
+}
+
 #[test]
-fn the_daemonset_mounts_the_kubelet_socket_and_state_dir_read_only_root() {
+fn the_daemonset_runs_each_container_with_only_what_it_needs() {
     let ds = documents("daemonset.yaml").remove(0);
     let pod = &ds["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
     assert_eq!(pod["runtimeClassName"], "nvidia");
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_least_privilege(pod, 65532, 65532);
     let host_paths: Vec<&str> = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -229,18 +303,58 @@ fn the_daemonset_mounts_the_kubelet_socket_and_state_dir_read_only_root() {
         host_paths,
         ["/var/lib/kubelet/pod-resources", "/var/lib/mig-exporter"]
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Json::as_str)
-        .collect();
-    assert!(
-        args.contains(&"--kubelet.pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock"),
-        "{args:?}"
+    // Only the relay sees the kubelet's socket; the exporter reads the relay's.
+    assert_eq!(
+        names(container(pod, "mig-exporter"), "volumeMounts"),
+        ["pod-resources-relay", "state"]
     );
+    assert_eq!(
+        names(container(pod, "pod-resources-relay"), "volumeMounts"),
+        ["pod-resources", "pod-resources-relay"]
+    );
+    assert_eq!(
+        names(container(pod, "state-dir-owner"), "volumeMounts"),
+        ["state"]
+    );
+    let clis = container_clis(&ds);
+    let serve = &clis["mig-exporter"].serve;
+    let relay = relay_args(&clis["pod-resources-relay"]);
+    assert_eq!(
+        serve.kubelet.pod_resources_socket.as_deref(),
+        Some(relay.listen_socket.as_path()),
+        "the exporter reads the relay's socket"
+    );
+    assert_eq!(
+        relay.upstream,
+        std::path::Path::new("/var/lib/kubelet/pod-resources/kubelet.sock")
+    );
+    assert_eq!(
+        serve.drift.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/mig-exporter/state.json"))
+    );
+    let c = container(pod, "mig-exporter");
     assert!(
         c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string()
+    );
+    assert_state_dir_owner(pod, "65532:65532");
+}
+
+/// The init container gives the state directory, mode 0700, to `owner`
+/// (`uid:gid`), and does nothing more.
+fn assert_state_dir_owner(pod: &Json, owner: &str) {
+    let command = container(pod, "state-dir-owner")["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect::<Vec<_>>();
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    assert_eq!(
+        command[2],
+        format!(
+            "stat -c %u:%g:%a /var/lib/mig-exporter | grep -qx {owner}:700 \
+             || {{ chmod 0700 /var/lib/mig-exporter && chown -R -h {owner} /var/lib/mig-exporter; }}"
+        )
     );
 }
 
@@ -463,6 +577,18 @@ resources:
     memory: 256Mi
 service:
   port: 9445
+webConfig:
+  secretName: mig-exporter-web
+  file: web-config.yml
+helperResources:
+  requests:
+    cpu: 2m
+    memory: 16Mi
+  limits:
+    memory: 64Mi
+securityContext:
+  runAsUser: 1000
+  runAsGroup: 2000
 dcgm:
   address: $(NODE_IP):5556
 hostPaths:
@@ -503,28 +629,53 @@ kubelet:
   enabled: false
 dcgm:
   enabled: false
-podSecurityContext:
-  runAsUser: 65532
-  runAsGroup: 65532
-  runAsNonRoot: true
 serviceMonitor:
   enabled: false
 prometheusRule:
   enabled: false
 "#;
 
-/// The container args of a DaemonSet, parsed by the exporter's own command
-/// line, with `$(NODE_IP)` expanded as the kubelet would.
-fn parse_args(ds: &Json) -> mig_exporter::cli::Cli {
+/// The args of every container and init container of a DaemonSet that runs
+/// the image's entrypoint (no `command`), parsed by the exporter's own
+/// command line, with `$(NODE_IP)` expanded as the kubelet would; by name.
+fn container_clis(ds: &Json) -> BTreeMap<String, mig_exporter::cli::Cli> {
     use clap::Parser;
-    let args: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .expect("args")
+    let pod = &ds["spec"]["template"]["spec"];
+    let mut clis = BTreeMap::new();
+    for c in ["containers", "initContainers"]
         .iter()
-        .map(|a| a.as_str().expect("string arg").replace("$(NODE_IP)", "10.0.0.7"))
-        .collect();
-    mig_exporter::cli::Cli::try_parse_from(std::iter::once("mig-exporter".to_string()).chain(args.clone()))
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .filter_map(|list| pod[list].as_array())
+        .flatten()
+        .filter(|c| c.get("command").is_none())
+    {
+        let name = c["name"].as_str().expect("container name");
+        let args: Vec<String> = c["args"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: no args"))
+            .iter()
+            .map(|a| a.as_str().expect("string arg").replace("$(NODE_IP)", "10.0.0.7"))
+            .collect();
+        let cli = mig_exporter::cli::Cli::try_parse_from(
+            std::iter::once("mig-exporter".to_string()).chain(args.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {args:?}: {e}"));
+        clis.insert(name.to_string(), cli);
+    }
+    clis
+}
+
+/// The exporter container's parsed args.
+fn parse_args(ds: &Json) -> mig_exporter::cli::Cli {
+    container_clis(ds)
+        .remove("mig-exporter")
+        .expect("the mig-exporter container")
+}
+
+fn relay_args(cli: &mig_exporter::cli::Cli) -> &mig_exporter::relay::RelayArgs {
+    match &cli.command {
+        Some(mig_exporter::cli::Command::RelayPodResources(args)) => args,
+        other => panic!("not relay-pod-resources: {other:?}"),
+    }
 }
 
 #[test]
@@ -587,9 +738,15 @@ fn every_rendered_object_matches_the_kubernetes_types_whatever_the_values() {
                 panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]);
             }
         }
-        parse_args(find(&docs, "DaemonSet").unwrap());
+        let clis = container_clis(find(&docs, "DaemonSet").unwrap());
+        assert!(clis.contains_key("mig-exporter"), "{:?}", clis.keys());
     }
-    parse_args(&documents("daemonset.yaml")[0]);
+    let clis = container_clis(&documents("daemonset.yaml")[0]);
+    assert_eq!(
+        clis.keys().collect::<Vec<_>>(),
+        ["mig-exporter", "pod-resources-relay"],
+        "the init container runs chown, not the exporter"
+    );
 }
 
 #[test]
@@ -597,11 +754,38 @@ fn the_chart_values_reach_the_objects() {
     let docs = render(Some(OVERRIDES)).unwrap_or_else(|e| panic!("{e}"));
     let ds = find(&docs, "DaemonSet").expect("DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
+    let c = container(pod, "mig-exporter");
     let values: Json =
         serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(OVERRIDES).unwrap()).unwrap();
-    assert_eq!(c["image"], "registry.example.com/gpu/mig-exporter:0.2.0-rc.1");
-    assert_eq!(c["imagePullPolicy"], "Always");
+    for name in ["mig-exporter", "pod-resources-relay", "state-dir-owner"] {
+        let c = container(pod, name);
+        assert_eq!(
+            c["image"], "registry.example.com/gpu/mig-exporter:0.2.0-rc.1",
+            "{name}"
+        );
+        assert_eq!(c["imagePullPolicy"], "Always", "{name}");
+    }
+    for name in ["pod-resources-relay", "state-dir-owner"] {
+        assert_eq!(
+            container(pod, name)["resources"],
+            values["helperResources"],
+            "{name}"
+        );
+    }
+    assert_least_privilege(pod, 1000, 2000);
+    assert_state_dir_owner(pod, "1000:2000");
+    // The web config, from its Secret; probes that TLS or auth cannot fail.
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"name": "web-config", "secret": {"secretName": "mig-exporter-web"}})));
+    assert!(c["volumeMounts"].as_array().unwrap().contains(&serde_json::json!(
+        {"name": "web-config", "mountPath": "/etc/mig-exporter/web", "readOnly": true}
+    )));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["tcpSocket"]["port"], "metrics", "{probe}");
+        assert!(c[probe].get("httpGet").is_none(), "{probe}");
+    }
     assert_eq!(pod["imagePullSecrets"], values["imagePullSecrets"]);
     assert_eq!(pod["runtimeClassName"], "nvidia-cdi");
     assert_eq!(pod["priorityClassName"], "gpu-monitoring");
@@ -621,9 +805,15 @@ fn the_chart_values_reach_the_objects() {
         "the selector labels stay"
     );
     assert_eq!(c["ports"][0]["containerPort"], 9445);
-    assert_eq!(c["env"][4], values["extraEnv"][0]);
-    assert_eq!(pod["volumes"][2], values["extraVolumes"][0]);
-    assert_eq!(c["volumeMounts"][2], values["extraVolumeMounts"][0]);
+    assert_eq!(c["env"].as_array().unwrap().last(), Some(&values["extraEnv"][0]));
+    assert_eq!(
+        pod["volumes"].as_array().unwrap().last(),
+        Some(&values["extraVolumes"][0])
+    );
+    assert_eq!(
+        c["volumeMounts"].as_array().unwrap().last(),
+        Some(&values["extraVolumeMounts"][0])
+    );
     let host_paths: Vec<&str> = pod["volumes"]
         .as_array()
         .unwrap()
@@ -651,6 +841,10 @@ fn the_chart_values_reach_the_objects() {
         Some(std::path::Path::new("/etc/mig-parted/config.yaml"))
     );
     assert_eq!(format!("{}", serve.source.dcgm_address), "10.0.0.7:5556");
+    assert_eq!(
+        serve.web_config_file.as_deref(),
+        Some(std::path::Path::new("/etc/mig-exporter/web/web-config.yml"))
+    );
 
     let service = find(&docs, "Service").expect("Service");
     assert_eq!(service["spec"]["ports"][0]["port"], 9445);
@@ -675,18 +869,21 @@ fn the_chart_switches_parts_off() {
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "gpu-monitoring");
     assert!(pod.get("runtimeClassName").is_none() && pod.get("priorityClassName").is_none());
-    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-    let volumes: Vec<&str> = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
     assert_eq!(
-        volumes,
+        names(pod, "volumes"),
         ["state"],
         "no pod-resources mount without the kubelet source"
     );
+    assert_eq!(names(pod, "containers"), ["mig-exporter"], "no relay either");
+    assert_eq!(names(pod, "initContainers"), ["state-dir-owner"]);
+    let c = container(pod, "mig-exporter");
+    assert_eq!(names(c, "volumeMounts"), ["state"]);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert!(
+            c[probe]["httpGet"]["path"].is_string(),
+            "{probe} without a web config"
+        );
+    }
     let cli = parse_args(ds);
     assert!(cli.serve.kubelet.no_kubelet && cli.serve.source.no_dcgm);
 

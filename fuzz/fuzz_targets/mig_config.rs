@@ -3,13 +3,26 @@
 #![no_main]
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use mig_exporter::drift::desired;
+use mig_exporter::model::GpuSnapshot;
 use mig_exporter::source::sim::reading_from_world;
 use mig_model::{Product, World};
 
 const PATH: &str = "/fuzz/mig-config.yaml";
+
+fn node() -> &'static [GpuSnapshot] {
+    static NODE: OnceLock<Vec<GpuSnapshot>> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let mut node = reading_from_world(&World::new("fuzz", Product::H100_80GB, 2)).gpus;
+        let mut a100 = reading_from_world(&World::new("fuzz", Product::A100Sxm4_40GB, 1)).gpus;
+        a100[0].index = 2;
+        node.append(&mut a100);
+        node
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -26,14 +39,11 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let mut node = reading_from_world(&World::new("fuzz", Product::H100_80GB, 2)).gpus;
-    let mut a100 = reading_from_world(&World::new("fuzz", Product::A100Sxm4_40GB, 1)).gpus;
-    a100[0].index = 2;
-    node.append(&mut a100);
+    let node = node();
     for name in spec.configs.keys() {
         let (chosen, entries) = spec.select(Some(name), path).expect("a config the file has");
         assert_eq!(chosen, name);
-        match desired::resolve(path, chosen, entries, &node) {
+        match desired::resolve(path, chosen, entries, node) {
             Ok(resolved) => {
                 // Only GPUs of the node, and only those some entry selects.
                 for uuid in resolved.gpus.keys() {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use mig_exporter::source::sim::reading_from_world;
-use mig_model::World;
+use mig_model::{World, WorldFileError};
 
 const PATH: &str = "/fuzz/world.json";
 
@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(world) => world,
         Err(e) => {
             assert!(e.to_string().contains(PATH), "error without the file name: {e}");
+            if let WorldFileError::Invalid { location, .. } = &e {
+                assert!(location.is_some(), "error without a line: {e}");
+            }
             return;
         }
     };

@@ -28,14 +28,16 @@
 //! A selected config is then checked against each GPU's product table
 //! (`mig-model`): every profile must exist on the GPU and the counts must fit
 //! it, tried with the placement engine. Every error names the file, the config
-//! and the entry.
+//! and the entry; those found while reading the file also the line, column and
+//! field.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mig_model::locate::{Step, Walk};
 use mig_model::{GiProfile, Placement, Placer, Product, ProductSpec, ProfileName};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::DeserializeSeed;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::detect::{describe_counts, Geometry};
@@ -488,27 +490,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// One step from the top of a config file down to the node a problem is at.
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    /// The value under this key.
-    Value(String),
-    /// The key itself (an unexpected field, a bad profile name).
-    Key(String),
-    /// This item of a list.
-    Item(usize),
-}
-
-impl Step {
-    fn value(key: &str) -> Step {
-        Step::Value(key.to_string())
-    }
-}
-
-/// Line and column of the node at `steps` in `text`. The checks run on a
-/// parsed tree that keeps no positions, so the text is read again down to
-/// that node, which then refuses to be read: the YAML parser marks that
-/// refusal with the node's position. `None` when the node is not found.
+/// Line and column of the node at `steps` in `text` (see [`mig_model::locate`]).
 fn locate(text: &str, steps: &[Step]) -> Option<(usize, usize)> {
     let refusal = Walk(steps)
         .deserialize(serde_yaml_ng::Deserializer::from_str(text))
@@ -521,148 +503,6 @@ fn at_line(location: &Option<(usize, usize)>) -> String {
     location.map_or_else(String::new, |(line, column)| {
         format!(", line {line} column {column}")
     })
-}
-
-const HERE: &str = "the node with the problem";
-
-/// Reads a YAML node, following `steps` into its children, and refuses the
-/// node the steps end at.
-struct Walk<'a>(&'a [Step]);
-
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl Walk<'_> {
-    fn scalar<E: de::Error>(self) -> Result<(), E> {
-        if self.0.is_empty() {
-            Err(E::custom(HERE))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(HERE)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.scalar()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.scalar()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.scalar()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.scalar()
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.scalar()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.scalar()
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some((step, rest)) = self.0.split_first() else {
-            return Err(de::Error::custom(HERE));
-        };
-        let mut index = 0;
-        loop {
-            let item = match step {
-                Step::Item(wanted) if *wanted == index => seq.next_element_seed(Walk(rest))?,
-                _ => seq.next_element::<IgnoredAny>()?.map(drop),
-            };
-            if item.is_none() {
-                return Ok(());
-            }
-            index += 1;
-        }
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((step, rest)) = self.0.split_first() else {
-            return Err(de::Error::custom(HERE));
-        };
-        match step {
-            Step::Key(wanted) if rest.is_empty() => {
-                while map.next_key_seed(RefuseKey(wanted))?.is_some() {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Step::Value(wanted) => {
-                while let Some(key) = map.next_key::<Value>()? {
-                    if key.as_str() == Some(wanted) {
-                        map.next_value_seed(Walk(rest))?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            _ => while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {},
-        }
-        Ok(())
-    }
-}
-
-/// Reads a mapping key, refusing it when it is the string `.0`.
-struct RefuseKey<'a>(&'a str);
-
-impl<'de> DeserializeSeed<'de> for RefuseKey<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RefuseKey<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
-        if key == self.0 {
-            Err(E::custom(HERE))
-        } else {
-            Ok(())
-        }
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
 }
 
 impl Spec {

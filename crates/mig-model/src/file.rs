@@ -4,6 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::locate::{self, Step};
 use crate::placement::{gpu_instance_id, Placement, Placer};
 use crate::world::{World, WORLD_FORMAT};
 
@@ -20,8 +21,13 @@ pub enum WorldFileError {
         /// Says the line and column.
         cause: serde_json::Error,
     },
-    #[error("World file {} is inconsistent: {problem}", path.display())]
-    Invalid { path: PathBuf, problem: String },
+    #[error("World file {} is inconsistent{}: {problem}", path.display(), at_line(location))]
+    Invalid {
+        path: PathBuf,
+        /// Line and column of the field with the problem.
+        location: Option<(usize, usize)>,
+        problem: String,
+    },
     #[error("cannot write World file {}: {cause}", path.display())]
     Write { path: PathBuf, cause: std::io::Error },
 }
@@ -38,10 +44,13 @@ impl World {
         let world: World = serde_path_to_error::deserialize(&mut json)
             .map_err(|e| parse_error(e.path().to_string(), e.into_inner()))?;
         json.end().map_err(|cause| parse_error(".".into(), cause))?;
-        world.validate().map_err(|problem| WorldFileError::Invalid {
-            path: path.to_path_buf(),
-            problem,
-        })?;
+        world
+            .check()
+            .map_err(|(steps, problem)| WorldFileError::Invalid {
+                path: path.to_path_buf(),
+                location: locate::in_json(text, &steps),
+                problem,
+            })?;
         Ok(world)
     }
 
@@ -90,40 +99,59 @@ impl World {
     /// Checks what JSON types cannot: known profiles, legal placements, the
     /// GI-id numbering, no collisions, budgets, CI shapes, loads in range.
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|(_, problem)| problem)
+    }
+
+    /// [`World::validate`], with where in the document the problem is.
+    fn check(&self) -> Result<(), (Vec<Step>, String)> {
         if self.format != WORLD_FORMAT {
-            return Err(format!(
-                "format {} is not supported (expected {WORLD_FORMAT})",
-                self.format
+            return Err((
+                vec![Step::value("format")],
+                format!(
+                    "format {} is not supported (expected {WORLD_FORMAT})",
+                    self.format
+                ),
             ));
         }
         let mut indexes: Vec<u32> = self.gpus.iter().map(|g| g.index).collect();
         indexes.sort();
         indexes.dedup();
         if indexes.len() != self.gpus.len() {
-            return Err("two GPUs share an index".into());
+            return Err((vec![Step::value("gpus")], "two GPUs share an index".into()));
         }
-        for gpu in &self.gpus {
-            let at = |what: String| format!("gpus[index={}]: {what}", gpu.index);
+        for (gpu_at, gpu) in self.gpus.iter().enumerate() {
+            let gpu_steps = [Step::value("gpus"), Step::Item(gpu_at)];
+            let at = |fields: &[Step], what: String| {
+                let steps = gpu_steps.iter().chain(fields).cloned().collect();
+                (steps, format!("gpus[index={}]: {what}", gpu.index))
+            };
             let spec = gpu.spec();
             if !gpu.mig.current && !gpu.gpu_instances.is_empty() {
-                return Err(at("GPU instances exist while MIG mode is disabled".into()));
+                return Err(at(
+                    &[Step::value("mig"), Step::value("current")],
+                    "GPU instances exist while MIG mode is disabled".into(),
+                ));
             }
             let mut existing = Vec::new();
-            for gi in &gpu.gpu_instances {
-                let at = |what: String| at(format!("gpu_instances[id={}]: {what}", gi.id));
+            for (gi_at, gi) in gpu.gpu_instances.iter().enumerate() {
+                let gi_steps = [Step::value("gpu_instances"), Step::Item(gi_at)];
+                let at = |fields: &[Step], what: String| {
+                    let steps: Vec<Step> = gi_steps.iter().chain(fields).cloned().collect();
+                    at(&steps, format!("gpu_instances[id={}]: {what}", gi.id))
+                };
                 let profile = gpu.product.profile_by_id(gi.profile_id).ok_or_else(|| {
-                    at(format!(
-                        "{} has no GPU instance profile id {}",
-                        gpu.product, gi.profile_id
-                    ))
+                    at(
+                        &[Step::value("profile_id")],
+                        format!("{} has no GPU instance profile id {}", gpu.product, gi.profile_id),
+                    )
                 })?;
                 Placer::new(spec, existing.iter().copied())
                     .check(profile, gi.placement)
                     .map_err(|r| {
-                        at(format!(
-                            "placement {} for {} refused: {r:?}",
-                            gi.placement, profile.name
-                        ))
+                        at(
+                            &[Step::value("placement")],
+                            format!("placement {} for {} refused: {r:?}", gi.placement, profile.name),
+                        )
                     })?;
                 existing.push((profile, gi.placement));
                 // The driver numbers new GIs by placement (gpu_instance_id), but
@@ -131,50 +159,71 @@ impl World {
                 // with a 1g.10gb at 2:1 as GI 13), so any id of the class is valid.
                 let first = gpu_instance_id(Placement::new(0, gi.placement.size), spec.memory_slots);
                 let class = first..2 * first + 1;
+                let id = [Step::value("id")];
                 if !class.contains(&gi.id) {
-                    return Err(at(format!(
-                        "a GI of size {} must have an id in {}..={}",
-                        gi.placement.size,
-                        class.start,
-                        class.end - 1
-                    )));
+                    return Err(at(
+                        &id,
+                        format!(
+                            "a GI of size {} must have an id in {}..={}",
+                            gi.placement.size,
+                            class.start,
+                            class.end - 1
+                        ),
+                    ));
                 }
                 if gpu.gpu_instances.iter().filter(|other| other.id == gi.id).count() > 1 {
-                    return Err(at("two GPU instances share this id".into()));
+                    return Err(at(&id, "two GPU instances share this id".into()));
                 }
-                check_ratio(gi.load.dram_active, "dram_active").map_err(at)?;
+                let load = |field: &str| [Step::value("load"), Step::value(field)];
+                check_ratio(gi.load.dram_active, "dram_active").map_err(|p| at(&load("dram_active"), p))?;
                 if gi.load.memory_used_mib > profile.memory_mib {
-                    return Err(at(format!(
-                        "memory_used_mib {} exceeds the profile's {} MiB",
-                        gi.load.memory_used_mib, profile.memory_mib
-                    )));
+                    return Err(at(
+                        &load("memory_used_mib"),
+                        format!(
+                            "memory_used_mib {} exceeds the profile's {} MiB",
+                            gi.load.memory_used_mib, profile.memory_mib
+                        ),
+                    ));
                 }
                 let ci_profiles = gpu.product.ci_profiles(profile);
                 let mut used = 0u32;
-                for ci in &gi.compute_instances {
-                    let at = |what: String| at(format!("compute_instances[id={}]: {what}", ci.id));
+                for (ci_at, ci) in gi.compute_instances.iter().enumerate() {
+                    let ci_steps = [Step::value("compute_instances"), Step::Item(ci_at)];
+                    let at = |fields: &[Step], what: String| {
+                        let steps: Vec<Step> = ci_steps.iter().chain(fields).cloned().collect();
+                        at(&steps, format!("compute_instances[id={}]: {what}", ci.id))
+                    };
                     let cp = ci_profiles
                         .iter()
                         .find(|p| p.id == ci.profile_id)
-                        .ok_or_else(|| at(format!("no compute instance profile id {}", ci.profile_id)))?;
+                        .ok_or_else(|| {
+                            at(
+                                &[Step::value("profile_id")],
+                                format!("no compute instance profile id {}", ci.profile_id),
+                            )
+                        })?;
+                    let placement = [Step::value("placement")];
                     if ci.placement.size != cp.compute_slices
                         || !cp.placement_starts.contains(&ci.placement.start)
                     {
-                        return Err(at(format!("placement {} is not valid", ci.placement)));
+                        return Err(at(&placement, format!("placement {} is not valid", ci.placement)));
                     }
                     if used & ci.placement.slot_mask() != 0 {
-                        return Err(at("overlaps another compute instance".into()));
+                        return Err(at(&placement, "overlaps another compute instance".into()));
                     }
                     used |= ci.placement.slot_mask();
                     if !ci.uuid.starts_with("MIG-") {
-                        return Err(at(format!("uuid '{}' does not start with MIG-", ci.uuid)));
+                        return Err(at(
+                            &[Step::value("uuid")],
+                            format!("uuid '{}' does not start with MIG-", ci.uuid),
+                        ));
                     }
                     for (v, name) in [
                         (ci.load.sm_active, "sm_active"),
                         (ci.load.sm_occupancy, "sm_occupancy"),
                         (ci.load.tensor_active, "tensor_active"),
                     ] {
-                        check_ratio(v, name).map_err(at)?;
+                        check_ratio(v, name).map_err(|p| at(&load(name), p))?;
                     }
                 }
             }
@@ -243,6 +292,13 @@ impl WorldCache {
         self.cached = Some((key, text, world.clone()));
         Ok(world)
     }
+}
+
+/// `, line 7 column 9` for messages, or nothing when the position is unknown.
+fn at_line(location: &Option<(usize, usize)>) -> String {
+    location.map_or_else(String::new, |(line, column)| {
+        format!(", line {line} column {column}")
+    })
 }
 
 /// `gpus[0].index: ` before a parse error's message, nothing for the top level.
@@ -327,6 +383,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("World: trailing characters at line"), "{e}");
+    }
+
+    #[test]
+    fn inconsistencies_name_the_line_of_the_field() {
+        let p = Path::new("/tmp/x/world.json");
+        let mut w = World::new("n", Product::H100_80GB, 2);
+        w.gpus[1].set_mig_mode(true);
+        let gi = w.gpus[1].create_gpu_instance(19, None).unwrap();
+        w.gpus[1].create_compute_instance(gi, None).unwrap();
+        w.gpus[1].gpu_instances[0].compute_instances[0].load.sm_active = 1.5;
+        let text = w.to_json();
+        let line = 1 + text
+            .lines()
+            .position(|l| l.contains("\"sm_active\": 1.5"))
+            .unwrap();
+        let e = World::from_json(&text, p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "World file /tmp/x/world.json is inconsistent, line {line} column 32: gpus[index=1]: \
+                 gpu_instances[id={gi}]: compute_instances[id=0]: sm_active 1.5 is outside 0..1"
+            )
+        );
+        w.gpus[1].gpu_instances[0].compute_instances[0].load.sm_active = 0.5;
+        w.gpus[1].gpu_instances[0].profile_id = 99;
+        let text = w.to_json();
+        let line = 1 + text
+            .lines()
+            .position(|l| l.contains("\"profile_id\": 99"))
+            .unwrap();
+        let e = World::from_json(&text, p).unwrap_err().to_string();
+        assert!(e.contains(&format!("inconsistent, line {line} column ")), "{e}");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //!   remaining capacity).
 //! * [`world`]: a serializable node whose lifecycle follows the driver, and
 //!   [`file`]: validated, atomically written World files.
+//! * [`locate`]: the line and column of a problem found after parsing.
 //!
 //! The simulator source, `mig-sim`, `fake-nvml` and `fake-dcgm` all share one World.
 
 pub mod driver;
 pub mod file;
+pub mod locate;
 pub mod placement;
 pub mod product;
 pub mod products;
