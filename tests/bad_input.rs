@@ -130,7 +130,10 @@ fn an_inconsistent_world_file_is_refused_naming_the_line_of_the_field() {
     world.gpus[0].create_gpu_instance(19, None).unwrap();
     world.gpus[0].gpu_instances[0].load.dram_active = 2.0;
     let text = world.to_json();
-    let line = 1 + text.lines().position(|l| l.contains("\"dram_active\": 2.0")).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains("\"dram_active\": 2.0"))
+        .unwrap();
     let file = write(dir.path(), "world.json", &text);
     let out = exporter(&["geometry", "--world", &file]);
     let stderr = String::from_utf8_lossy(&out.stderr);

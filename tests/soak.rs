@@ -43,10 +43,10 @@ use mig_model::World;
 use serde_json::Value as Json;
 
 /// After the warm-up, resident memory may grow by at most this much along
-/// its least-squares line (one sample a second): the allocator alone moves
-/// it by about ±150 KiB from one sample to the next. Over the 60 s a
-/// 2-minute soak measures, that allows 256 KiB/min; a 30-minute soak holds
-/// the slope under 9 KiB/min.
+/// its fitted line ([`slope`], one sample a second): the allocator alone
+/// moves it by up to about 300 KiB and back. Over the 60 s a 2-minute soak
+/// measures, that allows 256 KiB/min; a 30-minute soak holds the slope
+/// under 9 KiB/min.
 const MAX_GROWTH_KIB: f64 = 256.0;
 /// Memory samples before this are the warm-up: allocator arenas, caches
 /// and DCGM watches filling up (flat after about 50 s in the runs so far).
@@ -354,20 +354,22 @@ fn resident_kib(pid: u32) -> Option<f64> {
         .ok()
 }
 
-/// Least-squares slope of `points` (x, y).
+/// Theil–Sen slope of `points` (x, y): the median of the slopes between
+/// every two of them. A lone jump of the allocator barely moves it; a
+/// steady growth is its slope.
 fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (mx, my) = (
-        points.iter().map(|p| p.0).sum::<f64>() / n,
-        points.iter().map(|p| p.1).sum::<f64>() / n,
-    );
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    if sxx == 0.0 {
-        0.0
-    } else {
-        sxy / sxx
+    let mut slopes: Vec<f64> = points
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| points[i + 1..].iter().map(move |b| (a, b)))
+        .filter(|(a, b)| b.0 > a.0)
+        .map(|(a, b)| (b.1 - a.1) / (b.0 - a.0))
+        .collect();
+    if slopes.is_empty() {
+        return 0.0;
     }
+    slopes.sort_by(f64::total_cmp);
+    slopes[slopes.len() / 2]
 }
 
 /// The most `nvidia_*` series a GPU can have, from its product alone: every
