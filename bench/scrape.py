@@ -109,7 +109,7 @@ def main():
             rows.append([t.name, f"{r['offered']:.0f}", f"{r['rate']:.0f}", b.fmt_us(r["p50_us"]),
                          b.fmt_us(r["p99_us"]), b.fmt_us(r["max_us"]), f"{r['cpu_per_1000']:.3f}",
                          int(r["errors"])])
-    b.say(b.table(["server", "offered/s", "scrapes/s", "p50", "p99", "max", "CPU s/1000", "errors"], rows))
+    b.say(b.table(["server", "offered/s", "scrapes/s", "p50", "p99", "max", "CPU s/1000", "errors / note"], rows))
 
     b.say()
     b.say("mig-exporter encodes a snapshot once, on the first scrape after the poll that published it, "

@@ -47,8 +47,10 @@
 //!   writer killed mid-write, `tests/drift.rs`
 //!   `a_process_killed_while_writing_never_leaves_a_partial_file`.
 //! * The clock jumping: the GPU's GPM sample clock, here
-//!   (`gpm_rates_stay_between_0_and_1_…`); the wall clock, here
-//!   (`wall_clock_jumps_…`).
+//!   (`gpm_rates_stay_between_0_and_1_…`); the wall clock, here: polling
+//!   stays on the monotonic clock (`wall_clock_jumps_…`), and DCGM samples
+//!   stamped ahead of a clock that stepped back are not live
+//!   (`dcgm_values_frozen_before_the_wall_clock_steps_back_…`).
 //! * Broken inputs while running: the World file, `tests/e2e.rs`
 //!   `a_broken_world_file_drops_every_series_and_recovers_without_restart`;
 //!   the desired config, `tests/drift.rs`
@@ -638,22 +640,20 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-#[test]
-fn wall_clock_jumps_neither_stall_polling_nor_move_drift_timestamps() {
+/// The exporter in NVML mode with DCGM over `world`, then `extra`, with its
+/// wall clock (CLOCK_REALTIME, and so fake-dcgm's timestamps) offset by
+/// what `clock` says (libfaketime's syntax: `+0`, `-1d`), re-read on every
+/// call. The monotonic clock and file times stay real, so the fakes notice
+/// World changes.
+fn exporter_on_faked_wall_clock(world: &Path, clock: &Path, extra: &[&str]) -> Exporter {
     assert!(
         Path::new(FAKETIME).exists(),
         "{FAKETIME} is missing: install the Debian package libfaketime (scripts/test.sh does)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let world = h100_world(dir.path(), 1);
-    let dcgm = built("libfake_dcgm.so");
-    // A GPU instance without a compute instance: a finding whose `since` must hold.
-    mig_sim(&world, &["mig", "-cgi", "19"]);
-    let clock = dir.path().join("faketime.rc");
-    std::fs::write(&clock, "+0\n").unwrap();
+    if !clock.exists() {
+        std::fs::write(clock, "+0\n").unwrap();
+    }
     let mut command = Command::new(EXPORTER);
-    // Only the wall clock (CLOCK_REALTIME) is faked, re-read on every call;
-    // file times stay real so the fakes notice World changes.
     command.envs([
         ("LD_PRELOAD", OsStr::new(FAKETIME)),
         ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
@@ -662,17 +662,26 @@ fn wall_clock_jumps_neither_stall_polling_nor_move_drift_timestamps() {
         ("NO_FAKE_STAT", OsStr::new("1")),
         ("MIG_WORLD", world.as_os_str()),
     ]);
-    let nvml = built("libfake_nvml.so");
-    let exporter = Exporter::start_command(
-        command,
-        &[
-            "--nvml",
-            "--nvml.library",
-            nvml.to_str().unwrap(),
-            "--dcgm.library",
-            dcgm.to_str().unwrap(),
-        ],
-    );
+    let (nvml, dcgm) = (built("libfake_nvml.so"), built("libfake_dcgm.so"));
+    let mut args = vec![
+        "--nvml",
+        "--nvml.library",
+        nvml.to_str().unwrap(),
+        "--dcgm.library",
+        dcgm.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Exporter::start_command(command, &args)
+}
+
+#[test]
+fn wall_clock_jumps_neither_stall_polling_nor_move_drift_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = h100_world(dir.path(), 1);
+    // A GPU instance without a compute instance: a finding whose `since` must hold.
+    mig_sim(&world, &["mig", "-cgi", "19"]);
+    let clock = dir.path().join("faketime.rc");
+    let exporter = exporter_on_faked_wall_clock(&world, &clock, &[]);
     let since_key = |text: &str| {
         text.lines()
             .find(|l| {
@@ -764,4 +773,36 @@ fn wall_clock_jumps_neither_stall_polling_nor_move_drift_timestamps() {
         .find(|l| l.contains("drift cleared"))
         .unwrap();
     assert!(!cleared.contains("lasted_seconds=-"), "{cleared}");
+}
+
+#[test]
+fn dcgm_values_frozen_before_the_wall_clock_steps_back_are_not_served_as_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = h100_world(dir.path(), 1);
+    let clock = dir.path().join("faketime.rc");
+    let exporter = exporter_on_faked_wall_clock(&world, &clock, &["--no-gpm"]);
+    let ci_sm = "nvidia_mig_compute_instance_sm_active_ratio";
+    wait_for(
+        || near(gauge(&exporter.metrics(), ci_sm, Some(2)), 0.75),
+        "DCGM's value",
+    );
+    // The host engine stops sampling; the load changes unseen; then the
+    // clock steps back an hour, so the frozen sample looks an hour young.
+    edit_world(&world, |w| w.faults.dcgm_stale_data = true);
+    std::thread::sleep(Duration::from_millis(300));
+    mig_sim(&world, &["load", "--gpu", "0", "--gi", "2", "--sm-active", "0.2"]);
+    std::fs::write(&clock, "-1h\n").unwrap();
+    wait_for(
+        || gauge(&exporter.metrics(), ci_sm, Some(2)).is_none(),
+        "the frozen value withdrawn, not served for an hour",
+    );
+    let text = exporter.metrics();
+    assert_eq!(up(&text, "dcgm").as_deref(), Some("1"), "DCGM still answers");
+    assert!(gauge(&text, "nvidia_mig_compute_instance_info", Some(2)).is_some());
+
+    edit_world(&world, |w| w.faults.dcgm_stale_data = false);
+    wait_for(
+        || near(gauge(&exporter.metrics(), ci_sm, Some(2)), 0.2),
+        "fresh samples on the stepped-back clock",
+    );
 }

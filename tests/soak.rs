@@ -413,6 +413,12 @@ fn soak() {
         .ok()
         .map(|s| s.parse().expect("MIG_SOAK_SEED: a number"))
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    assert!(
+        seconds >= WARM_UP.as_secs() + 30,
+        "MIG_SOAK_SECONDS={seconds}: at least {} s, since memory is judged after a {} s warm-up",
+        WARM_UP.as_secs() + 30,
+        WARM_UP.as_secs()
+    );
     println!("soak: {seconds} s, seed {seed} (MIG_SOAK_SEED={seed} replays it)");
     let mut rng = Rng(seed);
 

@@ -719,8 +719,13 @@ fn live_str(fv: &FieldValue, now_us: i64, max_age_us: i64) -> Option<String> {
     }
 }
 
+/// Sampled within `max_age` of now, either way: a timestamp further ahead
+/// means the wall clock stepped back since the sample, whose age is then
+/// unknown (a host engine that stopped sampling would look live for as long
+/// as the step).
 fn fresh(fv: &FieldValue, now_us: i64, max_age_us: i64) -> bool {
-    fv.status == DCGM_ST_OK && fv.ts_us > 0 && now_us.saturating_sub(fv.ts_us) <= max_age_us
+    let age = now_us.saturating_sub(fv.ts_us);
+    fv.status == DCGM_ST_OK && fv.ts_us > 0 && (-max_age_us..=max_age_us).contains(&age)
 }
 
 /// Maps the values read to NVML's entities through the hierarchy they were

@@ -286,6 +286,22 @@ fn values_map_through_the_hierarchy_and_blanks_and_stale_values_are_absent() {
     assert_eq!(u.entities.len(), 4);
 }
 
+#[test]
+fn a_value_from_further_ahead_than_max_age_is_not_live() {
+    let (now, max_age) = (1_000_000_000, 5_000_000);
+    let at = |ts| fv(DCGM_FE_GPU, 0, DCGM_FI_PROF_SM_ACTIVE, Value::Double(0.5), ts);
+    assert!(fresh(&at(now - max_age), now, max_age));
+    assert!(
+        fresh(&at(now + 1_000_000), now, max_age),
+        "another clock's jitter"
+    );
+    assert!(!fresh(&at(now - max_age - 1), now, max_age), "stale");
+    assert!(
+        !fresh(&at(now + 3_600_000_000), now, max_age),
+        "the clock stepped back an hour"
+    );
+}
+
 fn snapshot() -> GpuSnapshot {
     GpuSnapshot {
         index: 0,
