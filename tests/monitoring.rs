@@ -16,11 +16,9 @@ mod common;
 mod contract;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
+use common::daemon::{free_address, url_encode, Daemon};
 use common::kubelet::{devices, pod, FakeKubelet};
 use common::{mig_sim, which, Exporter};
 use contract::root;
@@ -344,97 +343,6 @@ fn program(names: &[&str], package: &str) -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A minimal HTTP/1.0 request (the server answers without chunking and
-/// closes): status and body, or None when nothing listens yet.
-fn http(address: &str, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A program of the stack, its output in a log file, killed on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(name: &'static str, program: &Path, args: &[String], address: String, log: PathBuf) -> Daemon {
-        let out = File::create(&log).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        let mut daemon = Daemon {
-            name,
-            child,
-            address,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("{name} exited ({status})\n{}", daemon.log_tail());
-            }
-            if http(&daemon.address, "GET", "/-/ready").is_some_and(|(s, _)| s == 200) {
-                return daemon;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready in 30 s:\n{}",
-                daemon.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The last lines the program wrote, under its name.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- {} log ({}):\n{}",
-            self.name,
-            self.log.display(),
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The webhook receiver Alertmanager notifies: an HTTP server on loopback in
 /// a thread, keeping every POSTed notification.
 struct Webhook {
@@ -661,7 +569,7 @@ impl Stack {
         });
 
         let webhook = Webhook::start();
-        let am_address = format!("127.0.0.1:{}", free_port());
+        let am_address = free_address();
         let am_config = dir.path().join("alertmanager.yml");
         std::fs::write(
             &am_config,
@@ -685,12 +593,13 @@ impl Stack {
                 "--cluster.listen-address=".to_string(),
             ],
             am_address,
+            Some("/-/ready"),
             dir.path().join("alertmanager.log"),
         );
 
         let rules = dir.path().join("rules");
         write_fast_rules(&rules);
-        let prom_address = format!("127.0.0.1:{}", free_port());
+        let prom_address = free_address();
         let prom_config = dir.path().join("prometheus.yml");
         std::fs::write(
             &prom_config,
@@ -716,6 +625,7 @@ impl Stack {
                 "--rules.alert.resend-delay=1s".to_string(),
             ],
             prom_address,
+            Some("/-/ready"),
             dir.path().join("prometheus.log"),
         );
         let stack = Stack {
@@ -738,15 +648,7 @@ impl Stack {
     /// An instant query through `/api/v1/query`: the result vector. A query
     /// Prometheus rejects fails the test.
     fn query(&self, expr: &str) -> Vec<Json> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let (status, body) = http(&self.prometheus.address, "GET", &path).expect("Prometheus answers");
-        let json: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        assert!(
-            status == 200 && json["status"] == "success",
-            "query {expr} failed: {body}"
-        );
-        assert_eq!(json["data"]["resultType"], "vector", "{expr}");
-        json["data"]["result"].as_array().cloned().unwrap_or_default()
+        self.prometheus.query(expr)
     }
 
     /// Polls until `f` gives a value; fails with what the programs said.

@@ -23,11 +23,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,8 +40,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
-use serde_json::Value as Json;
 
+use common::daemon::{free_address, Daemon};
 use common::{wait_for, Exporter};
 
 // ------------------------------------------------------------ the contract
@@ -719,85 +718,6 @@ fn prometheus_binary() -> PathBuf {
     })
 }
 
-fn free_address() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A program on loopback, its output in a log file, killed on drop.
-struct Daemon {
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// `ready`: a path that answers 200 once it is, or `None` for a TLS
-    /// listener, ready once it accepts connections.
-    fn start(program: &Path, args: &[String], address: String, ready: Option<&str>, log: PathBuf) -> Daemon {
-        let out = File::create(&log).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        let daemon = Daemon { child, address, log };
-        wait(
-            &[&daemon],
-            &format!("{} ready", program.display()),
-            || match ready {
-                Some(path) => http_get(&daemon.address, path)
-                    .filter(|(s, _)| *s == 200)
-                    .map(drop),
-                None => TcpStream::connect(&daemon.address).ok().map(drop),
-            },
-        );
-        daemon
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- {}:\n{}",
-            self.log.display(),
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls until `f` gives a value; fails with what the daemons said.
 fn wait<T>(daemons: &[&Daemon], what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -811,15 +731,6 @@ fn wait<T>(daemons: &[&Daemon], what: &str, mut f: impl FnMut() -> Option<T>) ->
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// An instant query: the result vector.
-fn query(prometheus: &Daemon, expr: &str) -> Vec<Json> {
-    let path = format!("/api/v1/query?query={}", url_encode(expr));
-    let (status, body) = http_get(&prometheus.address, &path).expect("Prometheus answers");
-    let json: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert!(status == 200 && json["status"] == "success", "{expr}: {body}");
-    json["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
 /// A `/metrics` family, its name in Prometheus, and the label pairs
@@ -837,6 +748,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
     let prometheus_address = free_address();
     let prometheus = Daemon::start(
+        "prometheus",
         &prometheus_binary(),
         &[
             format!("--config.file={}", config.display()),
@@ -850,6 +762,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
     );
     let vmagent_address = free_address();
     let vmagent = Daemon::start(
+        "vmagent",
         &vmagent_binary(),
         &[
             format!("-httpListenAddr={vmagent_address}"),
@@ -926,7 +839,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
             &[&prometheus, &vmagent],
             &format!("{promql} in Prometheus"),
             || {
-                let result = query(&prometheus, promql);
+                let result = prometheus.query(promql);
                 let got: BTreeMap<Vec<String>, f64> = result
                     .iter()
                     .map(|r| {
@@ -953,7 +866,8 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
     let pattern = wanted.iter().cloned().collect::<Vec<_>>().join("|");
     let every = format!(r#"count by (__name__) ({{__name__=~"{pattern}"}})"#);
     wait(&[&prometheus, &vmagent], "every family in Prometheus", || {
-        let arrived: BTreeSet<String> = query(&prometheus, &every)
+        let arrived: BTreeSet<String> = prometheus
+            .query(&every)
             .iter()
             .map(|r| r["metric"]["__name__"].as_str().unwrap().to_string())
             .collect();
@@ -1025,6 +939,7 @@ fn pushes_go_over_tls_to_collectors_the_given_ca_signed_with_a_client_certificat
     // HTTP/protobuf: vmagent serving HTTPS (it forwards nowhere here).
     let vmagent_address = free_address();
     let vmagent = Daemon::start(
+        "vmagent",
         &vmagent_binary(),
         &[
             format!("-httpListenAddr={vmagent_address}"),

@@ -27,15 +27,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::daemon::{free_address, url_encode, Daemon};
 use common::kubelet::{devices, pod, FakeKubelet};
 use common::{built, edit_world, mig_sim, which, Exporter};
 use mig_exporter::source::kubelet::proto::{AllocatableResourcesResponse, PodResources};
@@ -96,43 +93,14 @@ impl Rng {
 
 // ------------------------------------------------------------------ Prometheus
 
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-struct Prometheus {
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
+/// The real Prometheus, scraping the exporter every second.
+struct Prometheus(Daemon);
 
 impl Prometheus {
     fn start(dir: &Path, target: &str) -> Prometheus {
         let program = which("prometheus")
             .expect("prometheus is not installed: scripts/test.sh installs the Debian package `prometheus`");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        let address = free_address();
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -143,40 +111,23 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let log = dir.join("prometheus.log");
-        let out = File::create(&log).unwrap();
-        let child = Command::new(program)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-            .arg(format!("--web.listen-address={address}"))
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start prometheus");
-        let prometheus = Prometheus { child, address, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(&prometheus.address, "/-/ready").is_none_or(|(s, _)| s != 200) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready in 30 s:\n{}",
-                std::fs::read_to_string(&prometheus.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        prometheus
-    }
-
-    /// `data.result` of an API query.
-    fn api(&self, path: &str) -> Vec<Json> {
-        let (status, body) =
-            http_get(&self.address, path).unwrap_or_else(|| panic!("no answer from prometheus to {path}"));
-        assert_eq!(status, 200, "{path}: {body}");
-        let json: Json = serde_json::from_str(&body).unwrap();
-        json["data"]["result"].as_array().cloned().unwrap_or_default()
+        let args = [
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address={address}"),
+        ];
+        Prometheus(Daemon::start(
+            "prometheus",
+            &program,
+            &args,
+            address,
+            Some("/-/ready"),
+            dir.join("prometheus.log"),
+        ))
     }
 
     fn query(&self, expr: &str) -> Vec<Json> {
-        self.api(&format!("/api/v1/query?query={}", url_encode(expr)))
+        self.0.query(expr)
     }
 
     /// One scalar of an instant query; `None` when it has no result.
@@ -188,28 +139,22 @@ impl Prometheus {
 
     /// (labels, [(time, value)]) of every series of a range query, step 1 s.
     fn range(&self, expr: &str, start: f64, end: f64) -> Vec<(Json, Vec<(f64, f64)>)> {
-        self.api(&format!(
-            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
-            url_encode(expr)
-        ))
-        .into_iter()
-        .map(|r| {
-            let points = r["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?)))
-                .collect();
-            (r["metric"].clone(), points)
-        })
-        .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0
+            .api(&format!(
+                "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
+                url_encode(expr)
+            ))
+            .into_iter()
+            .map(|r| {
+                let points = r["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?)))
+                    .collect();
+                (r["metric"].clone(), points)
+            })
+            .collect()
     }
 }
 

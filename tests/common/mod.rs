@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod daemon;
 pub mod kubelet;
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
