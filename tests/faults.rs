@@ -39,8 +39,9 @@
 //!   (`a_kubelet_socket_that_goes_away_…`); absent at start and too slow,
 //!   `tests/kubelet.rs` `an_absent_socket_marks_only_the_kubelet_down`,
 //!   `a_slow_kubelet_fails_within_the_deadline`.
-//! * State directory full: here, a 64 KiB tmpfs filled up
-//!   (`a_full_state_directory_…`); unusable (a file where the directory
+//! * State directory full or read-only: here, a 64 KiB tmpfs filled up
+//!   (`a_full_state_directory_…`) or remounted read-only
+//!   (`a_read_only_state_directory_…`); unusable (a file where the directory
 //!   should be) and a state file that cannot be read, `tests/drift.rs`
 //!   `an_unwritable_state_directory_is_reported_and_the_exporter_keeps_serving`,
 //!   `a_state_file_that_cannot_be_read_is_reported_left_untouched_and_…`; a
@@ -805,4 +806,83 @@ fn dcgm_values_frozen_before_the_wall_clock_steps_back_are_not_served_as_live() 
         || near(gauge(&exporter.metrics(), ci_sm, Some(2)), 0.2),
         "fresh samples on the stepped-back clock",
     );
+}
+
+/// Remounts the exporter's private tmpfs at `mount_point` read-only or
+/// read-write again, from inside its mount (and user) namespace.
+fn remount(exporter: &Exporter, mount_point: &Path, mode: &str) {
+    let pid = exporter.pid().to_string();
+    let mut command = Command::new("nsenter");
+    command.args(["--target", &pid, "--mount"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        command.args(["--user", "--preserve-credentials"]);
+    }
+    let output = command
+        .args(["mount", "-o", &format!("remount,{mode}")])
+        .arg(mount_point)
+        .output()
+        .expect("run nsenter (util-linux)");
+    assert!(
+        output.status.success(),
+        "remount {mode}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_read_only_state_directory_is_reported_the_old_file_kept_and_written_once_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = h100_world(dir.path(), 1);
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let state = state_dir.join("state.json");
+    let exporter = exporter_with_tmpfs(
+        &state_dir,
+        64,
+        &[
+            "--world",
+            world.to_str().unwrap(),
+            "--state.file",
+            state.to_str().unwrap(),
+        ],
+    );
+    let inside =
+        |p: &Path| Path::new(&format!("/proc/{}/root", exporter.pid())).join(p.strip_prefix("/").unwrap());
+    wait_for(|| inside(&state).exists(), "the first state file");
+    let written = std::fs::read_to_string(inside(&state)).unwrap();
+
+    remount(&exporter, &state_dir, "ro");
+    mig_sim(&world, &["mig", "-cgi", "19", "-C"]);
+    wait_for(
+        || up(&exporter.metrics(), "state_file").as_deref() == Some("0"),
+        "source_up{state_file} 0",
+    );
+    wait_for_errors(&exporter, "state_file", 2.0);
+    let text = exporter.metrics();
+    assert_eq!(up(&text, "sim").as_deref(), Some("1"), "geometry is still served");
+    assert!(gauge(&text, "nvidia_mig_gpu_instance_info", None).is_some());
+    assert!(
+        !text.contains("nvidia_mig_drift{"),
+        "a read-only disk is not drift:\n{text}"
+    );
+    let reason = down_reason(&exporter, "state_file");
+    assert!(reason.contains("Read-only file system"), "{reason}");
+    assert_eq!(
+        std::fs::read_to_string(inside(&state)).unwrap(),
+        written,
+        "the old file stays whole"
+    );
+
+    remount(&exporter, &state_dir, "rw");
+    wait_for(
+        || up(&exporter.metrics(), "state_file").as_deref() == Some("1"),
+        "source_up{state_file} 1 once writable",
+    );
+    let now = std::fs::read_to_string(inside(&state)).unwrap();
+    assert!(
+        now.contains("\"1g.10gb\": 2"),
+        "the new layout is written:\n{now}"
+    );
+    assert_errors_stopped(&exporter, "state_file");
 }
