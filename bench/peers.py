@@ -167,7 +167,7 @@ def main():
         (c0, _, t0, _), (c1, _, t1, _) = calls0[t.name], calls1[t.name]
         n = devices[t.name]
         b.say(f"  {t.name}: {n} devices, {(c1 - c0) / (t1 - t0) / n:.1f} NVML calls/s and "
-              f"{idle[t.name]['cpu_pct'] / n * 1000:.2f} thousandths of a core per device")
+              f"{idle[t.name]['cpu_pct'] / n:.4f} % of a core per device")
     b.say()
     rows = []
     for t in targets:

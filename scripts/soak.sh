@@ -22,6 +22,6 @@ command -v prometheus >/dev/null || { echo "soak.sh: prometheus is not installed
 
 # The soak runs the fakes and binaries built beside the exporter. Clippy's
 # --all-targets leaves out a test that `cargo test` does not run: lint it here.
-cargo build --workspace --locked --lib --bins
-cargo clippy --locked --test soak -- -D warnings
-MIG_SOAK_SECONDS="$seconds" exec cargo test --locked --test soak -- --nocapture
+cargo build --workspace --locked --lib --bins --examples
+cargo clippy --workspace --locked --test soak -- -D warnings
+MIG_SOAK_SECONDS="$seconds" exec cargo test --workspace --locked --test soak -- --nocapture
