@@ -160,7 +160,13 @@ def machine():
 
 def workdir(prefix):
     d = tempfile.mkdtemp(prefix=f"mig-bench-{prefix}-", dir=os.path.join(ROOT, "target"))
-    atexit.register(shutil.rmtree, d, True)
+
+    def remove():
+        # The processes first: one still running may write into d again (fake-nvml's stats file).
+        _cleanup()
+        shutil.rmtree(d, True)
+
+    atexit.register(remove)
     return d
 
 
