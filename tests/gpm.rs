@@ -265,9 +265,12 @@ fn hundreds_of_polls_and_reconfigurations_keep_the_samples_bounded() {
         let instances = 1 + snapshot.gpus[0].gpu_instances.len() as u64;
         assert_eq!(node.live_samples(), instances, "poll {poll}");
     }
+    let taken = node.calls("nvmlGpmSampleGet") + node.calls("nvmlGpmMigSampleGet");
+    assert!(taken >= 600, "samples were taken all along: {taken}");
+    let allocated = node.calls("nvmlGpmSampleAlloc");
     assert!(
-        node.calls("nvmlGpmSampleAlloc") >= 600,
-        "samples were taken all along"
+        allocated < taken / 2,
+        "sample buffers are reused, not allocated per sample: {allocated} for {taken} samples"
     );
     drop(poller);
     assert_eq!(node.live_samples(), 0, "every sample freed with the source");

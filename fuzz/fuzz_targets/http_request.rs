@@ -1,7 +1,7 @@
 //! HTTP requests to the exporter's router, in process (no socket): any
-//! method, request target and `Accept` header. Unknown paths are 404, the
-//! known ones answer GET, `/metrics` in the format `Accept` asks for, and no
-//! request makes the server fail (5xx).
+//! method, request target, `Accept` and `Accept-Encoding` headers. Unknown
+//! paths are 404, the known ones answer GET, `/metrics` in the format `Accept`
+//! asks for (gzip or not), and no request makes the server fail (5xx).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -42,8 +42,8 @@ fn server() -> &'static Server {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // One byte picks the method; the request target and the Accept value
-    // follow, split at the first newline (neither can hold one on the wire).
+    // One byte picks the method; the request target, the Accept value and the
+    // Accept-Encoding value follow, split at newlines (none can hold one on the wire).
     let Some((&method, rest)) = data.split_first() else {
         return;
     };
@@ -56,15 +56,26 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = Uri::try_from(target) else {
         return;
     };
-    let accept = match accept.map(HeaderValue::from_bytes) {
-        Some(Ok(value)) => Some(value),
-        Some(Err(_)) => return,
-        None => None,
+    let (accept, encoding) = match accept {
+        Some(rest) => match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (Some(&rest[..i]), Some(&rest[i + 1..])),
+            None => (Some(rest), None),
+        },
+        None => (None, None),
+    };
+    let Ok(accept) = accept.map(HeaderValue::from_bytes).transpose() else {
+        return;
+    };
+    let Ok(encoding) = encoding.map(HeaderValue::from_bytes).transpose() else {
+        return;
     };
     let path = uri.path().to_string();
     let mut request = Request::builder().method(method.clone()).uri(uri);
     if let Some(value) = &accept {
         request = request.header(header::ACCEPT, value.clone());
+    }
+    if let Some(value) = encoding {
+        request = request.header(header::ACCEPT_ENCODING, value);
     }
     let request = request.body(Body::empty()).expect("a request from valid parts");
 

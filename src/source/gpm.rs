@@ -32,14 +32,16 @@
 //! from DCGM only. The source reads through the NVML source's open library
 //! ([`SharedNvml`]) rather than initialising NVML a second time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 use nvml_wrapper_sys::bindings::{
-    nvmlGpmMetricId_t_NVML_GPM_METRIC_ANY_TENSOR_UTIL as ANY_TENSOR_UTIL,
+    nvmlDevice_t, nvmlGpmMetricId_t_NVML_GPM_METRIC_ANY_TENSOR_UTIL as ANY_TENSOR_UTIL,
     nvmlGpmMetricId_t_NVML_GPM_METRIC_DRAM_BW_UTIL as DRAM_BW_UTIL,
     nvmlGpmMetricId_t_NVML_GPM_METRIC_FP16_UTIL as FP16_UTIL,
     nvmlGpmMetricId_t_NVML_GPM_METRIC_FP32_UTIL as FP32_UTIL,
@@ -77,47 +79,105 @@ fn ratio(percent: f64) -> Option<f64> {
     (percent.is_finite() && (-0.5..=100.5).contains(&percent)).then(|| (percent / 100.0).clamp(0.0, 1.0))
 }
 
-/// What a held sample measures. Anything that differs names another instance.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Gpu {
-        uuid: String,
-        mig: bool,
-    },
-    GpuInstance {
-        gpu_uuid: String,
-        id: u32,
-        profile_id: u32,
-        placement: (u32, u32),
-        mig_uuids: Vec<String>,
-    },
+/// What a GPU instance's held sample measures. Anything that differs names
+/// another instance: one destroyed and created again in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InstanceKey {
+    id: u32,
+    profile_id: u32,
+    placement: (u32, u32),
+    /// Its compute instances' MIG UUIDs, hashed in any order: a compute
+    /// instance created again gets a new UUID (driver R470 and newer).
+    mig_devices: u64,
 }
 
-impl Key {
-    fn gpu_instance(gpu: &GpuSnapshot, gi: &GpuInstanceSnapshot) -> Key {
-        let mut mig_uuids: Vec<String> = gi.compute_instances.iter().map(|c| c.mig_uuid.clone()).collect();
-        mig_uuids.sort();
-        Key::GpuInstance {
-            gpu_uuid: gpu.uuid.clone(),
+impl InstanceKey {
+    fn of(gi: &GpuInstanceSnapshot) -> InstanceKey {
+        let mig_devices = gi.compute_instances.iter().fold(0u64, |sum, ci| {
+            let mut hasher = DefaultHasher::new();
+            ci.mig_uuid.hash(&mut hasher);
+            sum.wrapping_add(hasher.finish())
+        });
+        InstanceKey {
             id: gi.id,
             profile_id: gi.profile_id,
             placement: (gi.placement_start, gi.placement_size),
-            mig_uuids,
+            mig_devices,
         }
     }
 }
 
-/// Activity read on one poll: per GPU UUID, and per (GPU UUID, GI id).
-#[derive(Debug, Default)]
-struct Readings {
-    gpus: BTreeMap<String, Activity>,
-    gpu_instances: BTreeMap<(String, u32), Activity>,
+/// A GPU's NVML handle. It stays valid while its library is open, and the
+/// [`Held`] that keeps it also keeps that library.
+struct Device(nvmlDevice_t);
+
+// SAFETY: a device handle is an opaque id that NVML accepts from any thread.
+unsafe impl Send for Device {}
+
+struct InstanceSample {
+    key: InstanceKey,
+    sample: GpmSample,
+    sampled_this_poll: bool,
 }
 
-/// Samples held between polls, all from one library instance.
+/// What is kept of one GPU (by UUID) for one library session.
+struct GpuState {
+    uuid: String,
+    device: Device,
+    /// `nvmlGpmQueryDeviceSupport`'s answer: the hardware does not change
+    /// while the library stays open.
+    supported: bool,
+    /// The GPU's latest sample, with the MIG mode it was taken in.
+    sample: Option<(bool, GpmSample)>,
+    instances: Vec<InstanceSample>,
+    in_geometry: bool,
+}
+
+/// Activity read on one poll, by position in the GPUs read (and of the GPU
+/// instance in its GPU), so [`apply`] finds its place without a lookup.
+#[derive(Debug, Default)]
+struct Readings {
+    gpus: Vec<(usize, Activity)>,
+    gpu_instances: Vec<(usize, usize, Activity)>,
+}
+
+/// GPUs and samples held between polls, all from one library instance.
 struct Held {
-    samples: BTreeMap<Key, GpmSample>,
+    gpus: Vec<GpuState>,
     nvml: Arc<Nvml>,
+}
+
+impl Held {
+    /// The state of `gpu`, asking NVML for its handle and GPM support the
+    /// first time this session sees it.
+    fn gpu(&mut self, gpu: &GpuSnapshot) -> anyhow::Result<&mut GpuState> {
+        if let Some(i) = self.gpus.iter().position(|s| s.uuid == gpu.uuid) {
+            return Ok(&mut self.gpus[i]);
+        }
+        let at = || format!("GPU {} ({})", gpu.index, gpu.uuid);
+        let device = self
+            .nvml
+            .device_by_uuid(gpu.uuid.as_str())
+            .with_context(|| format!("{}: nvmlDeviceGetHandleByUUID", at()))?;
+        // SAFETY: the handle is used only while `self.nvml` keeps the library open.
+        let handle = unsafe { device.handle() };
+        let supported = match raw::gpm_supported(&self.nvml, handle) {
+            Ok(supported) => supported,
+            Err(NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_)) => {
+                false
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}: nvmlGpmQueryDeviceSupport", at())),
+        };
+        self.gpus.push(GpuState {
+            uuid: gpu.uuid.clone(),
+            device: Device(handle),
+            supported,
+            sample: None,
+            instances: Vec::new(),
+            in_geometry: false,
+        });
+        Ok(self.gpus.last_mut().expect("just pushed"))
+    }
 }
 
 pub struct GpmSource {
@@ -139,7 +199,12 @@ impl GpmSource {
 
     /// How many samples are held between polls (one per instance measured).
     pub fn held_samples(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| h.samples.len())
+        self.held.as_ref().map_or(0, |h| {
+            h.gpus
+                .iter()
+                .map(|g| usize::from(g.sample.is_some()) + g.instances.len())
+                .sum()
+        })
     }
 
     fn read(&mut self, gpus: &[GpuSnapshot]) -> anyhow::Result<Readings> {
@@ -152,54 +217,61 @@ impl GpmSource {
             self.held = None;
         }
         let held = self.held.get_or_insert_with(|| Held {
-            samples: BTreeMap::new(),
+            gpus: Vec::new(),
             nvml: nvml.clone(),
         });
-        let mut out = Readings::default();
-        let mut seen = BTreeSet::new();
+        for state in &mut held.gpus {
+            state.in_geometry = false;
+        }
+        let mut out = Readings {
+            gpus: Vec::with_capacity(gpus.len()),
+            gpu_instances: Vec::with_capacity(gpus.iter().map(|g| g.gpu_instances.len()).sum()),
+        };
+        // The buffer a new sample is read into: the one it replaces becomes
+        // the next spare, so a poll allocates at most one buffer (and frees
+        // it at the end) besides those of instances seen for the first time.
+        let mut spare: Option<GpmSample> = None;
         let mut unsupported = Vec::new();
-        for gpu in gpus {
+        for (gpu_at, gpu) in gpus.iter().enumerate() {
             let at = || format!("GPU {} ({})", gpu.index, gpu.uuid);
-            let device = nvml
-                .device_by_uuid(gpu.uuid.as_str())
-                .with_context(|| format!("{}: nvmlDeviceGetHandleByUUID", at()))?;
-            // SAFETY: the handle is used only within this call, while `nvml` lives.
-            let handle = unsafe { device.handle() };
-            match raw::gpm_supported(&nvml, handle) {
-                Ok(true) => {}
-                Ok(false)
-                | Err(
-                    NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_),
-                ) => {
-                    unsupported.push(gpu);
-                    continue;
-                }
-                Err(e) => return Err(e).with_context(|| format!("{}: nvmlGpmQueryDeviceSupport", at())),
-            }
-
-            let key = Key::Gpu {
-                uuid: gpu.uuid.clone(),
-                mig: gpu.mig_current,
-            };
-            let mut sample = GpmSample::alloc(&nvml).context("nvmlGpmSampleAlloc")?;
-            sample
-                .read_gpu(handle)
-                .with_context(|| format!("{}: nvmlGpmSampleGet", at()))?;
-            if let Some(activity) = advance(held, &key, sample) {
-                out.gpus.insert(gpu.uuid.clone(), activity);
-            }
-            seen.insert(key);
-
-            if !gpu.mig_current {
+            let state = held.gpu(gpu)?;
+            state.in_geometry = true;
+            if !state.supported {
+                unsupported.push(gpu);
                 continue;
             }
-            for gi in &gpu.gpu_instances {
-                let key = Key::gpu_instance(gpu, gi);
-                let mut sample = GpmSample::alloc(&nvml).context("nvmlGpmSampleAlloc")?;
-                match sample.read_gpu_instance(handle, gi.id) {
+            let device = state.device.0;
+
+            let mut sample = spare_or_new(&mut spare, &nvml)?;
+            sample
+                .read_gpu(device)
+                .with_context(|| format!("{}: nvmlGpmSampleGet", at()))?;
+            match &mut state.sample {
+                Some((mig, latest)) if *mig == gpu.mig_current => {
+                    if let Some(activity) = advance(latest, sample, &mut spare) {
+                        out.gpus.push((gpu_at, activity));
+                    }
+                }
+                first => spare = first.replace((gpu.mig_current, sample)).map(|(_, old)| old),
+            }
+
+            for instance in &mut state.instances {
+                instance.sampled_this_poll = false;
+            }
+            let gpu_instances = if gpu.mig_current {
+                &gpu.gpu_instances[..]
+            } else {
+                &[]
+            };
+            for (gi_at, gi) in gpu_instances.iter().enumerate() {
+                let mut sample = spare_or_new(&mut spare, &nvml)?;
+                match sample.read_gpu_instance(device, gi.id) {
                     Ok(()) => {}
                     // Destroyed since the geometry was read: nothing, and it starts over.
-                    Err(NvmlError::NotFound | NvmlError::InvalidArg) => continue,
+                    Err(NvmlError::NotFound | NvmlError::InvalidArg) => {
+                        spare = Some(sample);
+                        continue;
+                    }
                     Err(e) => {
                         return Err(e).with_context(|| {
                             format!("{}: GPU instance {}: nvmlGpmMigSampleGet", at(), gi.id)
@@ -208,12 +280,13 @@ impl GpmSource {
                 }
                 // The sample must be of the instance the geometry shows, not of
                 // one created in its place since.
-                match raw::gpu_instance_by_id(&nvml, handle, gi.id) {
+                match raw::gpu_instance_by_id(&nvml, device, gi.id) {
                     Ok(now)
                         if now.profile_id == gi.profile_id
                             && now.placement == (gi.placement_start, gi.placement_size) => {}
                     Ok(_) | Err(NvmlError::NotFound | NvmlError::InvalidArg | NvmlError::NotSupported) => {
-                        continue
+                        spare = Some(sample);
+                        continue;
                     }
                     Err(e) => {
                         return Err(e).with_context(|| {
@@ -221,14 +294,25 @@ impl GpmSource {
                         })
                     }
                 }
-                if let Some(activity) = advance(held, &key, sample) {
-                    out.gpu_instances.insert((gpu.uuid.clone(), gi.id), activity);
+                let key = InstanceKey::of(gi);
+                match state.instances.iter_mut().find(|i| i.key == key) {
+                    Some(instance) => {
+                        instance.sampled_this_poll = true;
+                        if let Some(activity) = advance(&mut instance.sample, sample, &mut spare) {
+                            out.gpu_instances.push((gpu_at, gi_at, activity));
+                        }
+                    }
+                    None => state.instances.push(InstanceSample {
+                        key,
+                        sample,
+                        sampled_this_poll: true,
+                    }),
                 }
-                seen.insert(key);
             }
+            // Instances gone from the geometry (or not sampled this time) start over.
+            state.instances.retain(|i| i.sampled_this_poll);
         }
-        // Instances gone from the geometry (or not sampled this time) start over.
-        held.samples.retain(|key, _| seen.contains(key));
+        held.gpus.retain(|g| g.in_geometry);
 
         if !gpus.is_empty() && unsupported.len() == gpus.len() {
             let which: Vec<String> = unsupported
@@ -242,7 +326,8 @@ impl GpmSource {
             );
         }
         for gpu in unsupported {
-            if self.told_unsupported.insert(gpu.uuid.clone()) {
+            if !self.told_unsupported.contains(&gpu.uuid) {
+                self.told_unsupported.insert(gpu.uuid.clone());
                 tracing::info!(
                     source = "gpm",
                     gpu = gpu.index,
@@ -256,18 +341,23 @@ impl GpmSource {
     }
 }
 
-/// Keeps `sample` as `key`'s latest and returns the activity between the
-/// one it replaces (freed here) and it; `None` for a first sample.
-fn advance(held: &mut Held, key: &Key, sample: GpmSample) -> Option<Activity> {
-    let previous = held.samples.remove(key);
-    let activity = previous.as_ref().and_then(|p| activity_between(p, &sample));
-    held.samples.insert(key.clone(), sample);
+fn spare_or_new(spare: &mut Option<GpmSample>, nvml: &Arc<Nvml>) -> anyhow::Result<GpmSample> {
+    match spare.take() {
+        Some(sample) => Ok(sample),
+        None => GpmSample::alloc(nvml).context("nvmlGpmSampleAlloc"),
+    }
+}
+
+/// Makes `new` the `latest` sample and returns the activity between the one
+/// it replaces (which becomes the `spare` buffer) and it.
+fn advance(latest: &mut GpmSample, new: GpmSample, spare: &mut Option<GpmSample>) -> Option<Activity> {
+    let activity = activity_between(latest, &new);
+    *spare = Some(std::mem::replace(latest, new));
     activity
 }
 
 fn activity_between(first: &GpmSample, second: &GpmSample) -> Option<Activity> {
-    let ids: Vec<u32> = METRICS.iter().map(|(id, _)| *id).collect();
-    let values = match raw::gpm_metrics(first, second, &ids) {
+    let values = match raw::gpm_metrics(first, second, &METRICS.map(|(id, _)| id)) {
         Ok(values) => values,
         Err(e) => {
             tracing::debug!(source = "gpm", error = %e, "nvmlGpmMetricsGet failed");
@@ -282,18 +372,14 @@ fn activity_between(first: &GpmSample, second: &GpmSample) -> Option<Activity> {
     Some(activity)
 }
 
-/// Puts GPM's readings on the GPUs and GPU instances, filling only the
-/// ratios the sources before it (DCGM) left `None`.
+/// Puts GPM's readings on the GPUs and GPU instances they were read from,
+/// filling only the ratios the sources before it (DCGM) left `None`.
 fn apply(readings: &Readings, gpus: &mut [GpuSnapshot]) {
-    for gpu in gpus {
-        if let Some(a) = readings.gpus.get(&gpu.uuid) {
-            gpu.health.activity.fill_from(a);
-        }
-        for gi in &mut gpu.gpu_instances {
-            if let Some(a) = readings.gpu_instances.get(&(gpu.uuid.clone(), gi.id)) {
-                gi.activity.fill_from(a);
-            }
-        }
+    for (gpu, activity) in &readings.gpus {
+        gpus[*gpu].health.activity.fill_from(activity);
+    }
+    for (gpu, gi, activity) in &readings.gpu_instances {
+        gpus[*gpu].gpu_instances[*gi].activity.fill_from(activity);
     }
 }
 
@@ -372,17 +458,15 @@ mod tests {
         let gpu = &mut gpus[0];
         gpu.health.activity = Activity::default();
         gpu.health.activity.sm_active_ratio = Some(0.9);
-        let gi_id = gpu.gpu_instances[0].id;
         gpu.gpu_instances[0].activity = Activity::default();
-        let uuid = gpu.uuid.clone();
         let mut readings = Readings::default();
         let gpm = Activity {
             sm_active_ratio: Some(0.1),
             tensor_active_ratio: Some(0.2),
             ..Activity::default()
         };
-        readings.gpus.insert(uuid.clone(), gpm);
-        readings.gpu_instances.insert((uuid, gi_id), gpm);
+        readings.gpus.push((0, gpm));
+        readings.gpu_instances.push((0, 0, gpm));
         apply(&readings, &mut gpus);
         let gpu = &gpus[0];
         assert_eq!(
@@ -409,24 +493,28 @@ mod tests {
             !gi.compute_instances.is_empty(),
             "the scenario's GI has a MIG device"
         );
-        let key = Key::gpu_instance(gpu, gi);
-        assert_eq!(key, Key::gpu_instance(gpu, &gi.clone()));
+        let key = InstanceKey::of(gi);
+        assert_eq!(key, InstanceKey::of(&gi.clone()));
         let mut moved = gi.clone();
         moved.placement_start += 1;
-        assert_ne!(Key::gpu_instance(gpu, &moved), key);
+        assert_ne!(InstanceKey::of(&moved), key);
         let mut other_profile = gi.clone();
         other_profile.profile_id += 1;
-        assert_ne!(Key::gpu_instance(gpu, &other_profile), key);
+        assert_ne!(InstanceKey::of(&other_profile), key);
         let mut recreated = gi.clone();
         recreated.compute_instances[0].mig_uuid.push('x');
-        assert_ne!(
-            Key::gpu_instance(gpu, &recreated),
-            key,
-            "same shape, new MIG device"
+        assert_ne!(InstanceKey::of(&recreated), key, "same shape, new MIG device");
+        let mut one_more = gi.clone();
+        one_more.compute_instances.push(gi.compute_instances[0].clone());
+        one_more.compute_instances[1].mig_uuid.push('y');
+        let mut reordered = one_more.clone();
+        reordered.compute_instances.reverse();
+        assert_ne!(InstanceKey::of(&one_more), key, "one more MIG device");
+        assert_eq!(
+            InstanceKey::of(&reordered),
+            InstanceKey::of(&one_more),
+            "listing order is no identity"
         );
-        let mut other_gpu = gpu.clone();
-        other_gpu.uuid.push('x');
-        assert_ne!(Key::gpu_instance(&other_gpu, gi), key);
     }
 
     #[test]

@@ -375,11 +375,11 @@ impl Drop for GpmSample {
 /// (taken later), in NVML's units (percent for utilizations). The outer error
 /// is the call's; each metric has its own result (`NotSupported` where the
 /// GPU has no such metric).
-pub fn gpm_metrics(
+pub fn gpm_metrics<const N: usize>(
     first: &GpmSample,
     second: &GpmSample,
-    metric_ids: &[u32],
-) -> Result<Vec<Result<f64, NvmlError>>, NvmlError> {
+    metric_ids: &[u32; N],
+) -> Result<[Result<f64, NvmlError>; N], NvmlError> {
     if !first.same_library(second) {
         return Err(NvmlError::InvalidArg);
     }
@@ -389,19 +389,19 @@ pub fn gpm_metrics(
     // free lists on every call.
     // SAFETY: zeroed is valid for this plain C struct (null pointers, zero ids).
     let mut request: nvmlGpmMetricsGet_t = unsafe { std::mem::zeroed() };
-    if metric_ids.len() > request.metrics.len() {
+    if N > request.metrics.len() {
         return Err(NvmlError::InvalidArg);
     }
     request.version = NVML_GPM_METRICS_GET_VERSION;
-    request.numMetrics = metric_ids.len() as c_uint;
+    request.numMetrics = N as c_uint;
     request.sample1 = first.sample;
     request.sample2 = second.sample;
     for (metric, &id) in request.metrics.iter_mut().zip(metric_ids) {
         metric.metricId = id;
     }
     nvml_try(unsafe { f(&mut request) })?;
-    Ok(request.metrics[..metric_ids.len()]
-        .iter()
-        .map(|m| nvml_try(m.nvmlReturn).map(|()| m.value))
-        .collect())
+    Ok(std::array::from_fn(|i| {
+        let metric = &request.metrics[i];
+        nvml_try(metric.nvmlReturn).map(|()| metric.value)
+    }))
 }
