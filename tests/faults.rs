@@ -487,86 +487,129 @@ fn fill(path: &Path) {
     }
 }
 
+/// The exporter on a one-GPU World with its state file on a private 64 KiB
+/// tmpfs, once it has written the first state file.
+struct StateOnTmpfs {
+    world: PathBuf,
+    state_dir: PathBuf,
+    state: PathBuf,
+    exporter: Exporter,
+    first: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StateOnTmpfs {
+    fn start() -> StateOnTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let world = h100_world(dir.path(), 1);
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+        let state = state_dir.join("state.json");
+        let exporter = exporter_with_tmpfs(
+            &state_dir,
+            64,
+            &[
+                "--world",
+                world.to_str().unwrap(),
+                "--state.file",
+                state.to_str().unwrap(),
+            ],
+        );
+        let mut fixture = StateOnTmpfs {
+            world,
+            state_dir,
+            state,
+            exporter,
+            first: String::new(),
+            _dir: dir,
+        };
+        assert!(
+            std::fs::read_dir(&fixture.state_dir).unwrap().next().is_none(),
+            "the host's directory is untouched"
+        );
+        wait_for(|| fixture.inside(&fixture.state).exists(), "the first state file");
+        fixture.first = std::fs::read_to_string(fixture.inside(&fixture.state)).unwrap();
+        assert!(fixture.first.contains("\"3g.40gb\": 1"), "{}", fixture.first);
+        fixture
+    }
+
+    /// `path` as the exporter sees it, through its mount namespace.
+    fn inside(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.exporter.pid())).join(path.strip_prefix("/").unwrap())
+    }
+
+    /// A new healthy layout that cannot be recorded: the state source is down
+    /// for `reason`, the geometry is still served, nothing is called drift,
+    /// and the old file stays whole.
+    fn new_layout_cannot_be_written(&self, reason: &str) {
+        let exporter = &self.exporter;
+        mig_sim(&self.world, &["mig", "-cgi", "19", "-C"]);
+        wait_for(
+            || up(&exporter.metrics(), "state_file").as_deref() == Some("0"),
+            "source_up{state_file} 0",
+        );
+        wait_for_errors(exporter, "state_file", 2.0);
+        let text = exporter.metrics();
+        assert_eq!(up(&text, "sim").as_deref(), Some("1"), "geometry is still served");
+        assert!(gauge(&text, "nvidia_mig_gpu_instance_info", None).is_some());
+        assert!(
+            !text.contains("nvidia_mig_drift{"),
+            "a disk fault is not drift:\n{text}"
+        );
+        let down = down_reason(exporter, "state_file");
+        assert!(
+            down.contains("cannot write state file") && down.contains(reason),
+            "{down}"
+        );
+        assert!(exporter.log().iter().any(|l| l.contains(reason)));
+        assert_eq!(
+            std::fs::read_to_string(self.inside(&self.state)).unwrap(),
+            self.first,
+            "the old file stays whole"
+        );
+    }
+
+    /// Once the disk is usable again the new layout is written, with no restart.
+    fn new_layout_is_written(&self) {
+        wait_for(
+            || up(&self.exporter.metrics(), "state_file").as_deref() == Some("1"),
+            "source_up{state_file} 1 once the disk is usable",
+        );
+        let now = std::fs::read_to_string(self.inside(&self.state)).unwrap();
+        assert!(
+            now.contains("\"1g.10gb\": 2"),
+            "the new layout is written:\n{now}"
+        );
+        assert_errors_stopped(&self.exporter, "state_file");
+    }
+}
+
 #[test]
 fn a_full_state_directory_is_reported_the_old_file_kept_and_written_once_there_is_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let world = h100_world(dir.path(), 1);
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir(&state_dir).unwrap();
-    let state = state_dir.join("state.json");
-    let exporter = exporter_with_tmpfs(
-        &state_dir,
-        64,
-        &[
-            "--world",
-            world.to_str().unwrap(),
-            "--state.file",
-            state.to_str().unwrap(),
-        ],
-    );
-    // What the exporter sees, through its mount namespace.
-    let inside =
-        |p: &Path| Path::new(&format!("/proc/{}/root", exporter.pid())).join(p.strip_prefix("/").unwrap());
-    assert!(
-        std::fs::read_dir(&state_dir).unwrap().next().is_none(),
-        "the host's directory is untouched"
-    );
-    wait_for(|| inside(&state).exists(), "the first state file");
-    let written = std::fs::read_to_string(inside(&state)).unwrap();
-    assert!(written.contains("\"3g.40gb\": 1"), "{written}");
-
-    fill(&inside(&state_dir.join("filler")));
-    // A new healthy layout must be recorded, and cannot be.
-    mig_sim(&world, &["mig", "-cgi", "19", "-C"]);
-    wait_for(
-        || up(&exporter.metrics(), "state_file").as_deref() == Some("0"),
-        "source_up{state_file} 0",
-    );
-    wait_for_errors(&exporter, "state_file", 2.0);
-    let text = exporter.metrics();
-    assert_eq!(up(&text, "sim").as_deref(), Some("1"));
-    assert!(gauge(&text, "nvidia_mig_gpu_instance_info", None).is_some());
-    assert!(
-        !text.contains("nvidia_mig_drift{"),
-        "a full disk is not drift:\n{text}"
-    );
-    let reason = down_reason(&exporter, "state_file");
-    assert!(
-        reason.contains("cannot write state file") && reason.contains("No space left on device"),
-        "{reason}"
-    );
-    assert!(exporter
-        .log()
-        .iter()
-        .any(|l| l.contains("No space left on device")));
+    let node = StateOnTmpfs::start();
+    let filler = node.inside(&node.state_dir.join("filler"));
+    fill(&filler);
+    node.new_layout_cannot_be_written("No space left on device");
+    let entries: BTreeSet<String> = std::fs::read_dir(node.inside(&node.state_dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(
-        std::fs::read_to_string(inside(&state)).unwrap(),
-        written,
-        "the old file stays whole"
-    );
-    let entries = |d: &Path| -> BTreeSet<String> {
-        std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    };
-    assert_eq!(
-        entries(&inside(&state_dir)),
+        entries,
         ["filler".to_string(), "state.json".to_string()].into(),
         "no temp file left by the failed writes"
     );
+    std::fs::remove_file(filler).unwrap();
+    node.new_layout_is_written();
+}
 
-    std::fs::remove_file(inside(&state_dir.join("filler"))).unwrap();
-    wait_for(
-        || up(&exporter.metrics(), "state_file").as_deref() == Some("1"),
-        "source_up{state_file} 1 once there is room",
-    );
-    let now = std::fs::read_to_string(inside(&state)).unwrap();
-    assert!(
-        now.contains("\"1g.10gb\": 2"),
-        "the new layout is written:\n{now}"
-    );
-    assert_errors_stopped(&exporter, "state_file");
+#[test]
+fn a_read_only_state_directory_is_reported_the_old_file_kept_and_written_once_writable() {
+    let node = StateOnTmpfs::start();
+    remount(&node.exporter, &node.state_dir, "ro");
+    node.new_layout_cannot_be_written("Read-only file system");
+    remount(&node.exporter, &node.state_dir, "rw");
+    node.new_layout_is_written();
 }
 
 /// Every activity ratio in `text` (GPU, GPU instance, compute instance).
@@ -828,61 +871,4 @@ fn remount(exporter: &Exporter, mount_point: &Path, mode: &str) {
         "remount {mode}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-#[test]
-fn a_read_only_state_directory_is_reported_the_old_file_kept_and_written_once_writable() {
-    let dir = tempfile::tempdir().unwrap();
-    let world = h100_world(dir.path(), 1);
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir(&state_dir).unwrap();
-    let state = state_dir.join("state.json");
-    let exporter = exporter_with_tmpfs(
-        &state_dir,
-        64,
-        &[
-            "--world",
-            world.to_str().unwrap(),
-            "--state.file",
-            state.to_str().unwrap(),
-        ],
-    );
-    let inside =
-        |p: &Path| Path::new(&format!("/proc/{}/root", exporter.pid())).join(p.strip_prefix("/").unwrap());
-    wait_for(|| inside(&state).exists(), "the first state file");
-    let written = std::fs::read_to_string(inside(&state)).unwrap();
-
-    remount(&exporter, &state_dir, "ro");
-    mig_sim(&world, &["mig", "-cgi", "19", "-C"]);
-    wait_for(
-        || up(&exporter.metrics(), "state_file").as_deref() == Some("0"),
-        "source_up{state_file} 0",
-    );
-    wait_for_errors(&exporter, "state_file", 2.0);
-    let text = exporter.metrics();
-    assert_eq!(up(&text, "sim").as_deref(), Some("1"), "geometry is still served");
-    assert!(gauge(&text, "nvidia_mig_gpu_instance_info", None).is_some());
-    assert!(
-        !text.contains("nvidia_mig_drift{"),
-        "a read-only disk is not drift:\n{text}"
-    );
-    let reason = down_reason(&exporter, "state_file");
-    assert!(reason.contains("Read-only file system"), "{reason}");
-    assert_eq!(
-        std::fs::read_to_string(inside(&state)).unwrap(),
-        written,
-        "the old file stays whole"
-    );
-
-    remount(&exporter, &state_dir, "rw");
-    wait_for(
-        || up(&exporter.metrics(), "state_file").as_deref() == Some("1"),
-        "source_up{state_file} 1 once writable",
-    );
-    let now = std::fs::read_to_string(inside(&state)).unwrap();
-    assert!(
-        now.contains("\"1g.10gb\": 2"),
-        "the new layout is written:\n{now}"
-    );
-    assert_errors_stopped(&exporter, "state_file");
 }
