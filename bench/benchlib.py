@@ -366,10 +366,12 @@ def metric_values(body, name, labels=None):
     return out
 
 
-def wrk(target, connections, duration_s, threads=1):
-    """Runs wrk against the target; returns requests, duration, p50/p99/max latency (µs), errors."""
+def wrk(target, connections, duration_s, threads=1, headers=()):
+    """Runs wrk against the target, sending HEADERS ("Name: value") with each request; returns
+    requests, duration, p50/p99/max latency (µs), errors."""
+    header_args = [arg for h in headers for arg in ("-H", h)]
     argv = target.client(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",
-                          "--timeout", "10s", "-s", WRK_LUA, target.url])
+                          "--timeout", "10s", *header_args, "-s", WRK_LUA, target.url])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     m = re.search(r"^WRK (.*)$", out, re.M)
     if not m:
@@ -409,10 +411,10 @@ def cold_and_warm(target, source, duration_s, period=0.02):
     return (med(cold) if cold else float("nan")), (med(warm) if warm else float("nan")), len(cold)
 
 
-def scrape_under_load(target, connections, duration_s, series):
+def scrape_under_load(target, connections, duration_s, series, headers=()):
     """wrk at CONNECTIONS for DURATION_S, with the target's CPU time around it."""
     cpu0 = cpu_seconds(target.pid)
-    r = wrk(target, connections, duration_s)
+    r = wrk(target, connections, duration_s, headers=headers)
     cpu1 = cpu_seconds(target.pid)
     r["cpu_s"] = cpu1 - cpu0
     r["cpu_per_1000"] = r["cpu_s"] / r["requests"] * 1000 if r["requests"] else float("nan")

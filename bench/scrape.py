@@ -2,7 +2,8 @@
 
 See bench/README.md. Prints, for each server and each concurrency: p50/p99
 latency, scrapes/s, bytes and series per scrape, CPU seconds per 1,000
-scrapes, and the ratios ours ÷ node_exporter per series. Then the same servers
+scrapes, and the ratios ours ÷ node_exporter per series; each with plain
+bodies and with `Accept-Encoding: gzip`, which Prometheus sends by default. Then the same servers
 under open-loop load (openloop.py): a fixed number of scrapers, each scraping
 on a fixed schedule, as Prometheus servers do.
 """
@@ -65,14 +66,17 @@ def main():
         cold[t.name] = b.cold_and_warm(fast, src, args.cold_duration, period=0.01)
         b.stop(fast.proc)
 
+    # Prometheus asks for gzip; curl, wrk and most ad-hoc clients don't.
+    encodings = {"plain": (), "gzip": ("Accept-Encoding: gzip",)}
     results = {}
     for t in targets:
         for c in conns:
-            results[(t.name, c)] = b.scrape_under_load(t, c, args.duration, shape[t.name][1])
+            for enc, headers in encodings.items():
+                results[(t.name, c, enc)] = b.scrape_under_load(t, c, args.duration, shape[t.name][1], headers)
 
     # Open loop: node_exporter only at rates it can serve (under 80 % of its closed-loop throughput).
     periods = [float(p) for p in args.periods.split(",")]
-    node_capacity = max(results[(targets[2].name, c)]["rate"] for c in conns)
+    node_capacity = max(results[(targets[2].name, c, "plain")]["rate"] for c in conns)
     open_results = {}
     for t in targets:
         for period in periods:
@@ -87,13 +91,14 @@ def main():
     for t in targets:
         size, series = shape[t.name]
         for c in conns:
-            r = results[(t.name, c)]
-            rows.append([t.name, c, b.fmt_us(r["p50_us"]), b.fmt_us(r["p99_us"]), f"{r['rate']:.0f}",
-                         size, series, f"{r['cpu_per_1000']:.3f}", f"{r['cpu_us_per_series']:.3f}",
-                         int(r["errors"])])
+            for enc in encodings:
+                r = results[(t.name, c, enc)]
+                rows.append([t.name, c, enc, b.fmt_us(r["p50_us"]), b.fmt_us(r["p99_us"]), f"{r['rate']:.0f}",
+                             size, series, f"{r['cpu_per_1000']:.3f}", f"{r['cpu_us_per_series']:.3f}",
+                             int(r["errors"])])
     b.say()
-    b.say(b.table(["server", "conns", "p50", "p99", "scrapes/s", "bytes/scrape", "series", "CPU s/1000",
-                   "CPU µs/series", "errors"], rows))
+    b.say(b.table(["server", "conns", "body", "p50", "p99", "scrapes/s", "bytes/scrape (plain)", "series",
+                   "CPU s/1000", "CPU µs/series", "errors"], rows))
 
     b.say()
     b.say(f"open loop: {args.scrapers} scrapers, each on a fixed schedule (bench/openloop.py, one Python "
@@ -127,24 +132,25 @@ def main():
     rows = []
     for t in targets[:2]:
         s_ours, s_node = shape[t.name][1], shape[node][1]
-        for c in conns:
-            ro, rn = results[(t.name, c)], results[(node, c)]
-            rows.append([t.name, c,
+        for c, enc in ((c, enc) for c in conns for enc in encodings):
+            ro, rn = results[(t.name, c, enc)], results[(node, c, enc)]
+            rows.append([t.name, c, enc,
                          f"{ro['cpu_us_per_series'] / rn['cpu_us_per_series']:.3f}",
                          f"{(ro['p50_us'] / s_ours) / (rn['p50_us'] / s_node):.3f}",
                          f"{(ro['p99_us'] / s_ours) / (rn['p99_us'] / s_node):.3f}",
                          f"{(s_ours / ro['rate']) / (s_node / rn['rate']):.3f}",
                          f"{(shape[t.name][0] / s_ours) / (shape[node][0] / s_node):.2f}"])
-    b.say(b.table(["ours", "conns", "CPU/series", "p50/series", "p99/series", "1/throughput per series",
+    b.say(b.table(["ours", "conns", "body", "CPU/series", "p50/series", "p99/series", "1/throughput per series",
                    "bytes/series"], rows))
 
     b.say()
     b.say("targets (issue 10):")
     for t in targets[:2]:
         if 50 in conns:
-            p99 = results[(t.name, 50)]["p99_us"]
-            b.say(f"  {t.name}: scrape p99 at 50 concurrent scrapers, closed loop (wrk -c50) {b.fmt_us(p99)} "
-                  f"(target <= 2 ms): {b.verdict(p99 <= 2000)}")
+            for enc in encodings:
+                p99 = results[(t.name, 50, enc)]["p99_us"]
+                b.say(f"  {t.name}: scrape p99 at 50 concurrent scrapers, closed loop (wrk -c50), {enc} "
+                      f"{b.fmt_us(p99)} (target <= 2 ms): {b.verdict(p99 <= 2000)}")
         if args.scrapers == 50:
             for period in periods:
                 p99 = open_results[(t.name, period)]["p99_us"]
@@ -153,12 +159,12 @@ def main():
         if 1 in conns:
             c, w, _ = cold[t.name]
             encode = (c - w) / shape[t.name][1]
-            ratio = encode / results[(node, 1)]["cpu_us_per_series"]
+            ratio = encode / results[(node, 1, "plain")]["cpu_us_per_series"]
             b.say(f"  {t.name}: encode per series (uncached) {encode:.3f} µs = {ratio:.3f}x node_exporter's "
                   f"CPU per series per scrape (target <= 0.50x): {b.verdict(ratio <= 0.5)}")
-        for c in conns:
-            ratio = results[(t.name, c)]["cpu_us_per_series"] / results[(node, c)]["cpu_us_per_series"]
-            b.say(f"  {t.name}: CPU per series per scrape at {c} conn(s) = {ratio:.3f}x node_exporter's "
+        for c, enc in ((c, enc) for c in conns for enc in encodings):
+            ratio = results[(t.name, c, enc)]["cpu_us_per_series"] / results[(node, c, enc)]["cpu_us_per_series"]
+            b.say(f"  {t.name}: CPU per series per scrape at {c} conn(s), {enc} = {ratio:.3f}x node_exporter's "
                   f"(target <= 0.50x): {b.verdict(ratio <= 0.5)}")
     b.say("note: node_exporter collects at scrape time (reads /proc, /sys); mig-exporter encodes the "
           "snapshot of its last poll, so its scrape is encoding only.")
