@@ -69,7 +69,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, edit_world, gauge, mig_sim, near, series, value, wait_for, Exporter, EXPORTER};
 
 /// One H100 with a 3g.40gb (GI 2) and a 1g.10gb (GI 7), each with its compute
 /// instance and load; `gpus` H100s alike.
@@ -124,19 +124,6 @@ fn errors(text: &str, source: &str) -> f64 {
     )
     .and_then(|v| v.parse().ok())
     .unwrap_or_else(|| panic!("no poll_errors_total for {source}:\n{text}"))
-}
-
-/// The value of `family`'s first series with `gi` (any GI when `None`).
-fn gauge(text: &str, family: &str, gi: Option<u32>) -> Option<f64> {
-    let tag = gi.map(|gi| format!("gi=\"{gi}\""));
-    text.lines()
-        .find(|l| l.starts_with(&format!("{family}{{")) && tag.as_ref().is_none_or(|t| l.contains(t)))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
-fn near(got: Option<f64>, want: f64) -> bool {
-    got.is_some_and(|g| (g - want).abs() < 1e-6)
 }
 
 /// The `gpu` label values of `nvidia_gpu_info`.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter};
+use common::{built, edit_world, gauge, mig_sim, near, series, value, wait_for, Exporter};
 use mig_exporter::model::{Activity, NodeSnapshot};
 use mig_exporter::poll::Poller;
 use mig_exporter::source::gpm::GpmSource;
@@ -437,18 +437,6 @@ fn exporter(world: &Path, extra: &[&str]) -> Exporter {
     let mut args = vec!["--nvml", "--nvml.library", library.to_str().unwrap()];
     args.extend_from_slice(extra);
     Exporter::start_with_env(&args, &[("MIG_WORLD", world)])
-}
-
-fn gauge(text: &str, family: &str, gi: Option<u32>) -> Option<f64> {
-    let tag = gi.map(|gi| format!("gi=\"{gi}\""));
-    text.lines()
-        .find(|l| l.starts_with(&format!("{family}{{")) && tag.as_ref().is_none_or(|t| l.contains(t)))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
-fn near(got: Option<f64>, want: f64) -> bool {
-    got.is_some_and(|g| (g - want).abs() < 1e-6)
 }
 
 /// The activity series (`nvidia_*_<kind>_ratio` of the activity kinds).

@@ -193,3 +193,18 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// The value of `family`'s first series with label `gi` (any GI when `None`).
+pub fn gauge(exposition: &str, family: &str, gi: Option<u32>) -> Option<f64> {
+    let tag = gi.map(|gi| format!("gi=\"{gi}\""));
+    exposition
+        .lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && tag.as_ref().is_none_or(|t| l.contains(t)))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Whether `got` is `want`, to floating-point noise.
+pub fn near(got: Option<f64>, want: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() < 1e-6)
+}
