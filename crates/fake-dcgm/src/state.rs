@@ -56,7 +56,6 @@ pub(crate) struct State {
     world_path: Option<PathBuf>,
     cache: mig_model::WorldCache,
     /// The last World-file error reported on stderr, so each is told once.
-    last_error: Option<String>,
     /// Handle → connection. Handles, group ids and field group ids share
     /// one counter, so a stale id never names something new by accident.
     pub connections: BTreeMap<usize, Connection>,
@@ -91,19 +90,9 @@ impl State {
     /// The current World, re-read if the file changed since the last call.
     pub fn world(&mut self) -> Res<Arc<World>> {
         let path = self.world_path.clone().ok_or(DCGM_ST_UNINITIALIZED)?;
-        match self.cache.get(&path).map_err(|e| e.to_string()) {
-            Ok(world) => {
-                self.last_error = None;
-                Ok(world)
-            }
-            Err(message) => {
-                if self.last_error.as_deref() != Some(message.as_str()) {
-                    eprintln!("fake-dcgm: {message}");
-                    self.last_error = Some(message);
-                }
-                Err(DCGM_ST_GENERIC_ERROR)
-            }
-        }
+        self.cache
+            .get_or_report(&path, "fake-dcgm")
+            .ok_or(DCGM_ST_GENERIC_ERROR)
     }
 
     /// The World values are read from: the live one, or the one the

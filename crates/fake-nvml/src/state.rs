@@ -37,7 +37,6 @@ pub(crate) struct State {
     world_path: Option<PathBuf>,
     cache: mig_model::WorldCache,
     /// The last World-file error reported on stderr, so each is told once.
-    last_error: Option<String>,
     pub handles: Handles,
     pub event_sets: BTreeMap<usize, EventSet>,
     pub next_event_set: usize,
@@ -58,19 +57,7 @@ impl State {
     /// The current World, re-read if the file changed since the last call.
     pub fn world(&mut self) -> Res<Arc<World>> {
         let path = self.world_path.clone().ok_or(UNINITIALIZED)?;
-        match self.cache.get(&path).map_err(|e| e.to_string()) {
-            Ok(world) => {
-                self.last_error = None;
-                Ok(world)
-            }
-            Err(message) => {
-                if self.last_error.as_deref() != Some(message.as_str()) {
-                    eprintln!("fake-nvml: {message}");
-                    self.last_error = Some(message);
-                }
-                Err(UNKNOWN)
-            }
-        }
+        self.cache.get_or_report(&path, "fake-nvml").ok_or(UNKNOWN)
     }
 
     /// `nvmlInit*`: finds the World file named by `MIG_WORLD` and reads it.

@@ -241,6 +241,9 @@ impl World {
 #[derive(Debug, Default)]
 pub struct WorldCache {
     cached: Option<(FileKey, String, std::sync::Arc<World>)>,
+    /// The last error `get_or_report` printed, so a broken file is reported
+    /// once, not on every library call.
+    last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +294,25 @@ impl WorldCache {
         let world = std::sync::Arc::new(World::from_json(&text, path)?);
         self.cached = Some((key, text, world.clone()));
         Ok(world)
+    }
+
+    /// [`get`](Self::get) for the test doubles, which have no caller to hand
+    /// an error to: each new error is printed once to stderr under `who`.
+    pub fn get_or_report(&mut self, path: &Path, who: &str) -> Option<std::sync::Arc<World>> {
+        match self.get(path) {
+            Ok(world) => {
+                self.last_error = None;
+                Some(world)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.last_error.as_deref() != Some(message.as_str()) {
+                    eprintln!("{who}: {message}");
+                    self.last_error = Some(message);
+                }
+                None
+            }
+        }
     }
 }
 
