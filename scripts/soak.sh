@@ -4,7 +4,7 @@
 # reconfigured, the node rebooted, the DCGM host engine restarted and pods
 # churned at random. Fails with a message saying what went wrong.
 #
-#   scripts/soak.sh [SECONDS]    default 120, or $MIG_SOAK_SECONDS
+#   scripts/soak.sh [SECONDS]    default 120 (at least 64), or $MIG_SOAK_SECONDS
 #   MIG_SOAK_SEED=N scripts/soak.sh    replays a run (the seed is printed)
 #
 # Needs `prometheus` (Debian package prometheus; scripts/test.sh installs it).
