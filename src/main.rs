@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
 fn steady_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        if std::env::var_os("GLIBC_TUNABLES").is_some_and(|v| !v.is_empty()) {
             return;
         }
         const THRESHOLD: libc::c_int = 256 * 1024;

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use contract::root;
+use k8s_openapi::api::core::v1::SecretKeySelector;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -105,8 +106,35 @@ struct Endpoint {
     port: String,
     path: Option<String>,
     interval: Option<String>,
+    scheme: Option<String>,
+    tls_config: Option<TlsConfig>,
+    basic_auth: Option<BasicAuth>,
     honor_labels: Option<bool>,
     relabelings: Vec<Relabeling>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TlsConfig {
+    ca: Option<SecretOrConfigMap>,
+    cert: Option<SecretOrConfigMap>,
+    key_secret: Option<SecretKeySelector>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SecretOrConfigMap {
+    secret: Option<SecretKeySelector>,
+    config_map: Option<k8s_openapi::api::core::v1::ConfigMapKeySelector>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BasicAuth {
+    username: SecretKeySelector,
+    password: SecretKeySelector,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -613,6 +641,20 @@ serviceMonitor:
   interval: 15s
   labels:
     release: kube-prometheus-stack
+  scheme: https
+  tlsConfig:
+    ca:
+      secret:
+        name: mig-exporter-web
+        key: ca.crt
+    serverName: mig-exporter
+  basicAuth:
+    username:
+      name: mig-exporter-scrape
+      key: username
+    password:
+      name: mig-exporter-scrape
+      key: password
 prometheusRule:
   labels:
     release: kube-prometheus-stack
@@ -854,7 +896,11 @@ fn the_chart_values_reach_the_objects() {
         values["serviceAccount"]["annotations"]
     );
     let sm = find(&docs, "ServiceMonitor").expect("ServiceMonitor");
-    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert_eq!(endpoint["interval"], "15s");
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["tlsConfig"], values["serviceMonitor"]["tlsConfig"]);
+    assert_eq!(endpoint["basicAuth"], values["serviceMonitor"]["basicAuth"]);
     assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
     let rule = find(&docs, "PrometheusRule").expect("PrometheusRule");
     assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus-stack");
@@ -897,6 +943,8 @@ fn the_chart_rejects_misspelt_or_mistyped_values_naming_them() {
     assert!(e.contains("nodeselector"), "{e}");
     let e = render(Some("service:\n  port: metrics\n")).expect_err("a port name");
     assert!(e.contains("/service/port"), "{e}");
+    let e = render(Some("serviceMonitor:\n  scheme: tcp\n")).expect_err("a scheme");
+    assert!(e.contains("/serviceMonitor/scheme"), "{e}");
     let e = render(Some("image:\n  pullPolicy: Sometimes\n")).expect_err("a pull policy");
     assert!(e.contains("/image/pullPolicy"), "{e}");
     let e = render(Some("hostPaths:\n  state: var/lib/mig-exporter\n")).expect_err("a relative path");
