@@ -171,6 +171,7 @@ impl Poller {
             ticker.tick().await;
             let joined = tokio::task::spawn_blocking(move || {
                 let snapshot = self.poll_once();
+                release_free_memory();
                 (self, snapshot)
             })
             .await;
@@ -186,6 +187,20 @@ impl Poller {
                 }
             }
         }
+    }
+}
+
+/// Hands the free pages inside glibc's heaps back to the kernel. A poll
+/// frees most of what the one before it allocated; the holes that leaves
+/// are not at the top of a heap, so glibc keeps them resident, and over
+/// hours the resident set creeps up while live memory stays flat.
+/// `malloc_trim` releases them (`MADV_DONTNEED` on whole free pages); over a
+/// heap of a few hundred kilobytes it takes microseconds.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
