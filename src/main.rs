@@ -18,8 +18,9 @@ fn main() -> std::process::ExitCode {
 /// moves the heap by a megabyte at a time and the top is rarely trimmed back.
 /// Two arenas (the threads here rarely allocate at once) and fixed
 /// thresholds keep resident memory where the live data is. 256 KiB is above
-/// the largest buffer a poll or scrape reuses (a `/metrics` body of the
-/// 8-GPU, 56-instance node is about 140 kB), so those stay on the heap.
+/// the largest block a poll or scrape allocates (a `/metrics` body of the
+/// 8-GPU, 56-instance node is about 140 kB), so those come from the heap
+/// instead of an mmap and munmap each.
 /// Set before any thread starts. mallopt would override an operator's own
 /// `GLIBC_TUNABLES`, so with that variable set nothing is changed here.
 fn steady_allocator() {

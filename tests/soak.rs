@@ -470,12 +470,12 @@ fn soak() {
         Kind::Reboot,
         Kind::HostEngineRestart,
     ];
-    let kinds = warm_up.clone();
+    let every_kind = warm_up.clone();
     let mut warm_up_end = None;
     while Instant::now() + HOLD + SETTLE < deadline {
         let kind = if warm_up.is_empty() {
             warm_up_end.get_or_insert(sampling.elapsed().as_secs_f64());
-            kinds[rng.below(kinds.len())]
+            every_kind[rng.below(every_kind.len())]
         } else {
             warm_up.remove(rng.below(warm_up.len()))
         };
