@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{free_address, Daemon};
-use common::{mig_sim, which, EXPORTER};
+use common::{mig_sim, openssl, run_ok, which, EXPORTER};
 
 /// The exporter on a 2-GPU H100 World, polling once an hour.
 fn exporter(dir: &Path) -> Daemon {
@@ -160,17 +160,11 @@ fn gzip_is_sent_only_to_clients_that_accept_it() {
 
 fn curl(args: &[&str]) -> Vec<u8> {
     let curl = which("curl").expect("curl is missing: scripts/test.sh installs it (Debian package curl)");
-    let out = Command::new(curl)
-        .args(["-sS", "--fail"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_ok(
+        Command::new(curl).args(["-sS", "--fail"]).args(args),
+        &format!("curl {args:?}"),
+    )
+    .stdout
 }
 
 #[test]
@@ -203,34 +197,10 @@ fn curl_compressed_decodes_to_exactly_the_uncompressed_body_in_both_formats() {
 #[test]
 fn gzip_goes_through_tls_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let openssl = which("openssl").expect("openssl is missing (Debian package openssl)");
-    let out = Command::new(openssl)
-        .current_dir(dir.path())
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.crt",
-            "-subj",
-            "/CN=localhost",
-            "-days",
-            "2",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
+    openssl(
+        dir.path(),
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+         -out server.crt -subj /CN=localhost -days 2 -addext subjectAltName=IP:127.0.0.1",
     );
     let hash = bcrypt::hash("secret", 4).unwrap();
     let config = dir.path().join("web.yml");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{built, edit_world, mig_sim};
+use common::{built, edit_world, h100_world, mig_sim};
 use mig_exporter::model::GpuSnapshot;
 use mig_exporter::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource, Utilization};
 use mig_exporter::source::sim::reading_from_world;
@@ -34,22 +34,9 @@ impl Node {
     fn new() -> Node {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let world = dir.path().join("world.json");
+        let world = h100_world(dir.path(), 2, "9,19,19");
         let library = dir.path().join("libdcgm.so.4");
         std::fs::copy(built("libfake_dcgm.so"), &library).unwrap();
-        mig_sim(
-            &world,
-            &[
-                "init",
-                "--gpus",
-                "2",
-                "--product",
-                "h100-80gb",
-                world.to_str().unwrap(),
-            ],
-        );
-        mig_sim(&world, &["-i", "0", "-mig", "1"]);
-        mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19,19", "-C"]);
         // Read by the fake at dcgmInit; the lock keeps other tests out.
         std::env::set_var(mig_model::WORLD_ENV, &world);
         Node {

@@ -69,7 +69,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{built, edit_world, gauge, mig_sim, near, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, edit_world, gauge, mig_sim, near, run_ok, series, value, wait_for, Exporter, EXPORTER};
 
 /// One H100 with a 3g.40gb (GI 2) and a 1g.10gb (GI 7), each with its compute
 /// instance and load; `gpus` H100s alike.
@@ -848,14 +848,8 @@ fn remount(exporter: &Exporter, mount_point: &Path, mode: &str) {
     if unsafe { libc::geteuid() } != 0 {
         command.args(["--user", "--preserve-credentials"]);
     }
-    let output = command
+    command
         .args(["mount", "-o", &format!("remount,{mode}")])
-        .arg(mount_point)
-        .output()
-        .expect("run nsenter (util-linux)");
-    assert!(
-        output.status.success(),
-        "remount {mode}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(mount_point);
+    run_ok(&mut command, &format!("remount {mode} (nsenter, util-linux)"));
 }

@@ -8,18 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{mig_sim, value, wait_for, Exporter};
+use common::{h100_world, value, wait_for, Exporter};
 use mig_exporter::source::kubelet::proto::AllocatableResourcesResponse;
 use mig_exporter::source::kubelet::{Advertised, KubeletSource, Strategy};
 
 /// Two H100s: GPU 0 with MIG and a 3g.40gb and two 1g.10gb (one CI each), GPU 1 without MIG.
 fn world(dir: &Path) -> PathBuf {
-    let world = dir.join("world.json");
-    let path = world.to_str().unwrap();
-    mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", path]);
-    mig_sim(&world, &["-i", "0", "-mig", "1"]);
-    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19,19", "-C"]);
-    world
+    h100_world(dir, 2, "9,19,19")
 }
 
 /// (mig_uuid, gi profile, gi, ci) of every compute instance in the exposition, and GPU 1's UUID.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{built, edit_world, mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use common::{built, edit_world, h100_world, mig_sim, series, value, wait_for, Exporter, EXPORTER};
 
 fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
     let library = built("libfake_nvml.so");
@@ -20,20 +20,7 @@ fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
 
 /// A two-H100 node with a mixed layout, a split GI, a GI without CI, load and telemetry.
 fn mixed_world(dir: &Path) -> PathBuf {
-    let world = dir.join("world.json");
-    mig_sim(
-        &world,
-        &[
-            "init",
-            "--gpus",
-            "2",
-            "--product",
-            "h100-80gb",
-            world.to_str().unwrap(),
-        ],
-    );
-    mig_sim(&world, &["-i", "0", "-mig", "1"]);
-    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,14,19", "-C"]);
+    let world = h100_world(dir, 2, "9,14,19");
     mig_sim(&world, &["-i", "0", "mig", "-cgi", "19"]);
     mig_sim(
         &world,

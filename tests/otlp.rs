@@ -478,17 +478,13 @@ fn named(request: &ExportMetricsServiceRequest, name: &str) -> Vec<Point> {
 #[test]
 fn geometry_and_drift_changes_reach_the_collector_on_the_next_push() {
     let dir = tempfile::tempdir().unwrap();
-    let world = dir.path().join("world.json");
-    let path = world.to_str().unwrap();
-    common::mig_sim(&world, &["init", "--gpus", "1", "--product", "h100-80gb", path]);
-    common::mig_sim(&world, &["-i", "0", "-mig", "1"]);
-    common::mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19,19", "-C"]);
+    let world = common::h100_world(dir.path(), 1, "9,19,19");
     let collector = GrpcCollector::start();
     let endpoint = format!("http://{}", collector.address);
     let _exporter = Exporter::start_with_env(
         &[
             "--world",
-            path,
+            world.to_str().unwrap(),
             "--otlp.endpoint",
             &endpoint,
             "--otlp.protocol",

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{mig_sim, value, wait_for, Exporter, EXPORTER};
+use common::{h100_world, value, wait_for, Exporter, EXPORTER};
 
 /// A running relay, killed on drop.
 struct Relay {
@@ -63,12 +63,7 @@ impl Drop for Relay {
 
 /// One H100 with MIG and one 1g.10gb instance.
 fn world(dir: &Path) -> PathBuf {
-    let world = dir.join("world.json");
-    let path = world.to_str().unwrap();
-    mig_sim(&world, &["init", "--gpus", "1", "--product", "h100-80gb", path]);
-    mig_sim(&world, &["-i", "0", "-mig", "1"]);
-    mig_sim(&world, &["-i", "0", "mig", "-cgi", "19", "-C"]);
-    world
+    h100_world(dir, 1, "19")
 }
 
 fn mig_uuid(exposition: &str) -> String {

@@ -9,11 +9,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{which, EXPORTER};
+use common::{openssl, which, EXPORTER};
 
 /// The exporter started with a web config: its log is kept whole, because
 /// the tests look for secrets in it.
@@ -118,22 +118,6 @@ fn curl(args: &[&str]) -> (u16, i32, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     let code = code.trim().parse().unwrap_or(0);
     (code, out.status.code().unwrap_or(-1), body.to_string())
-}
-
-/// Runs `openssl` in `dir` with `args`, split at whitespace.
-fn openssl(dir: &Path, args: &str) {
-    let openssl = which("openssl").expect("openssl is missing (Debian package openssl)");
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let out: Output = Command::new(openssl)
-        .current_dir(dir)
-        .args(&args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A test CA in `dir` named `ca`, and certificates it signs.

@@ -37,18 +37,58 @@ pub fn edit_world(world: &Path, change: impl FnOnce(&mut mig_model::World)) {
 }
 
 pub fn mig_sim(world: &Path, args: &[&str]) -> Output {
-    let out = Command::new(built("mig-sim"))
-        .args(args)
-        .env("MIG_WORLD", world)
+    run_ok(
+        Command::new(built("mig-sim")).args(args).env("MIG_WORLD", world),
+        &format!("mig-sim {args:?}"),
+    )
+}
+
+/// `world.json` in `dir`: `gpus` H100 80GB, GPU 0 in MIG mode with GPU
+/// instances of `gpu0_profiles` (mig-sim `-cgi`, e.g. "9,19,19"), each with
+/// its default compute instance.
+pub fn h100_world(dir: &Path, gpus: u32, gpu0_profiles: &str) -> PathBuf {
+    let world = dir.join("world.json");
+    let path = world.to_str().expect("a UTF-8 temporary path");
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            &gpus.to_string(),
+            "--product",
+            "h100-80gb",
+            path,
+        ],
+    );
+    mig_sim(&world, &["-i", "0", "-mig", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", gpu0_profiles, "-C"]);
+    world
+}
+
+/// Runs `command` to its end and returns what it printed; the test fails,
+/// with that output, when it cannot start or exits non-zero. `what` names
+/// the command in the message.
+pub fn run_ok(command: &mut Command, what: &str) -> Output {
+    let out = command
         .output()
-        .expect("run mig-sim");
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         out.status.success(),
-        "mig-sim {args:?} failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `openssl` in `dir` with `args`, split at whitespace.
+pub fn openssl(dir: &Path, args: &str) {
+    let openssl = which("openssl").expect("openssl is missing (Debian package openssl)");
+    let args: Vec<&str> = args.split_whitespace().collect();
+    run_ok(
+        Command::new(openssl).current_dir(dir).args(&args),
+        &format!("openssl {args:?}"),
+    );
 }
 
 /// A running exporter on an ephemeral loopback port, killed on drop.
