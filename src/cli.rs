@@ -342,14 +342,14 @@ impl SourceArgs {
 
     /// The geometry source and the utilization sources that run on what it
     /// reads, in order. With `--nvml`: DCGM (unless `--no-dcgm`), then NVML GPM
-    /// through the NVML source's library (unless `--no-gpm`), so a ratio is
+    /// from samples the NVML source takes (unless `--no-gpm`), so a ratio is
     /// DCGM's where DCGM has it and GPM's only where DCGM has none. The
     /// simulator brings its own load and needs none.
     pub fn open_with_utilization(&self) -> anyhow::Result<Sources> {
         if !self.nvml {
             return Ok((self.open()?, Vec::new()));
         }
-        let nvml = self.nvml_source();
+        let mut nvml = self.nvml_source();
         let mut utilization: Vec<Box<dyn UtilizationSource>> = Vec::new();
         if !self.no_dcgm {
             utilization.push(Box::new(DcgmSource::new(DcgmOptions {
@@ -360,7 +360,7 @@ impl SourceArgs {
             })));
         }
         if !self.no_gpm {
-            utilization.push(Box::new(GpmSource::new(nvml.shared())));
+            utilization.push(Box::new(GpmSource::new(&mut nvml)));
         }
         Ok((Box::new(nvml), utilization))
     }

@@ -62,12 +62,12 @@ impl Node {
 
     /// The NVML source and GPM through its library, as `--nvml --no-dcgm` runs them.
     fn poller(&self) -> Poller {
-        let nvml = NvmlSource::new(NvmlOptions {
+        let mut nvml = NvmlSource::new(NvmlOptions {
             library: Some(self.library.clone()),
             slow_interval: Duration::from_secs(60),
             pcie_throughput: false,
         });
-        let gpm = GpmSource::new(nvml.shared());
+        let gpm = GpmSource::new(&mut nvml);
         Poller::new(Box::new(nvml)).with_utilization(Box::new(gpm))
     }
 
@@ -239,6 +239,59 @@ fn a_recreated_gpu_instance_starts_over_instead_of_a_bogus_rate() {
         close(gi_activity(&next, 7).sm_active_ratio, 0.6),
         "its own rate next time"
     );
+}
+
+#[test]
+fn a_gpu_instance_recreated_while_the_poll_samples_it_gets_no_rate_across_its_two_lives() {
+    let node = Node::new(&h100());
+    let mut poller = node.poller();
+    poller.poll_once();
+    std::thread::sleep(INTERVAL);
+    assert!(close(gi_activity(&poller.poll_once(), 7).sm_active_ratio, 0.25));
+
+    // Each GPU-instance sample takes 200 ms, and GI 7 is recreated with
+    // another profile 100 ms into the poll: after the poll listed the GIs and
+    // while it samples GI 2, so GI 7's sample is of the new instance.
+    node.edit(|w| {
+        w.faults
+            .call_latency_us
+            .insert("nvmlGpmMigSampleGet".into(), 200_000);
+    });
+    let mut recreated = World::load(&node.world).unwrap();
+    let gpu = &mut recreated.gpus[0];
+    gpu.destroy_compute_instance(7, 0).unwrap();
+    gpu.destroy_gpu_instance(7).unwrap();
+    assert_eq!(gpu.create_gpu_instance(20, Some(0)).unwrap(), 7);
+    gpu.create_compute_instance(7, None).unwrap();
+    let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == 7).unwrap();
+    gi.compute_instances[0].load.sm_active = 0.6;
+    let path = node.world.clone();
+    let swap = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        recreated.save(&path).unwrap();
+    });
+    let during = poller.poll_once();
+    swap.join().unwrap();
+    assert!(source_up(&during, "nvml") && source_up(&during, "gpm"));
+    assert_eq!(
+        gi_activity(&during, 7),
+        Activity::default(),
+        "no rate between the old GI's sample and the new one's"
+    );
+    assert_eq!(
+        during.gpus[0].gpu_instance(7).unwrap().profile_id,
+        20,
+        "the check of the GI list saw the change and read it again"
+    );
+    assert!(
+        close(gi_activity(&during, 2).sm_active_ratio, 0.75),
+        "GI 2, unchanged, keeps the sample taken before the list was read again"
+    );
+    assert_eq!(node.live_samples(), 3, "one held sample per instance");
+
+    std::thread::sleep(INTERVAL);
+    let next = poller.poll_once();
+    assert!(close(gi_activity(&next, 7).sm_active_ratio, 0.6));
 }
 
 #[test]

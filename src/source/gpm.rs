@@ -4,22 +4,26 @@
 //!
 //! GPM gives counters, not rates: a sample copies a GPU's or a GPU instance's
 //! counters, and `nvmlGpmMetricsGet` turns two samples into the activity
-//! between them. So on every poll the source takes one new sample per GPU
-//! and per GPU instance, computes the metrics against the sample it kept from
-//! the poll before, and keeps the new one in its place:
+//! between them. So on every poll one new sample is taken per GPU and per GPU
+//! instance, the metrics are computed against the sample kept from the poll
+//! before, and the new one is kept in its place:
 //!
 //! * the first sample of an instance gives nothing (`None`, not zero);
 //! * samples are kept per instance identity: a GPU by UUID and MIG mode, a
 //!   GPU instance by GPU UUID, id, profile, placement and its compute
 //!   instances' MIG UUIDs. A GPU instance destroyed and recreated (same id,
 //!   another shape, or new MIG devices) is another instance and starts over,
-//!   so no rate is ever computed across a reconfiguration. Before a GPU
-//!   instance's new sample is used, its shape is read again, so a
-//!   reconfiguration between the geometry read and the sample throws the
-//!   sample away rather than pairing it with the old instance's;
+//!   so no rate is ever computed across a reconfiguration;
 //! * a sample is freed as soon as a newer one replaces it, when its instance
-//!   disappears from the geometry, and when the source or NVML restarts:
-//!   at most one sample per instance is held between polls.
+//!   disappears from the geometry, and when NVML is opened again: at most one
+//!   sample per instance is held between polls.
+//!
+//! The samples are taken by the NVML source while it reads each GPU
+//! ([`GpmSampling`]): a GPU's right after its MIG mode, its GPU instances'
+//! between listing them and checking that list again at the end. That check
+//! is what makes the geometry consistent, so it also proves each sample is
+//! of the instance the geometry shows, and no call is spent on a check of
+//! GPM's own. This source then puts the readings on the snapshot.
 //!
 //! What each GPU supports is asked (`nvmlGpmQueryDeviceSupport`, then each
 //! metric's own return code), never assumed: a metric the GPU does not have
@@ -29,13 +33,12 @@
 //! logged once and left out.
 //!
 //! Compute instances have no GPM counters of their own: their activity comes
-//! from DCGM only. The source reads through the NVML source's open library
-//! ([`SharedNvml`]) rather than initialising NVML a second time.
+//! from DCGM only.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{anyhow, bail, Context};
 use nvml_wrapper::error::NvmlError;
@@ -52,7 +55,7 @@ use nvml_wrapper_sys::bindings::{
 };
 
 use super::nvml::raw::{self, GpmSample};
-use super::nvml::SharedNvml;
+use super::nvml::NvmlSource;
 use super::UtilizationSource;
 use crate::model::{Activity, GpuInstanceSnapshot, GpuSnapshot};
 
@@ -107,30 +110,182 @@ impl InstanceKey {
     }
 }
 
-/// A GPU's NVML handle. It stays valid while its library is open, and the
-/// [`Held`] that keeps it also keeps that library.
-struct Device(nvmlDevice_t);
-
-// SAFETY: a device handle is an opaque id that NVML accepts from any thread.
-unsafe impl Send for Device {}
-
 struct InstanceSample {
     key: InstanceKey,
     sample: GpmSample,
+    /// Sampled on the poll under way; `activity` is what that sample measured.
     sampled_this_poll: bool,
+    activity: Option<Activity>,
 }
 
 /// What is kept of one GPU (by UUID) for one library session.
 struct GpuState {
     uuid: String,
-    device: Device,
     /// `nvmlGpmQueryDeviceSupport`'s answer: the hardware does not change
     /// while the library stays open.
     supported: bool,
     /// The GPU's latest sample, with the MIG mode it was taken in.
     sample: Option<(bool, GpmSample)>,
     instances: Vec<InstanceSample>,
-    in_geometry: bool,
+    /// Read on the poll under way, and the activity its sample measured.
+    read_this_poll: bool,
+    activity: Option<Activity>,
+}
+
+/// GPUs and samples held between polls, all from one library instance.
+struct Held {
+    gpus: Vec<GpuState>,
+    /// The buffer a new sample is read into: the one it replaces becomes the
+    /// next spare, so a poll allocates one buffer (and frees it at the end)
+    /// besides those of instances seen for the first time.
+    spare: Option<GpmSample>,
+    nvml: Arc<Nvml>,
+}
+
+impl Held {
+    fn sample_gpu(
+        &mut self,
+        at: &str,
+        uuid: &str,
+        device: nvmlDevice_t,
+        mig_current: bool,
+    ) -> anyhow::Result<()> {
+        let state = match self.gpus.iter().position(|s| s.uuid == uuid) {
+            Some(i) => &mut self.gpus[i],
+            None => {
+                let supported = match raw::gpm_supported(&self.nvml, device) {
+                    Ok(supported) => supported,
+                    Err(
+                        NvmlError::NotSupported
+                        | NvmlError::FunctionNotFound
+                        | NvmlError::FailedToLoadSymbol(_),
+                    ) => false,
+                    Err(e) => return Err(e).with_context(|| format!("{at}: nvmlGpmQueryDeviceSupport")),
+                };
+                self.gpus.push(GpuState {
+                    uuid: uuid.to_string(),
+                    supported,
+                    sample: None,
+                    instances: Vec::new(),
+                    read_this_poll: false,
+                    activity: None,
+                });
+                self.gpus.last_mut().expect("just pushed")
+            }
+        };
+        state.read_this_poll = true;
+        if !state.supported {
+            return Ok(());
+        }
+        let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
+        sample
+            .read_gpu(device)
+            .with_context(|| format!("{at}: nvmlGpmSampleGet"))?;
+        match &mut state.sample {
+            Some((mig, latest)) if *mig == mig_current => {
+                state.activity = advance(latest, sample, &mut self.spare);
+            }
+            first => self.spare = first.replace((mig_current, sample)).map(|(_, old)| old),
+        }
+        Ok(())
+    }
+
+    fn sample_instances(
+        &mut self,
+        at: &str,
+        uuid: &str,
+        device: nvmlDevice_t,
+        gpu_instances: &[GpuInstanceSnapshot],
+    ) -> anyhow::Result<()> {
+        let Some(state) = self.gpus.iter_mut().find(|s| s.uuid == uuid && s.supported) else {
+            return Ok(());
+        };
+        // The list read again after a change: what it no longer shows goes.
+        let keys: Vec<InstanceKey> = gpu_instances.iter().map(InstanceKey::of).collect();
+        state.instances.retain(|i| keys.contains(&i.key));
+        for (gi, key) in gpu_instances.iter().zip(keys) {
+            let known = state.instances.iter().position(|i| i.key == key);
+            if known.is_some_and(|i| state.instances[i].sampled_this_poll) {
+                // Already sampled from an earlier reading of this list.
+                continue;
+            }
+            let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
+            match sample.read_gpu_instance(device, gi.id) {
+                Ok(()) => {}
+                // Destroyed since it was listed: the list check sees it too and
+                // reads again.
+                Err(NvmlError::NotFound | NvmlError::InvalidArg) => {
+                    self.spare = Some(sample);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("{at}: GPU instance {}: nvmlGpmMigSampleGet", gi.id))
+                }
+            }
+            match known {
+                Some(i) => {
+                    let instance = &mut state.instances[i];
+                    instance.sampled_this_poll = true;
+                    instance.activity = advance(&mut instance.sample, sample, &mut self.spare);
+                }
+                None => state.instances.push(InstanceSample {
+                    key,
+                    sample,
+                    sampled_this_poll: true,
+                    activity: None,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The activity the poll under way measured, by position in `gpus` (the
+    /// poll's geometry), and the GPUs without GPM among them. Then what the
+    /// geometry no longer shows is freed, and so is the spare buffer.
+    fn readings<'g>(&mut self, gpus: &'g [GpuSnapshot]) -> anyhow::Result<(Readings, Vec<&'g GpuSnapshot>)> {
+        let mut out = Readings {
+            gpus: Vec::with_capacity(gpus.len()),
+            gpu_instances: Vec::with_capacity(gpus.iter().map(|g| g.gpu_instances.len()).sum()),
+        };
+        let mut unsupported = Vec::new();
+        for (gpu_at, gpu) in gpus.iter().enumerate() {
+            let Some(state) = self.gpus.iter().find(|s| s.uuid == gpu.uuid && s.read_this_poll) else {
+                bail!(
+                    "GPU {} ({}) was not sampled by the NVML source",
+                    gpu.index,
+                    gpu.uuid
+                );
+            };
+            if !state.supported {
+                unsupported.push(gpu);
+                continue;
+            }
+            if let Some(activity) = state.activity {
+                out.gpus.push((gpu_at, activity));
+            }
+            if !gpu.mig_current {
+                continue;
+            }
+            for (gi_at, gi) in gpu.gpu_instances.iter().enumerate() {
+                let key = InstanceKey::of(gi);
+                let measured = state
+                    .instances
+                    .iter()
+                    .find(|i| i.key == key && i.sampled_this_poll)
+                    .and_then(|i| i.activity);
+                if let Some(activity) = measured {
+                    out.gpu_instances.push((gpu_at, gi_at, activity));
+                }
+            }
+        }
+        self.gpus.retain(|g| g.read_this_poll);
+        for gpu in &mut self.gpus {
+            gpu.instances.retain(|i| i.sampled_this_poll);
+        }
+        self.spare = None;
+        Ok((out, unsupported))
+    }
 }
 
 /// Activity read on one poll, by position in the GPUs read (and of the GPU
@@ -141,65 +296,97 @@ struct Readings {
     gpu_instances: Vec<(usize, usize, Activity)>,
 }
 
-/// GPUs and samples held between polls, all from one library instance.
-struct Held {
-    gpus: Vec<GpuState>,
-    nvml: Arc<Nvml>,
+/// The samples, shared by the NVML source, which takes them while it reads
+/// each GPU, and the GPM source, which puts what they measured on the
+/// snapshot. One poll at a time uses it, on the poller's thread.
+#[derive(Default)]
+pub struct GpmSampling {
+    held: Option<Held>,
+    /// The first failure of the poll under way: the GPM source reports it.
+    failed: Option<anyhow::Error>,
 }
 
-impl Held {
-    /// The state of `gpu`, asking NVML for its handle and GPM support the
-    /// first time this session sees it.
-    fn gpu(&mut self, gpu: &GpuSnapshot) -> anyhow::Result<&mut GpuState> {
-        if let Some(i) = self.gpus.iter().position(|s| s.uuid == gpu.uuid) {
-            return Ok(&mut self.gpus[i]);
+impl GpmSampling {
+    /// At the start of each NVML poll. Samples of a library opened before
+    /// this one are freed (through it).
+    pub(crate) fn begin_poll(&mut self, nvml: &Arc<Nvml>) {
+        self.failed = None;
+        if self.held.as_ref().is_some_and(|h| !Arc::ptr_eq(&h.nvml, nvml)) {
+            self.held = None;
         }
-        let at = || format!("GPU {} ({})", gpu.index, gpu.uuid);
-        let device = self
-            .nvml
-            .device_by_uuid(gpu.uuid.as_str())
-            .with_context(|| format!("{}: nvmlDeviceGetHandleByUUID", at()))?;
-        // SAFETY: the handle is used only while `self.nvml` keeps the library open.
-        let handle = unsafe { device.handle() };
-        let supported = match raw::gpm_supported(&self.nvml, handle) {
-            Ok(supported) => supported,
-            Err(NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_)) => {
-                false
-            }
-            Err(e) => return Err(e).with_context(|| format!("{}: nvmlGpmQueryDeviceSupport", at())),
-        };
-        self.gpus.push(GpuState {
-            uuid: gpu.uuid.clone(),
-            device: Device(handle),
-            supported,
-            sample: None,
-            instances: Vec::new(),
-            in_geometry: false,
+        let held = self.held.get_or_insert_with(|| Held {
+            gpus: Vec::new(),
+            spare: None,
+            nvml: nvml.clone(),
         });
-        Ok(self.gpus.last_mut().expect("just pushed"))
+        for gpu in &mut held.gpus {
+            gpu.read_this_poll = false;
+            gpu.activity = None;
+            for instance in &mut gpu.instances {
+                instance.sampled_this_poll = false;
+                instance.activity = None;
+            }
+        }
+    }
+
+    /// The GPU's own sample, once a poll, right after its MIG mode is read.
+    pub(crate) fn sample_gpu(&mut self, index: u32, uuid: &str, device: nvmlDevice_t, mig_current: bool) {
+        self.record(|held| held.sample_gpu(&format!("GPU {index} ({uuid})"), uuid, device, mig_current));
+    }
+
+    /// Samples of the GPU instances just read, before the NVML source
+    /// checks that their list has not changed. Called again for each
+    /// reading of the list; an instance still in it keeps its sample.
+    pub(crate) fn sample_instances(
+        &mut self,
+        index: u32,
+        uuid: &str,
+        device: nvmlDevice_t,
+        gpu_instances: &[GpuInstanceSnapshot],
+    ) {
+        self.record(|held| {
+            held.sample_instances(&format!("GPU {index} ({uuid})"), uuid, device, gpu_instances)
+        });
+    }
+
+    /// Runs `step` unless this poll failed already; keeps its failure for the
+    /// GPM source rather than failing the geometry read.
+    fn record(&mut self, step: impl FnOnce(&mut Held) -> anyhow::Result<()>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(held) = self.held.as_mut() {
+            if let Err(e) = step(held) {
+                self.failed = Some(e);
+            }
+        }
     }
 }
 
+/// The [`GpmSampling`] an [`NvmlSource`] fills and a [`GpmSource`] reads.
+pub type SharedGpmSampling = Arc<Mutex<GpmSampling>>;
+
 pub struct GpmSource {
-    nvml: SharedNvml,
-    held: Option<Held>,
+    sampling: SharedGpmSampling,
     /// GPUs already logged as without GPM beside GPUs with it.
     told_unsupported: BTreeSet<String>,
 }
 
 impl GpmSource {
-    /// Reads through the library `nvml` names (the NVML source's).
-    pub fn new(nvml: SharedNvml) -> Self {
+    /// Has `nvml` take GPM samples on each of its polls, read by this source.
+    pub fn new(nvml: &mut NvmlSource) -> Self {
+        let sampling = SharedGpmSampling::default();
+        nvml.take_gpm_samples(sampling.clone());
         GpmSource {
-            nvml,
-            held: None,
+            sampling,
             told_unsupported: BTreeSet::new(),
         }
     }
 
     /// How many samples are held between polls (one per instance measured).
     pub fn held_samples(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| {
+        let sampling = self.sampling.lock().unwrap_or_else(PoisonError::into_inner);
+        sampling.held.as_ref().map_or(0, |h| {
             h.gpus
                 .iter()
                 .map(|g| usize::from(g.sample.is_some()) + g.instances.len())
@@ -208,111 +395,18 @@ impl GpmSource {
     }
 
     fn read(&mut self, gpus: &[GpuSnapshot]) -> anyhow::Result<Readings> {
-        let nvml = self
-            .nvml
-            .get()
+        let mut sampling = self.sampling.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = sampling.failed.take() {
+            // Start over: the samples go now, and a later read has no pair.
+            sampling.held = None;
+            return Err(e);
+        }
+        let held = sampling
+            .held
+            .as_mut()
             .ok_or_else(|| anyhow!("NVML is not open (the nvml source is down)"))?;
-        // NVML was reopened: the old samples go, freed through the old library.
-        if self.held.as_ref().is_some_and(|h| !Arc::ptr_eq(&h.nvml, &nvml)) {
-            self.held = None;
-        }
-        let held = self.held.get_or_insert_with(|| Held {
-            gpus: Vec::new(),
-            nvml: nvml.clone(),
-        });
-        for state in &mut held.gpus {
-            state.in_geometry = false;
-        }
-        let mut out = Readings {
-            gpus: Vec::with_capacity(gpus.len()),
-            gpu_instances: Vec::with_capacity(gpus.iter().map(|g| g.gpu_instances.len()).sum()),
-        };
-        // The buffer a new sample is read into: the one it replaces becomes
-        // the next spare, so a poll allocates at most one buffer (and frees
-        // it at the end) besides those of instances seen for the first time.
-        let mut spare: Option<GpmSample> = None;
-        let mut unsupported = Vec::new();
-        for (gpu_at, gpu) in gpus.iter().enumerate() {
-            let at = || format!("GPU {} ({})", gpu.index, gpu.uuid);
-            let state = held.gpu(gpu)?;
-            state.in_geometry = true;
-            if !state.supported {
-                unsupported.push(gpu);
-                continue;
-            }
-            let device = state.device.0;
-
-            let mut sample = spare_or_new(&mut spare, &nvml)?;
-            sample
-                .read_gpu(device)
-                .with_context(|| format!("{}: nvmlGpmSampleGet", at()))?;
-            match &mut state.sample {
-                Some((mig, latest)) if *mig == gpu.mig_current => {
-                    if let Some(activity) = advance(latest, sample, &mut spare) {
-                        out.gpus.push((gpu_at, activity));
-                    }
-                }
-                first => spare = first.replace((gpu.mig_current, sample)).map(|(_, old)| old),
-            }
-
-            for instance in &mut state.instances {
-                instance.sampled_this_poll = false;
-            }
-            let gpu_instances = if gpu.mig_current {
-                &gpu.gpu_instances[..]
-            } else {
-                &[]
-            };
-            for (gi_at, gi) in gpu_instances.iter().enumerate() {
-                let mut sample = spare_or_new(&mut spare, &nvml)?;
-                match sample.read_gpu_instance(device, gi.id) {
-                    Ok(()) => {}
-                    // Destroyed since the geometry was read: nothing, and it starts over.
-                    Err(NvmlError::NotFound | NvmlError::InvalidArg) => {
-                        spare = Some(sample);
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("{}: GPU instance {}: nvmlGpmMigSampleGet", at(), gi.id)
-                        })
-                    }
-                }
-                // The sample must be of the instance the geometry shows, not of
-                // one created in its place since.
-                match raw::gpu_instance_by_id(&nvml, device, gi.id) {
-                    Ok(now)
-                        if now.profile_id == gi.profile_id
-                            && now.placement == (gi.placement_start, gi.placement_size) => {}
-                    Ok(_) | Err(NvmlError::NotFound | NvmlError::InvalidArg | NvmlError::NotSupported) => {
-                        spare = Some(sample);
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("{}: GPU instance {}: nvmlDeviceGetGpuInstanceById", at(), gi.id)
-                        })
-                    }
-                }
-                let key = InstanceKey::of(gi);
-                match state.instances.iter_mut().find(|i| i.key == key) {
-                    Some(instance) => {
-                        instance.sampled_this_poll = true;
-                        if let Some(activity) = advance(&mut instance.sample, sample, &mut spare) {
-                            out.gpu_instances.push((gpu_at, gi_at, activity));
-                        }
-                    }
-                    None => state.instances.push(InstanceSample {
-                        key,
-                        sample,
-                        sampled_this_poll: true,
-                    }),
-                }
-            }
-            // Instances gone from the geometry (or not sampled this time) start over.
-            state.instances.retain(|i| i.sampled_this_poll);
-        }
-        held.gpus.retain(|g| g.in_geometry);
+        let (readings, unsupported) = held.readings(gpus)?;
+        drop(sampling);
 
         if !gpus.is_empty() && unsupported.len() == gpus.len() {
             let which: Vec<String> = unsupported
@@ -337,7 +431,7 @@ impl GpmSource {
                 );
             }
         }
-        Ok(out)
+        Ok(readings)
     }
 }
 
@@ -389,17 +483,9 @@ impl UtilizationSource for GpmSource {
     }
 
     fn fill(&mut self, gpus: &mut [GpuSnapshot]) -> anyhow::Result<()> {
-        match self.read(gpus) {
-            Ok(readings) => {
-                apply(&readings, gpus);
-                Ok(())
-            }
-            Err(e) => {
-                // Start over: the samples go now, and a later read has no pair.
-                self.held = None;
-                Err(e.context("GPM"))
-            }
-        }
+        let readings = self.read(gpus).context("GPM")?;
+        apply(&readings, gpus);
+        Ok(())
     }
 }
 
@@ -519,7 +605,12 @@ mod tests {
 
     #[test]
     fn without_an_open_nvml_the_source_fails_and_holds_nothing() {
-        let mut source = GpmSource::new(SharedNvml::default());
+        let mut nvml = NvmlSource::new(crate::source::nvml::NvmlOptions {
+            library: None,
+            slow_interval: std::time::Duration::from_secs(60),
+            pcie_throughput: false,
+        });
+        let mut source = GpmSource::new(&mut nvml);
         let e = source.fill(&mut []).unwrap_err();
         assert!(format!("{e:#}").contains("NVML is not open"), "{e:#}");
         assert_eq!(source.held_samples(), 0);

@@ -3,8 +3,8 @@
 //!
 //! The library is opened lazily and again after any failure, so a node whose
 //! driver loads after the exporter, or whose library is missing at start,
-//! recovers without a restart. The open library is shared ([`SharedNvml`])
-//! with the sources that read through it too (GPM).
+//! recovers without a restart. With the GPM source on, this source also takes
+//! its samples while it reads each GPU (see [`super::gpm`]).
 
 pub(crate) mod raw;
 
@@ -12,7 +12,7 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -23,6 +23,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::{NVML_COMPUTE_INSTANCE_PROFILE_COUNT, NVML_GPU_INSTANCE_PROFILE_COUNT};
 
+use super::gpm::{GpmSampling, SharedGpmSampling};
 use super::{GeometrySource, NodeReading};
 use crate::model::{
     Activity, ComputeInstanceSnapshot, DeviceHealth, EccErrorCounts, GpuInstanceSnapshot, GpuSnapshot,
@@ -47,26 +48,8 @@ pub struct NvmlOptions {
 pub struct NvmlSource {
     options: NvmlOptions,
     session: Option<Session>,
-    shared: SharedNvml,
-}
-
-/// The library the NVML source has open now, for other sources that read
-/// through the same session (GPM) instead of initialising NVML again. Empty
-/// while the NVML source has none open; a new `Arc` after it reopened (a
-/// reader holding the old one keeps it alive until it lets go, so whatever it
-/// allocated from that library is freed before the library shuts down).
-#[derive(Debug, Clone, Default)]
-pub struct SharedNvml(Arc<Mutex<Option<Arc<Nvml>>>>);
-
-impl SharedNvml {
-    /// The library open now, if any.
-    pub fn get(&self) -> Option<Arc<Nvml>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn set(&self, nvml: Option<Arc<Nvml>>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = nvml;
-    }
+    /// Where GPM samples go, when the GPM source is on.
+    gpm: Option<SharedGpmSampling>,
 }
 
 /// An initialised library and what is kept between polls.
@@ -109,13 +92,14 @@ impl NvmlSource {
         NvmlSource {
             options,
             session: None,
-            shared: SharedNvml::default(),
+            gpm: None,
         }
     }
 
-    /// The library this source has open, shared with other readers.
-    pub fn shared(&self) -> SharedNvml {
-        self.shared.clone()
+    /// Takes GPM samples into `sampling` on every poll, through this source's
+    /// library: called by [`super::gpm::GpmSource::new`].
+    pub(crate) fn take_gpm_samples(&mut self, sampling: SharedGpmSampling) {
+        self.gpm = Some(sampling);
     }
 
     fn open(&self) -> anyhow::Result<Session> {
@@ -177,25 +161,33 @@ impl GeometrySource for NvmlSource {
 
     fn poll(&mut self) -> anyhow::Result<NodeReading> {
         if self.session.is_none() {
-            let session = self.open()?;
-            self.shared.set(Some(session.nvml.clone()));
-            self.session = Some(session);
+            self.session = Some(self.open()?);
         }
         let Some(session) = self.session.as_mut() else {
             unreachable!("opened above")
         };
-        let result = session.read(&self.options);
+        let mut gpm = self
+            .gpm
+            .as_ref()
+            .map(|sampling| sampling.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(gpm) = gpm.as_deref_mut() {
+            gpm.begin_poll(&session.nvml);
+        }
+        let result = session.read(&self.options, gpm.as_deref_mut());
         if result.is_err() {
             // Start afresh next time: the driver may have been reloaded or the GPU reset.
             self.session = None;
-            self.shared.set(None);
         }
         result
     }
 }
 
 impl Session {
-    fn read(&mut self, options: &NvmlOptions) -> anyhow::Result<NodeReading> {
+    fn read(
+        &mut self,
+        options: &NvmlOptions,
+        mut gpm: Option<&mut GpmSampling>,
+    ) -> anyhow::Result<NodeReading> {
         self.drain_xid_events();
         let tables = &mut self.profile_tables;
         let nvml = &self.nvml;
@@ -216,7 +208,7 @@ impl Session {
                 }
             };
             let memo = self.memos.entry(identity.uuid.clone()).or_default();
-            let mut gpu = read_gpu(nvml, &device, index, identity, tables, memo)
+            let mut gpu = read_gpu(nvml, &device, index, identity, tables, memo, gpm.as_deref_mut())
                 .with_context(|| format!("GPU {index}"))?;
             if slow_due {
                 let values = read_slow(&device, options.pcie_throughput);
@@ -327,6 +319,7 @@ fn read_gpu(
     identity: &mut GpuIdentity,
     tables: &mut BTreeMap<String, Arc<Vec<ProfileRow>>>,
     memo: &mut GeometryMemo,
+    mut gpm: Option<&mut GpmSampling>,
 ) -> anyhow::Result<GpuSnapshot> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
@@ -335,6 +328,9 @@ fn read_gpu(
         Some(mode) => (mode.current != 0, mode.pending != 0),
         None => (false, false),
     };
+    if let Some(gpm) = gpm.as_deref_mut() {
+        gpm.sample_gpu(index, &identity.uuid, handle, mig_current);
+    }
 
     let table = match tables.get(&identity.uuid) {
         Some(table) => table.clone(),
@@ -354,7 +350,8 @@ fn read_gpu(
                     .context("nvmlDeviceGetMaxMigDeviceCount")?,
             ),
         };
-        consistent_geometry(nvml, device, max_mig_devices, &table, memo)?
+        let gpm = gpm.map(|gpm| (gpm, index, identity.uuid.as_str()));
+        consistent_geometry(nvml, device, max_mig_devices, &table, memo, gpm)?
     } else {
         let remaining = match &memo.remaining {
             Some((false, _, remaining)) => remaining.clone(),
@@ -481,6 +478,7 @@ fn consistent_geometry(
     max_mig_devices: u32,
     table: &[ProfileRow],
     memo: &mut GeometryMemo,
+    mut gpm: Option<(&mut GpmSampling, u32, &str)>,
 ) -> anyhow::Result<(Vec<GpuInstanceSnapshot>, Vec<u32>)> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
@@ -510,6 +508,11 @@ fn consistent_geometry(
                 continue;
             }
         };
+        // Between the listing and its check below, which proves the samples
+        // are of these instances.
+        if let Some((gpm, index, uuid)) = gpm.as_mut() {
+            gpm.sample_instances(*index, uuid, handle, &geometry);
+        }
         let known = match &memo.remaining {
             Some((true, list, remaining)) if list.iter().eq(before.iter().map(|gi| &gi.info)) => {
                 Some(remaining.clone())

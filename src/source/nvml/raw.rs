@@ -172,18 +172,6 @@ pub struct CiInfo {
     pub placement: (u32, u32),
 }
 
-/// `nvmlDeviceGetGpuInstanceById` and `nvmlGpuInstanceGetInfo`: what GPU
-/// instance `id` is now.
-pub fn gpu_instance_by_id(nvml: &Nvml, device: nvmlDevice_t, id: u32) -> Result<GiInfo, NvmlError> {
-    let by_id = sym(
-        &nvml.lib().nvmlDeviceGetGpuInstanceById,
-        "nvmlDeviceGetGpuInstanceById",
-    )?;
-    let mut gi: nvmlGpuInstance_t = ptr::null_mut();
-    nvml_try(unsafe { by_id(device, id, &mut gi) })?;
-    gpu_instance_info(nvml, gi)
-}
-
 /// The compute instances of one profile inside a GPU instance.
 pub fn compute_instances(
     nvml: &Nvml,
