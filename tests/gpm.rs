@@ -342,6 +342,7 @@ fn an_nvml_restart_frees_the_old_samples_and_starts_over() {
     node.edit(|w| w.faults.lost_gpus = vec![0]);
     let lost = poller.poll_once();
     assert!(!source_up(&lost, "nvml") && lost.gpus.is_empty());
+    assert_eq!(node.live_samples(), 0, "the samples go with the failed session");
     node.edit(|w| w.faults = Default::default());
     let back = poller.poll_once();
     assert!(source_up(&back, "nvml") && source_up(&back, "gpm"));

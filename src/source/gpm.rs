@@ -130,6 +130,9 @@ struct GpuState {
     /// Read on the poll under way, and the activity its sample measured.
     read_this_poll: bool,
     activity: Option<Activity>,
+    /// The GPU instances' activity measured on the poll under way: position
+    /// and id in the geometry the NVML source read last (the one it returns).
+    instance_activity: Vec<(usize, u32, Activity)>,
 }
 
 /// GPUs and samples held between polls, all from one library instance.
@@ -139,13 +142,20 @@ struct Held {
     /// next spare, so a poll allocates one buffer (and frees it at the end)
     /// besides those of instances seen for the first time.
     spare: Option<GpmSample>,
+    /// The keys of the GPU instances being sampled, kept to reuse the memory.
+    keys: Vec<InstanceKey>,
     nvml: Arc<Nvml>,
+}
+
+/// Which GPU a failure is about, formatted only when there is one.
+fn at(index: u32, uuid: &str) -> String {
+    format!("GPU {index} ({uuid})")
 }
 
 impl Held {
     fn sample_gpu(
         &mut self,
-        at: &str,
+        index: u32,
         uuid: &str,
         device: nvmlDevice_t,
         mig_current: bool,
@@ -160,7 +170,10 @@ impl Held {
                         | NvmlError::FunctionNotFound
                         | NvmlError::FailedToLoadSymbol(_),
                     ) => false,
-                    Err(e) => return Err(e).with_context(|| format!("{at}: nvmlGpmQueryDeviceSupport")),
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("{}: nvmlGpmQueryDeviceSupport", at(index, uuid)))
+                    }
                 };
                 self.gpus.push(GpuState {
                     uuid: uuid.to_string(),
@@ -169,6 +182,7 @@ impl Held {
                     instances: Vec::new(),
                     read_this_poll: false,
                     activity: None,
+                    instance_activity: Vec::new(),
                 });
                 self.gpus.last_mut().expect("just pushed")
             }
@@ -180,7 +194,7 @@ impl Held {
         let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
         sample
             .read_gpu(device)
-            .with_context(|| format!("{at}: nvmlGpmSampleGet"))?;
+            .with_context(|| format!("{}: nvmlGpmSampleGet", at(index, uuid)))?;
         match &mut state.sample {
             Some((mig, latest)) if *mig == mig_current => {
                 state.activity = advance(latest, sample, &mut self.spare);
@@ -192,7 +206,7 @@ impl Held {
 
     fn sample_instances(
         &mut self,
-        at: &str,
+        index: u32,
         uuid: &str,
         device: nvmlDevice_t,
         gpu_instances: &[GpuInstanceSnapshot],
@@ -200,11 +214,13 @@ impl Held {
         let Some(state) = self.gpus.iter_mut().find(|s| s.uuid == uuid && s.supported) else {
             return Ok(());
         };
+        let keys = &mut self.keys;
+        keys.clear();
+        keys.extend(gpu_instances.iter().map(InstanceKey::of));
         // The list read again after a change: what it no longer shows goes.
-        let keys: Vec<InstanceKey> = gpu_instances.iter().map(InstanceKey::of).collect();
         state.instances.retain(|i| keys.contains(&i.key));
-        for (gi, key) in gpu_instances.iter().zip(keys) {
-            let known = state.instances.iter().position(|i| i.key == key);
+        for (gi, key) in gpu_instances.iter().zip(keys.iter()) {
+            let known = state.instances.iter().position(|i| i.key == *key);
             if known.is_some_and(|i| state.instances[i].sampled_this_poll) {
                 // Already sampled from an earlier reading of this list.
                 continue;
@@ -219,8 +235,9 @@ impl Held {
                     continue;
                 }
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("{at}: GPU instance {}: nvmlGpmMigSampleGet", gi.id))
+                    return Err(e).with_context(|| {
+                        format!("{}: GPU instance {}: nvmlGpmMigSampleGet", at(index, uuid), gi.id)
+                    })
                 }
             }
             match known {
@@ -230,11 +247,22 @@ impl Held {
                     instance.activity = advance(&mut instance.sample, sample, &mut self.spare);
                 }
                 None => state.instances.push(InstanceSample {
-                    key,
+                    key: *key,
                     sample,
                     sampled_this_poll: true,
                     activity: None,
                 }),
+            }
+        }
+        state.instance_activity.clear();
+        for (gi_at, (gi, key)) in gpu_instances.iter().zip(keys.iter()).enumerate() {
+            let measured = state
+                .instances
+                .iter()
+                .find(|i| i.key == *key)
+                .and_then(|i| i.activity);
+            if let Some(activity) = measured {
+                state.instance_activity.push((gi_at, gi.id, activity));
             }
         }
         Ok(())
@@ -251,11 +279,7 @@ impl Held {
         let mut unsupported = Vec::new();
         for (gpu_at, gpu) in gpus.iter().enumerate() {
             let Some(state) = self.gpus.iter().find(|s| s.uuid == gpu.uuid && s.read_this_poll) else {
-                bail!(
-                    "GPU {} ({}) was not sampled by the NVML source",
-                    gpu.index,
-                    gpu.uuid
-                );
+                bail!("{} was not sampled by the NVML source", at(gpu.index, &gpu.uuid));
             };
             if !state.supported {
                 unsupported.push(gpu);
@@ -267,14 +291,8 @@ impl Held {
             if !gpu.mig_current {
                 continue;
             }
-            for (gi_at, gi) in gpu.gpu_instances.iter().enumerate() {
-                let key = InstanceKey::of(gi);
-                let measured = state
-                    .instances
-                    .iter()
-                    .find(|i| i.key == key && i.sampled_this_poll)
-                    .and_then(|i| i.activity);
-                if let Some(activity) = measured {
+            for &(gi_at, id, activity) in &state.instance_activity {
+                if gpu.gpu_instances.get(gi_at).is_some_and(|gi| gi.id == id) {
                     out.gpu_instances.push((gpu_at, gi_at, activity));
                 }
             }
@@ -317,11 +335,13 @@ impl GpmSampling {
         let held = self.held.get_or_insert_with(|| Held {
             gpus: Vec::new(),
             spare: None,
+            keys: Vec::new(),
             nvml: nvml.clone(),
         });
         for gpu in &mut held.gpus {
             gpu.read_this_poll = false;
             gpu.activity = None;
+            gpu.instance_activity.clear();
             for instance in &mut gpu.instances {
                 instance.sampled_this_poll = false;
                 instance.activity = None;
@@ -329,9 +349,15 @@ impl GpmSampling {
         }
     }
 
+    /// When the NVML source closes its library: the samples taken through it
+    /// are freed now, before it shuts down.
+    pub(crate) fn end_session(&mut self) {
+        self.held = None;
+    }
+
     /// The GPU's own sample, once a poll, right after its MIG mode is read.
     pub(crate) fn sample_gpu(&mut self, index: u32, uuid: &str, device: nvmlDevice_t, mig_current: bool) {
-        self.record(|held| held.sample_gpu(&format!("GPU {index} ({uuid})"), uuid, device, mig_current));
+        self.record(|held| held.sample_gpu(index, uuid, device, mig_current));
     }
 
     /// Samples of the GPU instances just read, before the NVML source
@@ -344,9 +370,7 @@ impl GpmSampling {
         device: nvmlDevice_t,
         gpu_instances: &[GpuInstanceSnapshot],
     ) {
-        self.record(|held| {
-            held.sample_instances(&format!("GPU {index} ({uuid})"), uuid, device, gpu_instances)
-        });
+        self.record(|held| held.sample_instances(index, uuid, device, gpu_instances));
     }
 
     /// Runs `step` unless this poll failed already; keeps its failure for the

@@ -176,6 +176,9 @@ impl GeometrySource for NvmlSource {
         let result = session.read(&self.options, gpm.as_deref_mut());
         if result.is_err() {
             // Start afresh next time: the driver may have been reloaded or the GPU reset.
+            if let Some(gpm) = gpm.as_deref_mut() {
+                gpm.end_session();
+            }
             self.session = None;
         }
         result
