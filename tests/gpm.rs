@@ -124,6 +124,29 @@ fn gi_activity(snapshot: &NodeSnapshot, gi: u32) -> Activity {
         .activity
 }
 
+/// A poller on `node` that has polled twice, and its second snapshot: the
+/// first with a rate.
+fn polled_twice(node: &Node) -> (Poller, NodeSnapshot) {
+    let mut poller = node.poller();
+    poller.poll_once();
+    std::thread::sleep(INTERVAL);
+    let second = poller.poll_once();
+    (poller, second)
+}
+
+/// GI 7 of [`h100`] destroyed and created again in the same place with
+/// another profile (1g.10gb+me): the same id, another shape, another MIG
+/// device, SM activity 0.6.
+fn recreate_gi_7(w: &mut World) {
+    let gpu = &mut w.gpus[0];
+    gpu.destroy_compute_instance(7, 0).unwrap();
+    gpu.destroy_gpu_instance(7).unwrap();
+    assert_eq!(gpu.create_gpu_instance(20, Some(0)).unwrap(), 7);
+    gpu.create_compute_instance(7, None).unwrap();
+    let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == 7).unwrap();
+    gi.compute_instances[0].load.sm_active = 0.6;
+}
+
 fn close(got: Option<f64>, want: f64) -> bool {
     got.is_some_and(|g| (g - want).abs() < 1e-6)
 }
@@ -200,23 +223,11 @@ fn the_first_poll_has_no_activity_and_the_next_one_the_load() {
 #[test]
 fn a_recreated_gpu_instance_starts_over_instead_of_a_bogus_rate() {
     let node = Node::new(&h100());
-    let mut poller = node.poller();
-    poller.poll_once();
-    std::thread::sleep(INTERVAL);
-    let before = poller.poll_once();
+    let (mut poller, before) = polled_twice(&node);
     assert!(close(gi_activity(&before, 7).sm_active_ratio, 0.25));
 
-    // GI 7 destroyed and recreated in the same place with another profile
-    // (1g.10gb+me): the same id, another shape, another MIG device.
-    node.edit(|w| {
-        let gpu = &mut w.gpus[0];
-        gpu.destroy_compute_instance(7, 0).unwrap();
-        gpu.destroy_gpu_instance(7).unwrap();
-        assert_eq!(gpu.create_gpu_instance(20, Some(0)).unwrap(), 7);
-        gpu.create_compute_instance(7, None).unwrap();
-        let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == 7).unwrap();
-        gi.compute_instances[0].load.sm_active = 0.6;
-    });
+    // Between two polls.
+    node.edit(recreate_gi_7);
     std::thread::sleep(INTERVAL);
     let metrics_before = node.calls("nvmlGpmMetricsGet");
     let after = poller.poll_once();
@@ -244,27 +255,19 @@ fn a_recreated_gpu_instance_starts_over_instead_of_a_bogus_rate() {
 #[test]
 fn a_gpu_instance_recreated_while_the_poll_samples_it_gets_no_rate_across_its_two_lives() {
     let node = Node::new(&h100());
-    let mut poller = node.poller();
-    poller.poll_once();
-    std::thread::sleep(INTERVAL);
-    assert!(close(gi_activity(&poller.poll_once(), 7).sm_active_ratio, 0.25));
+    let (mut poller, before) = polled_twice(&node);
+    assert!(close(gi_activity(&before, 7).sm_active_ratio, 0.25));
 
-    // Each GPU-instance sample takes 200 ms, and GI 7 is recreated with
-    // another profile 100 ms into the poll: after the poll listed the GIs and
-    // while it samples GI 2, so GI 7's sample is of the new instance.
+    // Each GPU-instance sample takes 200 ms, and GI 7 is recreated 100 ms
+    // into the poll: after the poll listed the GIs and while it samples
+    // GI 2, so GI 7's sample is of the new instance.
     node.edit(|w| {
         w.faults
             .call_latency_us
             .insert("nvmlGpmMigSampleGet".into(), 200_000);
     });
     let mut recreated = World::load(&node.world).unwrap();
-    let gpu = &mut recreated.gpus[0];
-    gpu.destroy_compute_instance(7, 0).unwrap();
-    gpu.destroy_gpu_instance(7).unwrap();
-    assert_eq!(gpu.create_gpu_instance(20, Some(0)).unwrap(), 7);
-    gpu.create_compute_instance(7, None).unwrap();
-    let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == 7).unwrap();
-    gi.compute_instances[0].load.sm_active = 0.6;
+    recreate_gi_7(&mut recreated);
     let path = node.world.clone();
     let swap = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
@@ -332,10 +335,8 @@ fn hundreds_of_polls_and_reconfigurations_keep_the_samples_bounded() {
 #[test]
 fn an_nvml_restart_frees_the_old_samples_and_starts_over() {
     let node = Node::new(&h100());
-    let mut poller = node.poller();
-    poller.poll_once();
-    std::thread::sleep(INTERVAL);
-    assert!(close(gi_activity(&poller.poll_once(), 2).sm_active_ratio, 0.75));
+    let (mut poller, before) = polled_twice(&node);
+    assert!(close(gi_activity(&before, 2).sm_active_ratio, 0.75));
     assert_eq!(node.live_samples(), 3);
 
     // The GPU falls off the bus: NVML fails and reopens the library later.
@@ -397,10 +398,7 @@ fn gpm_turned_off_on_a_hopper_is_reported_like_ampere() {
         .failing_calls
         .insert("nvmlGpmQueryDeviceSupport".into(), 3);
     let node = Node::new(&world);
-    let mut poller = node.poller();
-    poller.poll_once();
-    std::thread::sleep(INTERVAL);
-    let snapshot = poller.poll_once();
+    let (_poller, snapshot) = polled_twice(&node);
     let gpm = snapshot.sources.iter().find(|s| s.name == "gpm").unwrap();
     assert!(!gpm.up);
     assert!(
@@ -425,10 +423,7 @@ fn beside_a_gpu_without_gpm_the_others_are_still_measured() {
     world.gpus.push(a100);
     world.validate().unwrap();
     let node = Node::new(&world);
-    let mut poller = node.poller();
-    poller.poll_once();
-    std::thread::sleep(INTERVAL);
-    let snapshot = poller.poll_once();
+    let (_poller, snapshot) = polled_twice(&node);
     assert!(source_up(&snapshot, "gpm"), "a GPU without GPM is no failure");
     assert!(close(gi_activity(&snapshot, 2).sm_active_ratio, 0.75));
     let ampere = &snapshot.gpus[1];
