@@ -55,7 +55,6 @@ pub(crate) struct State {
     pub init_count: u32,
     world_path: Option<PathBuf>,
     cache: mig_model::WorldCache,
-    /// The last World-file error reported on stderr, so each is told once.
     /// Handle → connection. Handles, group ids and field group ids share
     /// one counter, so a stale id never names something new by accident.
     pub connections: BTreeMap<usize, Connection>,

@@ -36,7 +36,6 @@ pub(crate) struct State {
     pub init_count: u32,
     world_path: Option<PathBuf>,
     cache: mig_model::WorldCache,
-    /// The last World-file error reported on stderr, so each is told once.
     pub handles: Handles,
     pub event_sets: BTreeMap<usize, EventSet>,
     pub next_event_set: usize,
