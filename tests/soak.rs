@@ -249,6 +249,13 @@ enum Kind {
     HostEngineRestart,
 }
 
+const EVERY_KIND: [Kind; 4] = [
+    Kind::GiWithoutCi,
+    Kind::ProfileMismatch,
+    Kind::Reboot,
+    Kind::HostEngineRestart,
+];
+
 /// One fault: when it started and when the node was whole again (and
 /// re-advertised), and the finding it must raise on which GPU.
 #[derive(Debug)]
@@ -383,7 +390,7 @@ fn soak() {
         .ok()
         .map(|s| s.parse().expect("MIG_SOAK_SEED: a number"))
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
-    let warm_up_round = 4 * (HOLD + SETTLE) + Duration::from_secs(10);
+    let warm_up_round = EVERY_KIND.len() as u32 * (HOLD + SETTLE) + Duration::from_secs(10);
     assert!(
         seconds >= (warm_up_round + MIN_MEASURED).as_secs(),
         "MIG_SOAK_SECONDS={seconds}: at least {} s, since memory is judged for {} s after a \
@@ -486,18 +493,12 @@ fn soak() {
             std::thread::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())));
         }
     };
-    let mut warm_up = vec![
-        Kind::GiWithoutCi,
-        Kind::ProfileMismatch,
-        Kind::Reboot,
-        Kind::HostEngineRestart,
-    ];
-    let every_kind = warm_up.clone();
+    let mut warm_up = EVERY_KIND.to_vec();
     let mut warm_up_end = None;
     while Instant::now() + HOLD + SETTLE < deadline {
         let kind = if warm_up.is_empty() {
             warm_up_end.get_or_insert(sampling.elapsed().as_secs_f64());
-            every_kind[rng.below(every_kind.len())]
+            EVERY_KIND[rng.below(EVERY_KIND.len())]
         } else {
             warm_up.remove(rng.below(warm_up.len()))
         };

@@ -116,6 +116,9 @@ struct InstanceSample {
     /// Sampled on the poll under way; `activity` is what that sample measured.
     sampled_this_poll: bool,
     activity: Option<Activity>,
+    /// Its position in the GPU-instance list the NVML source read last (the
+    /// one it returns), so the reading is put on the snapshot without a lookup.
+    at: usize,
 }
 
 /// What is kept of one GPU (by UUID) for one library session.
@@ -130,9 +133,6 @@ struct GpuState {
     /// Read on the poll under way, and the activity its sample measured.
     read_this_poll: bool,
     activity: Option<Activity>,
-    /// The GPU instances' activity measured on the poll under way: position
-    /// and id in the geometry the NVML source read last (the one it returns).
-    instance_activity: Vec<(usize, u32, Activity)>,
 }
 
 /// GPUs and samples held between polls, all from one library instance.
@@ -148,7 +148,7 @@ struct Held {
 }
 
 /// Which GPU a failure is about, formatted only when there is one.
-fn at(index: u32, uuid: &str) -> String {
+fn which_gpu(index: u32, uuid: &str) -> String {
     format!("GPU {index} ({uuid})")
 }
 
@@ -171,8 +171,9 @@ impl Held {
                         | NvmlError::FailedToLoadSymbol(_),
                     ) => false,
                     Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("{}: nvmlGpmQueryDeviceSupport", at(index, uuid)))
+                        return Err(e).with_context(|| {
+                            format!("{}: nvmlGpmQueryDeviceSupport", which_gpu(index, uuid))
+                        })
                     }
                 };
                 self.gpus.push(GpuState {
@@ -182,7 +183,6 @@ impl Held {
                     instances: Vec::new(),
                     read_this_poll: false,
                     activity: None,
-                    instance_activity: Vec::new(),
                 });
                 self.gpus.last_mut().expect("just pushed")
             }
@@ -194,7 +194,7 @@ impl Held {
         let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
         sample
             .read_gpu(device)
-            .with_context(|| format!("{}: nvmlGpmSampleGet", at(index, uuid)))?;
+            .with_context(|| format!("{}: nvmlGpmSampleGet", which_gpu(index, uuid)))?;
         match &mut state.sample {
             Some((mig, latest)) if *mig == mig_current => {
                 state.activity = advance(latest, sample, &mut self.spare);
@@ -219,10 +219,11 @@ impl Held {
         keys.extend(gpu_instances.iter().map(InstanceKey::of));
         // The list read again after a change: what it no longer shows goes.
         state.instances.retain(|i| keys.contains(&i.key));
-        for (gi, key) in gpu_instances.iter().zip(keys.iter()) {
+        for (at, (gi, key)) in gpu_instances.iter().zip(keys.iter()).enumerate() {
             let known = state.instances.iter().position(|i| i.key == *key);
-            if known.is_some_and(|i| state.instances[i].sampled_this_poll) {
+            if let Some(i) = known.filter(|&i| state.instances[i].sampled_this_poll) {
                 // Already sampled from an earlier reading of this list.
+                state.instances[i].at = at;
                 continue;
             }
             let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
@@ -236,7 +237,11 @@ impl Held {
                 }
                 Err(e) => {
                     return Err(e).with_context(|| {
-                        format!("{}: GPU instance {}: nvmlGpmMigSampleGet", at(index, uuid), gi.id)
+                        format!(
+                            "{}: GPU instance {}: nvmlGpmMigSampleGet",
+                            which_gpu(index, uuid),
+                            gi.id
+                        )
                     })
                 }
             }
@@ -245,24 +250,15 @@ impl Held {
                     let instance = &mut state.instances[i];
                     instance.sampled_this_poll = true;
                     instance.activity = advance(&mut instance.sample, sample, &mut self.spare);
+                    instance.at = at;
                 }
                 None => state.instances.push(InstanceSample {
                     key: *key,
                     sample,
                     sampled_this_poll: true,
                     activity: None,
+                    at,
                 }),
-            }
-        }
-        state.instance_activity.clear();
-        for (gi_at, (gi, key)) in gpu_instances.iter().zip(keys.iter()).enumerate() {
-            let measured = state
-                .instances
-                .iter()
-                .find(|i| i.key == *key)
-                .and_then(|i| i.activity);
-            if let Some(activity) = measured {
-                state.instance_activity.push((gi_at, gi.id, activity));
             }
         }
         Ok(())
@@ -279,7 +275,10 @@ impl Held {
         let mut unsupported = Vec::new();
         for (gpu_at, gpu) in gpus.iter().enumerate() {
             let Some(state) = self.gpus.iter().find(|s| s.uuid == gpu.uuid && s.read_this_poll) else {
-                bail!("{} was not sampled by the NVML source", at(gpu.index, &gpu.uuid));
+                bail!(
+                    "{} was not sampled by the NVML source",
+                    which_gpu(gpu.index, &gpu.uuid)
+                );
             };
             if !state.supported {
                 unsupported.push(gpu);
@@ -291,9 +290,13 @@ impl Held {
             if !gpu.mig_current {
                 continue;
             }
-            for &(gi_at, id, activity) in &state.instance_activity {
-                if gpu.gpu_instances.get(gi_at).is_some_and(|gi| gi.id == id) {
-                    out.gpu_instances.push((gpu_at, gi_at, activity));
+            for instance in state.instances.iter().filter(|i| i.sampled_this_poll) {
+                let in_place = gpu
+                    .gpu_instances
+                    .get(instance.at)
+                    .is_some_and(|gi| gi.id == instance.key.id);
+                if let (true, Some(activity)) = (in_place, instance.activity) {
+                    out.gpu_instances.push((gpu_at, instance.at, activity));
                 }
             }
         }
@@ -341,7 +344,6 @@ impl GpmSampling {
         for gpu in &mut held.gpus {
             gpu.read_this_poll = false;
             gpu.activity = None;
-            gpu.instance_activity.clear();
             for instance in &mut gpu.instances {
                 instance.sampled_this_poll = false;
                 instance.activity = None;
@@ -405,17 +407,6 @@ impl GpmSource {
             sampling,
             told_unsupported: BTreeSet::new(),
         }
-    }
-
-    /// How many samples are held between polls (one per instance measured).
-    pub fn held_samples(&self) -> usize {
-        let sampling = self.sampling.lock().unwrap_or_else(PoisonError::into_inner);
-        sampling.held.as_ref().map_or(0, |h| {
-            h.gpus
-                .iter()
-                .map(|g| usize::from(g.sample.is_some()) + g.instances.len())
-                .sum()
-        })
     }
 
     fn read(&mut self, gpus: &[GpuSnapshot]) -> anyhow::Result<Readings> {
@@ -628,7 +619,7 @@ mod tests {
     }
 
     #[test]
-    fn without_an_open_nvml_the_source_fails_and_holds_nothing() {
+    fn without_an_open_nvml_the_source_fails() {
         let mut nvml = NvmlSource::new(crate::source::nvml::NvmlOptions {
             library: None,
             slow_interval: std::time::Duration::from_secs(60),
@@ -637,7 +628,6 @@ mod tests {
         let mut source = GpmSource::new(&mut nvml);
         let e = source.fill(&mut []).unwrap_err();
         assert!(format!("{e:#}").contains("NVML is not open"), "{e:#}");
-        assert_eq!(source.held_samples(), 0);
     }
 
     #[test]
