@@ -13,10 +13,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{built, edit_world, h100_world, mig_sim};
-use mig_exporter::model::GpuSnapshot;
+use std::sync::Arc;
+
+use mig_exporter::expose::metrics::{self, Format};
+use mig_exporter::model::{Activity, GpuSnapshot, NodeSnapshot};
+use mig_exporter::poll::Published;
 use mig_exporter::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource, Utilization};
 use mig_exporter::source::sim::reading_from_world;
-use mig_model::World;
+use mig_model::{CiLoad, World};
 
 static TURN: Mutex<()> = Mutex::new(());
 
@@ -174,8 +178,9 @@ fn values_set_with_mig_sim_load_land_on_the_right_gi_and_ci() {
     assert!((gi_sm - 0.8).abs() < 1e-9, "one CI spanning the GI: {gi_sm}");
     assert_eq!(gi.memory_used_bytes, Some(1000 << 20));
     assert_eq!(
-        gi.activity.gr_engine_active_ratio, None,
-        "the World models no graphics-engine load: blank, not zero"
+        gi.activity.gr_engine_active_ratio,
+        Some(0.0),
+        "graphics engine active is read like the other profiling fields"
     );
     let other = u
         .compute_instance(&gpu0, small[1], 0)
@@ -196,8 +201,9 @@ fn values_set_with_mig_sim_load_land_on_the_right_gi_and_ci() {
         .gpu(&node.uuid(1))
         .expect("GPU 1, MIG disabled, still a DCGM GPU");
     assert_eq!(
-        gpu1.activity.sm_active_ratio, None,
-        "no profiling load modelled without MIG"
+        gpu1.activity.sm_active_ratio,
+        Some(0.0),
+        "a MIG-disabled GPU has its own, idle, profiling load"
     );
     assert!(u.gpu_instance(&node.uuid(1), big).is_none());
 
@@ -443,4 +449,198 @@ fn a_missing_library_is_named_in_the_error() {
         e.contains("cannot load") && e.contains("libdcgm.so.404") && e.contains("is DCGM 4 installed?"),
         "{e}"
     );
+}
+
+/// `/metrics` for `gpus`, as the exporter serves it.
+fn exposition(gpus: Vec<GpuSnapshot>) -> String {
+    let published = Arc::new(Published::default());
+    published.publish(NodeSnapshot {
+        gpus,
+        ..Default::default()
+    });
+    metrics::render(&metrics::registry(published), Format::PrometheusText).unwrap()
+}
+
+/// The value of the series of `family` whose labels include each of `labels`.
+fn series(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// DCGM numbers MIG entities by its own rule (an H100's start at GPU id × 7,
+/// by GI profile before GI id) and renumbers them at will: the source must
+/// place each value through the hierarchy. GPU 1's GIs are created against
+/// profile order, so both an assumed `gpu × 8 + n` and an assumed id order
+/// would put values on the wrong instances.
+#[test]
+fn values_are_placed_through_the_hierarchy_whatever_dcgm_numbers_its_entities() {
+    let node = Node::new();
+    node.sim(&["-i", "1", "-mig", "1"]);
+    node.sim(&["-i", "1", "mig", "-cgi", "9,14,19", "-C"]);
+    // A distinct load per instance, in GPU then GI id order.
+    let load = |gpu: usize, position: usize| [[0.11, 0.12, 0.13], [0.21, 0.22, 0.23]][gpu][position];
+    node.edit(|w| {
+        for (g, gpu) in w.gpus.iter_mut().enumerate() {
+            gpu.gpu_instances.sort_by_key(|gi| gi.id);
+            for (k, gi) in gpu.gpu_instances.iter_mut().enumerate() {
+                gi.load.dram_active = load(g, k);
+                gi.compute_instances[0].load.sm_active = load(g, k);
+            }
+        }
+    });
+    let world = node.load();
+    let mut source = DcgmSource::new(node.options());
+    let u = source.read(&node.geometry()).expect("read through fake-dcgm");
+    let mut placed = 0;
+    for (g, gpu) in world.gpus.iter().enumerate() {
+        for (k, gi) in gpu.gpu_instances.iter().enumerate() {
+            let want = Some(load(g, k));
+            assert_eq!(ci_sm(&u, &gpu.uuid, gi.id), want, "GPU {g} GI {}: {u:?}", gi.id);
+            let r = u.gpu_instance(&gpu.uuid, gi.id).expect("every GI");
+            assert_eq!(r.activity.dram_active_ratio, want, "GPU {g} GI {}", gi.id);
+            placed += 1;
+        }
+    }
+    assert_eq!(placed, 6);
+    // What the source watches is what the hierarchy names: two GPUs, and
+    // GPU 1's GIs and CIs at 7, 8, 9.
+    let mut ids = watched(&node.library);
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            (1, 0),
+            (1, 1),
+            (4, 0),
+            (4, 1),
+            (4, 2),
+            (4, 7),
+            (4, 8),
+            (4, 9),
+            (5, 0),
+            (5, 1),
+            (5, 2),
+            (5, 7),
+            (5, 8),
+            (5, 9)
+        ],
+        "(entity group, id): GPUs 1, GPU instances 4, compute instances 5"
+    );
+}
+
+/// The most common production case: MIG disabled. DCGM's GPU-level
+/// profiling fields are the GPU's activity, published under
+/// `nvidia_gpu_<kind>_ratio`.
+#[test]
+fn a_gpu_with_mig_disabled_publishes_its_dcgm_activity() {
+    let node = Node::new();
+    node.edit(|w| {
+        let t = &mut w.gpus[1].telemetry;
+        t.compute_load = CiLoad {
+            gr_engine_active: 0.9,
+            sm_active: 0.65,
+            sm_occupancy: 0.3,
+            tensor_active: 0.2,
+            fp64_active: 0.05,
+            fp32_active: 0.4,
+            fp16_active: 0.1,
+        };
+        t.dram_active = 0.35;
+    });
+    let uuid = node.uuid(1);
+    let mut geometry = node.geometry();
+    let mut source = DcgmSource::new(node.options());
+    let u = source.read(&geometry).unwrap();
+    let want = Activity {
+        gr_engine_active_ratio: Some(0.9),
+        sm_active_ratio: Some(0.65),
+        sm_occupancy_ratio: Some(0.3),
+        tensor_active_ratio: Some(0.2),
+        dram_active_ratio: Some(0.35),
+        fp64_active_ratio: Some(0.05),
+        fp32_active_ratio: Some(0.4),
+        fp16_active_ratio: Some(0.1),
+    };
+    assert_eq!(u.gpu(&uuid).expect("GPU 1").activity, want);
+
+    mig_exporter::source::dcgm::apply(&u, &mut geometry);
+    let text = exposition(geometry);
+    let gpu1 = format!("gpu_uuid=\"{uuid}\"");
+    for (stem, value) in [
+        ("gr_engine_active", 0.9),
+        ("sm_active", 0.65),
+        ("sm_occupancy", 0.3),
+        ("tensor_active", 0.2),
+        ("dram_active", 0.35),
+        ("fp64_active", 0.05),
+        ("fp32_active", 0.4),
+        ("fp16_active", 0.1),
+    ] {
+        assert_eq!(
+            series(&text, &format!("nvidia_gpu_{stem}_ratio"), &["gpu=\"1\"", &gpu1]),
+            Some(value),
+            "{stem}"
+        );
+    }
+}
+
+/// DCGM answers blanks for a GPU instance without compute instances (there
+/// is no MIG device to read): no series, neither a zero nor the GPU's value
+/// nor the whole framebuffer.
+#[test]
+fn a_gpu_instance_without_compute_instances_publishes_no_dcgm_value() {
+    let node = Node::new();
+    let before = node.gis(19);
+    node.sim(&["-i", "0", "mig", "-cgi", "19"]);
+    let empty = *node
+        .gis(19)
+        .iter()
+        .find(|id| !before.contains(id))
+        .expect("a new 1g.10gb without CIs");
+    node.edit(|w| {
+        let gpu = &mut w.gpus[0];
+        for gi in &mut gpu.gpu_instances {
+            gi.load.dram_active = 0.5;
+            gi.load.memory_used_mib = 300;
+            for ci in &mut gi.compute_instances {
+                ci.load.sm_active = 0.9;
+                ci.load.gr_engine_active = 0.9;
+            }
+        }
+    });
+    let gpu0 = node.uuid(0);
+    let mut geometry = node.geometry();
+    let mut source = DcgmSource::new(node.options());
+    let u = source.read(&geometry).unwrap();
+    let r = u.gpu_instance(&gpu0, empty).expect("DCGM knows the GI");
+    assert_eq!(r.activity, Activity::default(), "blanks, not zeros: {r:?}");
+    assert_eq!((r.memory_used_bytes, r.memory_free_bytes), (None, None));
+    let gpu = u.gpu(&gpu0).unwrap();
+    assert!(
+        gpu.activity.sm_active_ratio.is_some_and(|v| v > 0.0),
+        "the GPU has a value: {gpu:?}"
+    );
+
+    mig_exporter::source::dcgm::apply(&u, &mut geometry);
+    let text = exposition(geometry);
+    let gi = format!("gi=\"{empty}\"");
+    let labels = ["gpu=\"0\"", gi.as_str()];
+    assert!(series(&text, "nvidia_mig_gpu_instance_info", &labels).is_some());
+    for stem in ["gr_engine_active", "sm_active", "dram_active", "fp32_active"] {
+        let family = format!("nvidia_mig_gpu_instance_{stem}_ratio");
+        assert_eq!(series(&text, &family, &labels), None, "{family}");
+        assert!(
+            series(&text, &family, &["gpu=\"0\""]).is_some(),
+            "{family} is published for the other GIs"
+        );
+    }
+    for family in [
+        "nvidia_mig_gpu_instance_memory_used_bytes",
+        "nvidia_mig_gpu_instance_memory_free_bytes",
+    ] {
+        assert_eq!(series(&text, family, &labels), None, "{family}");
+    }
 }

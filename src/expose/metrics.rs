@@ -167,10 +167,12 @@ where
 }
 
 /// One gauge family per [`Activity`] kind, `{prefix}_{stem}_ratio`, over the
-/// entities `series` yields; a kind no entity has is left out.
+/// entities `series` yields, its help saying what the level's ratio is over
+/// (`scope`); a kind no entity has is left out.
 fn activity_gauges<'a, L, I>(
     enc: &mut DescriptorEncoder,
     prefix: &str,
+    scope: &str,
     series: impl Fn() -> I,
 ) -> Result<(), fmt::Error>
 where
@@ -183,7 +185,12 @@ where
             .peekable();
         if values.peek().is_some() {
             // Built once per family and scrape, not per series.
-            gauge(enc, &format!("{prefix}_{stem}_ratio"), help, values)?;
+            gauge(
+                enc,
+                &format!("{prefix}_{stem}_ratio"),
+                &Activity::help(help, scope),
+                values,
+            )?;
         }
     }
     Ok(())
@@ -421,7 +428,7 @@ fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fm
         "Framebuffer free on the whole GPU.",
         |h| h.memory_free_bytes,
     )?;
-    activity_gauges(enc, "nvidia_gpu", || {
+    activity_gauges(enc, "nvidia_gpu", Activity::GPU_SCOPE, || {
         s.gpus.iter().map(|g| (gpu_labels(g), &g.health.activity))
     })?;
     family(
@@ -543,9 +550,12 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
         "Framebuffer free in the GPU instance.",
         gis(s).filter_map(|(g, gi)| Some((gi_labels(g, gi), gi.memory_free_bytes?))),
     )?;
-    activity_gauges(enc, "nvidia_mig_gpu_instance", || {
-        gis(s).map(|(g, gi)| (gi_labels(g, gi), &gi.activity))
-    })?;
+    activity_gauges(
+        enc,
+        "nvidia_mig_gpu_instance",
+        Activity::GPU_INSTANCE_SCOPE,
+        || gis(s).map(|(g, gi)| (gi_labels(g, gi), &gi.activity)),
+    )?;
     gauge(
         enc,
         "nvidia_mig_compute_instance_info",
@@ -566,9 +576,12 @@ fn encode_instances(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(),
             (labels, 1u32)
         }),
     )?;
-    activity_gauges(enc, "nvidia_mig_compute_instance", || {
-        cis(s).map(|(g, gi, ci)| (ci_labels(g, gi, ci), &ci.activity))
-    })
+    activity_gauges(
+        enc,
+        "nvidia_mig_compute_instance",
+        Activity::COMPUTE_INSTANCE_SCOPE,
+        || cis(s).map(|(g, gi, ci)| (ci_labels(g, gi, ci), &ci.activity)),
+    )
 }
 
 fn encode_pods(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
@@ -735,12 +748,23 @@ mod tests {
             let value = read(&full).unwrap();
             let gpu = format!("nvidia_gpu_{stem}_ratio");
             assert_eq!(series(&text, &gpu).len(), 1, "{gpu}");
-            assert!(text.contains(&format!("# HELP {gpu} {help}\n")), "{gpu}");
+            assert!(
+                text.contains(&format!("# HELP {gpu} {help} Over the whole GPU.\n")),
+                "{gpu}"
+            );
             assert!(text.contains(&format!("{gpu}{{gpu=\"0\",gpu_uuid=\"")), "{gpu}");
             assert!(text
                 .lines()
                 .any(|l| l.starts_with(&gpu) && l.ends_with(&format!(" {value}"))));
             let gi = format!("nvidia_mig_gpu_instance_{stem}_ratio");
+            // DCGM normalises a GI over all its slices (NVIDIA/DCGM issue 138).
+            assert!(
+                text.contains(&format!(
+                    "# HELP {gi} {help} Over all of the GPU instance's slices, as DCGM normalises it: \
+                     below 1 while its compute instances, or their work, leave some of its slices idle.\n"
+                )),
+                "{gi}"
+            );
             // The simulator reads DRAM activity on every GI.
             let gis = series(&text, &gi);
             assert!(!gis.is_empty(), "{gi}");
@@ -749,6 +773,12 @@ mod tests {
                 "{gi}"
             );
             let ci = format!("nvidia_mig_compute_instance_{stem}_ratio");
+            assert!(
+                text.contains(&format!(
+                    "# HELP {ci} {help} Over the compute instance's own slices.\n"
+                )),
+                "{ci}"
+            );
             let cis = series(&text, &ci);
             assert!(!cis.is_empty(), "{ci}");
             assert!(

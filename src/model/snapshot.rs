@@ -147,6 +147,27 @@ impl Activity {
         map.end()
     }
 
+    /// What a GPU's ratios are over, added to each kind's help.
+    pub const GPU_SCOPE: &'static str = "Over the whole GPU.";
+
+    /// What a GPU instance's ratios are over, added to each kind's help. DCGM
+    /// normalises a GPU instance's activity over all of its slices: NVIDIA/DCGM
+    /// issue 138 shows a 2g instance whose work keeps one GPC busy reading
+    /// 0.5, and NVIDIA's answer there is that compute instances filling the
+    /// instance reach 1.
+    pub const GPU_INSTANCE_SCOPE: &'static str =
+        "Over all of the GPU instance's slices, as DCGM normalises it: \
+         below 1 while its compute instances, or their work, leave some of its slices idle.";
+
+    /// What a compute instance's ratios are over, added to each kind's help.
+    pub const COMPUTE_INSTANCE_SCOPE: &'static str = "Over the compute instance's own slices.";
+
+    /// A kind's help text at a level: DCGM's definition, then what the
+    /// level's ratio is over (one of the `*_SCOPE` constants).
+    pub fn help(kind_help: &str, scope: &str) -> String {
+        format!("{kind_help} {scope}")
+    }
+
     /// Every kind, in exposition order; help texts follow DCGM's definitions.
     pub const KINDS: [ActivityKind; 8] = [
         (

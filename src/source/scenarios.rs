@@ -156,6 +156,7 @@ fn apply_load(world: &mut World) {
                     sm_active,
                     sm_occupancy: sm_active * spread(s + 1),
                     tensor_active: sm_active * spread(s + 2),
+                    ..CiLoad::default()
                 };
             }
         }

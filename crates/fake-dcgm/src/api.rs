@@ -526,7 +526,7 @@ pub unsafe extern "C" fn dcgmEntitiesGetLatestValues(
             let status = match sample {
                 Sample::NoData => DCGM_ST_NO_DATA,
                 Sample::NotSupported => DCGM_ST_NOT_SUPPORTED,
-                _ => DCGM_ST_OK,
+                Sample::Blank | Sample::Double(_) | Sample::Int(_) | Sample::Str(_) => DCGM_ST_OK,
             };
             fill_value(fv, field_type, status, &sample, ts);
         }

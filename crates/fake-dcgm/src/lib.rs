@@ -16,26 +16,31 @@
 //! * The World file is re-read whenever it changes (device, inode, size and
 //!   timestamps on every call; a file written in the last 100 ms is also
 //!   compared byte for byte).
-//! * Entities, numbered as DCGM numbers them: a GPU's id is its index; the
-//!   GPU instances of GPU `g` are `g * 8 + n` (`n`-th GI in id order) and its
-//!   compute instances `g * 8 + m` (`m`-th CI, counted over the GPU's GIs in id
-//!   order, CIs in id order). Ids are positions, so a reconfiguration can give
-//!   an id to another instance: only the hierarchy
+//! * Entities, numbered as DCGM numbers them (`entities::hierarchy` cites
+//!   NVIDIA/DCGM's DcgmCacheManager.cpp): a GPU's id is its index; GPU
+//!   instances of GPU `g` are `g * max + n` with `max` the GPU's maximum MIG
+//!   device count (`nvmlDeviceGetMaxMigDeviceCount`: 7 on an H100, not
+//!   dcgm_structs.h's 8), `n` counting its GIs by GI profile index then id;
+//!   its compute instances are `g * max + m`, `m` counting over the GPU's GIs
+//!   in that order, CIs by CI profile then id. Ids are positions, so a
+//!   reconfiguration can give an id to another instance: only the hierarchy
 //!   (`dcgmGetGpuInstanceHierarchy`: GPU UUID and index, NVML GI id, CI id,
 //!   profile, slices, per entity) says which instance an id is now.
-//! * Latest values come from the World's loads. Per compute instance: SM
-//!   active, SM occupancy and tensor active from its load; framebuffer
-//!   total/used/free of its GPU instance (a MIG device's memory is its GI's).
-//!   Per GPU instance: DRAM active and framebuffer from its load; SM active,
-//!   occupancy and tensor active as its compute instances' average weighted
-//!   by SM slices. Per GPU: UUID, temperature, power, framebuffer, and (MIG
-//!   enabled) the same slice-weighted averages over the whole GPU. Fields the
-//!   World does not model (graphics engine active, FP64/FP32/FP16 pipes, and
-//!   profiling of a GPU with MIG disabled) are blank with `DCGM_ST_NO_DATA`.
-//!   GPU-only fields (power, temperature, UUID) asked of a MIG entity, and
-//!   DRAM active asked of a compute instance, are blank with
+//! * Latest values come from the World's loads. Per compute instance: the
+//!   engine and pipe fields (graphics engine, SM active, SM occupancy,
+//!   tensor, FP64/FP32/FP16) from its load; framebuffer total/used/free of its
+//!   GPU instance (a MIG device's memory is its GI's). Per GPU instance: DRAM
+//!   active and framebuffer from its load; the engine and pipe fields as its
+//!   compute instances' sum weighted by SM slices over the GI's own slices,
+//!   as DCGM normalises them (NVIDIA/DCGM issue 138: a 2g GI with one busy
+//!   GPC reads 50 %). A GI without compute instances reads blanks (status OK,
+//!   `DCGM_FP64_BLANK` / `DCGM_INT64_BLANK`) for all of them. Per GPU: UUID,
+//!   temperature, power, framebuffer, and profiling: with MIG disabled the
+//!   World's whole-GPU load (`telemetry.compute_load`, `telemetry.dram_active`),
+//!   with MIG enabled the instances' over the GPU's slices. GPU-only fields
+//!   (power, temperature, UUID) asked of a MIG entity are blank with
 //!   `DCGM_ST_NOT_SUPPORTED`: the fake never passes a parent's value off as
-//!   an instance's.
+//!   an instance's. DRAM active asked of a compute instance is blank.
 //! * A value exists only once its field is watched on that entity
 //!   (`DCGM_ST_NOT_WATCHED` before) and sampled: a watch's first sample comes
 //!   one update interval after `dcgmWatchFields`, or at once after

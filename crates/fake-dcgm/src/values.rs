@@ -1,6 +1,6 @@
 //! The latest value of a field of an entity, from the World's loads.
 
-use mig_model::{Gpu, GpuInstance, World};
+use mig_model::{CiLoad, Gpu, GpuInstance, World};
 
 use crate::bindings::{
     DCGM_FI_DEV_FB_FREE, DCGM_FI_DEV_FB_TOTAL, DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_GPU_TEMP,
@@ -17,7 +17,15 @@ pub(crate) enum Sample {
     Double(f64),
     Int(i64),
     Str(String),
-    /// Not sampled yet, or nothing to sample (`DCGM_ST_NO_DATA`, blank value).
+    /// DCGM sampled the field and stored its blank: status `DCGM_ST_OK`, a
+    /// timestamp, and `DCGM_FP64_BLANK` / `DCGM_INT64_BLANK` / `DCGM_STR_BLANK`
+    /// as the value. NVIDIA/DCGM dcgmlib/src/DcgmCacheManager.cpp stores what a
+    /// failed read leaves (`AppendEntityDouble` of the untouched blank after
+    /// `DcgmGpmManager::GetLatestSample`, `NvmlErrorToInt64Value` after a failed
+    /// NVML call) like any sample, and `GetLatestSample` returns every stored
+    /// sample with `DCGM_ST_OK` (`DcgmcmWriteTimeSeriesEntryToFvBuffer`).
+    Blank,
+    /// Not sampled yet (`DCGM_ST_NO_DATA`, blank value, no timestamp).
     NoData,
     /// The field does not exist at this entity's level (`DCGM_ST_NOT_SUPPORTED`).
     NotSupported,
@@ -30,16 +38,38 @@ pub(crate) fn field_type(field: u16) -> Option<u8> {
         DCGM_FI_DEV_GPU_TEMP | DCGM_FI_DEV_FB_TOTAL | DCGM_FI_DEV_FB_FREE | DCGM_FI_DEV_FB_USED => {
             Some(DCGM_FT_INT64)
         }
-        DCGM_FI_DEV_POWER_USAGE
-        | DCGM_FI_PROF_GR_ENGINE_ACTIVE
-        | DCGM_FI_PROF_SM_ACTIVE
-        | DCGM_FI_PROF_SM_OCCUPANCY
-        | DCGM_FI_PROF_PIPE_TENSOR_ACTIVE
-        | DCGM_FI_PROF_DRAM_ACTIVE
-        | DCGM_FI_PROF_PIPE_FP64_ACTIVE
-        | DCGM_FI_PROF_PIPE_FP32_ACTIVE
-        | DCGM_FI_PROF_PIPE_FP16_ACTIVE => Some(DCGM_FT_DOUBLE),
+        DCGM_FI_DEV_POWER_USAGE | DCGM_FI_PROF_DRAM_ACTIVE => Some(DCGM_FT_DOUBLE),
+        f if compute_field(f) => Some(DCGM_FT_DOUBLE),
         _ => None,
+    }
+}
+
+/// The profiling fields of SMs and engines: per compute instance in DCGM
+/// (entity level `DCGM_FE_GPU_CI` in NVIDIA/DCGM dcgmlib/src/dcgm_fields.cpp),
+/// each from the [`CiLoad`] field of the same name.
+fn compute_field(field: u32) -> bool {
+    matches!(
+        field,
+        DCGM_FI_PROF_GR_ENGINE_ACTIVE
+            | DCGM_FI_PROF_SM_ACTIVE
+            | DCGM_FI_PROF_SM_OCCUPANCY
+            | DCGM_FI_PROF_PIPE_TENSOR_ACTIVE
+            | DCGM_FI_PROF_PIPE_FP64_ACTIVE
+            | DCGM_FI_PROF_PIPE_FP32_ACTIVE
+            | DCGM_FI_PROF_PIPE_FP16_ACTIVE
+    )
+}
+
+/// `load`'s value of a [`compute_field`].
+fn load_value(load: &CiLoad, field: u32) -> f64 {
+    match field {
+        DCGM_FI_PROF_GR_ENGINE_ACTIVE => load.gr_engine_active,
+        DCGM_FI_PROF_SM_ACTIVE => load.sm_active,
+        DCGM_FI_PROF_SM_OCCUPANCY => load.sm_occupancy,
+        DCGM_FI_PROF_PIPE_TENSOR_ACTIVE => load.tensor_active,
+        DCGM_FI_PROF_PIPE_FP64_ACTIVE => load.fp64_active,
+        DCGM_FI_PROF_PIPE_FP32_ACTIVE => load.fp32_active,
+        _ => load.fp16_active,
     }
 }
 
@@ -61,12 +91,14 @@ pub(crate) fn sample(world: &World, entity: Entity, field: u16) -> Option<Sample
             let gi = gpu.gpu_instance(gi).ok()?;
             let ci = gi.compute_instances.iter().find(|c| c.id == ci)?;
             match field {
-                DCGM_FI_PROF_SM_ACTIVE => Sample::Double(ci.load.sm_active),
-                DCGM_FI_PROF_SM_OCCUPANCY => Sample::Double(ci.load.sm_occupancy),
-                DCGM_FI_PROF_PIPE_TENSOR_ACTIVE => Sample::Double(ci.load.tensor_active),
-                // Memory is a GPU-instance resource: DRAM activity exists per GI only.
-                DCGM_FI_PROF_DRAM_ACTIVE => Sample::NotSupported,
-                // A MIG device's framebuffer is its GPU instance's.
+                f if compute_field(f) => Sample::Double(load_value(&ci.load, f)),
+                // DRAM activity is a GPU-instance field (entity level
+                // `DCGM_FE_GPU_I`): asked of a CI, `DcgmGpmManagerEntity::
+                // GetLatestSample` leaves the value blank and the cache
+                // manager stores that blank.
+                DCGM_FI_PROF_DRAM_ACTIVE => Sample::Blank,
+                // DCGM reads a CI's framebuffer through its MIG device
+                // (`ReadAndCacheFBMemoryInfo`), whose memory is its GI's.
                 DCGM_FI_DEV_FB_TOTAL | DCGM_FI_DEV_FB_USED | DCGM_FI_DEV_FB_FREE => {
                     gi_framebuffer(gpu, gi, field)
                 }
@@ -78,30 +110,36 @@ pub(crate) fn sample(world: &World, entity: Entity, field: u16) -> Option<Sample
 
 fn gpu_sample(gpu: &Gpu, field: u32) -> Sample {
     let spec = gpu.spec();
+    let t = &gpu.telemetry;
     match field {
         DCGM_FI_DEV_UUID => Sample::Str(gpu.uuid.clone()),
-        DCGM_FI_DEV_GPU_TEMP => Sample::Int(i64::from(gpu.telemetry.temperature_celsius)),
-        DCGM_FI_DEV_POWER_USAGE => Sample::Double(gpu.telemetry.power_watts),
+        DCGM_FI_DEV_GPU_TEMP => Sample::Int(i64::from(t.temperature_celsius)),
+        DCGM_FI_DEV_POWER_USAGE => Sample::Double(t.power_watts),
         DCGM_FI_DEV_FB_TOTAL | DCGM_FI_DEV_FB_USED | DCGM_FI_DEV_FB_FREE => {
             let used = if gpu.mig.current {
                 gpu.gpu_instances.iter().map(|gi| gi.load.memory_used_mib).sum()
             } else {
-                gpu.telemetry.memory_used_mib
+                t.memory_used_mib
             };
             framebuffer(spec.memory_mib, used, field)
         }
-        // With MIG enabled the GPU's activity is its instances' together; the
-        // World models no profiling load of a GPU without MIG.
-        DCGM_FI_PROF_SM_ACTIVE | DCGM_FI_PROF_SM_OCCUPANCY | DCGM_FI_PROF_PIPE_TENSOR_ACTIVE
-            if gpu.mig.current =>
-        {
+        // NVIDIA/DCGM dcgmlib/src/DcgmGpmManager.cpp: "All GPM metrics
+        // supported at the GPU level", sampled on the GPU's own NVML device
+        // whatever its MIG mode. Without MIG the whole GPU's load is the
+        // World's telemetry load.
+        f if compute_field(f) && !gpu.mig.current => Sample::Double(load_value(&t.compute_load, f)),
+        DCGM_FI_PROF_DRAM_ACTIVE if !gpu.mig.current => Sample::Double(t.dram_active),
+        // unverified: with MIG enabled, the GPU's activity is taken as its
+        // instances' over all the GPU's SM slices (memory slots for DRAM),
+        // the normalisation DCGM applies to a GPU instance (see `gi_sample`).
+        f if compute_field(f) => {
             let total = gpu
                 .gpu_instances
                 .iter()
-                .fold(0.0, |sum, gi| sum + ci_weighted(gi, field));
+                .fold(0.0, |sum, gi| sum + ci_weighted(gi, f));
             Sample::Double(ratio(total, spec.compute_slices))
         }
-        DCGM_FI_PROF_DRAM_ACTIVE if gpu.mig.current => {
+        DCGM_FI_PROF_DRAM_ACTIVE => {
             let total = gpu.gpu_instances.iter().fold(0.0, |sum, gi| {
                 sum + gi.load.dram_active * f64::from(gi.placement.size)
             });
@@ -112,10 +150,31 @@ fn gpu_sample(gpu: &Gpu, field: u32) -> Sample {
 }
 
 fn gi_sample(gpu: &Gpu, gi: &GpuInstance, field: u32) -> Sample {
+    let profiling = compute_field(field) || field == DCGM_FI_PROF_DRAM_ACTIVE;
+    let framebuffer_field = matches!(
+        field,
+        DCGM_FI_DEV_FB_TOTAL | DCGM_FI_DEV_FB_USED | DCGM_FI_DEV_FB_FREE
+    );
+    if gi.compute_instances.is_empty() && (profiling || framebuffer_field) {
+        // A GI without CIs has no MIG device to read. NVIDIA/DCGM
+        // dcgmlib/src/DcgmGpmManager.cpp `MaybeFetchNewSample` skips the GPM
+        // sample of such a GI ("return BLANK values"); `ReadAndCacheFBMemoryInfo`
+        // finds no MIG device handle for it, and the NVML error it then stores is
+        // `DCGM_INT64_BLANK` (`NvmlErrorToInt64Value`). Blanks, never 0 or the
+        // profile's whole framebuffer.
+        return Sample::Blank;
+    }
     match field {
-        DCGM_FI_PROF_SM_ACTIVE | DCGM_FI_PROF_SM_OCCUPANCY | DCGM_FI_PROF_PIPE_TENSOR_ACTIVE => {
+        // DCGM normalises a GI's activity over all of the GI's SM slices (its
+        // GPCs): NVIDIA/DCGM issue 138 shows GR engine active topping out at
+        // 50 % on a 2g.20gb and 33 % on a 3g.40gb with one GPC busy, and the
+        // maintainers answer that more compute instances filling the GI reach
+        // 100 %. So a GI reads the sum of its CIs' values times their slices
+        // over its own slices: slices no CI holds, or a CI's idle GPCs, count
+        // as idle.
+        f if compute_field(f) => {
             let slices = gpu.gi_profile(gi).map_or(gi.placement.size, |p| p.compute_slices);
-            Sample::Double(ratio(ci_weighted(gi, field), slices))
+            Sample::Double(ratio(ci_weighted(gi, f), slices))
         }
         DCGM_FI_PROF_DRAM_ACTIVE => Sample::Double(gi.load.dram_active),
         DCGM_FI_DEV_FB_TOTAL | DCGM_FI_DEV_FB_USED | DCGM_FI_DEV_FB_FREE => gi_framebuffer(gpu, gi, field),
@@ -124,8 +183,7 @@ fn gi_sample(gpu: &Gpu, gi: &GpuInstance, field: u32) -> Sample {
 }
 
 /// A MIG entity's answer for a field it has no value of: GPU-only fields are
-/// not supported (never the parent GPU's value), profiling fields the World
-/// does not model have no data.
+/// not supported (never the parent GPU's value), other fields have no data.
 fn instance_default(field: u32) -> Sample {
     match field {
         DCGM_FI_DEV_UUID | DCGM_FI_DEV_GPU_TEMP | DCGM_FI_DEV_POWER_USAGE => Sample::NotSupported,
@@ -153,14 +211,7 @@ fn framebuffer(total_mib: u64, used_mib: u64, field: u32) -> Sample {
 fn ci_weighted(gi: &GpuInstance, field: u32) -> f64 {
     gi.compute_instances
         .iter()
-        .map(|ci| {
-            let v = match field {
-                DCGM_FI_PROF_SM_ACTIVE => ci.load.sm_active,
-                DCGM_FI_PROF_SM_OCCUPANCY => ci.load.sm_occupancy,
-                _ => ci.load.tensor_active,
-            };
-            v * f64::from(ci.compute_slices())
-        })
+        .map(|ci| load_value(&ci.load, field) * f64::from(ci.compute_slices()))
         // Summing no f64 gives -0.0, which DCGM never reports.
         .fold(0.0, |sum, v| sum + v)
 }
@@ -254,14 +305,11 @@ mod tests {
                     "{e:?} {field}"
                 );
             }
-            assert_eq!(
-                sample(&w, e, DCGM_FI_PROF_GR_ENGINE_ACTIVE as u16),
-                Some(Sample::NoData)
-            );
         }
         assert_eq!(
             sample(&w, ci, DCGM_FI_PROF_DRAM_ACTIVE as u16),
-            Some(Sample::NotSupported)
+            Some(Sample::Blank),
+            "DRAM activity is a GI field: blank on a CI, never the GI's value"
         );
         assert_eq!(
             sample(&w, Entity::Gpu { gpu: 0 }, DCGM_FI_DEV_POWER_USAGE as u16),
@@ -292,5 +340,151 @@ mod tests {
             ci: 5,
         };
         assert_eq!(sample(&w, gone, DCGM_FI_PROF_SM_OCCUPANCY as u16), None);
+    }
+
+    fn f(field: u32) -> u16 {
+        field as u16
+    }
+
+    #[test]
+    fn engine_and_fp_pipe_fields_come_from_the_load_at_every_level() {
+        let (mut w, big, _) = world();
+        let g = w.gpus[0].gpu_instances.iter_mut().find(|g| g.id == big).unwrap();
+        g.compute_instances[0].load = CiLoad {
+            gr_engine_active: 0.6,
+            fp64_active: 0.3,
+            fp32_active: 0.15,
+            fp16_active: 0.9,
+            ..CiLoad::default()
+        }; // 2 slices of the 3g GI
+        let ci = Entity::ComputeInstance {
+            gpu: 0,
+            gi: big,
+            ci: 0,
+        };
+        let gi = Entity::GpuInstance { gpu: 0, gi: big };
+        for (field, want) in [
+            (DCGM_FI_PROF_GR_ENGINE_ACTIVE, 0.6),
+            (DCGM_FI_PROF_PIPE_FP64_ACTIVE, 0.3),
+            (DCGM_FI_PROF_PIPE_FP32_ACTIVE, 0.15),
+            (DCGM_FI_PROF_PIPE_FP16_ACTIVE, 0.9),
+        ] {
+            assert_eq!(sample(&w, ci, f(field)), Some(Sample::Double(want)), "{field}");
+            let Some(Sample::Double(v)) = sample(&w, gi, f(field)) else {
+                panic!("GI {field} is a double")
+            };
+            assert!((v - want * 2.0 / 3.0).abs() < 1e-12, "GI {field}: {v}");
+            let Some(Sample::Double(v)) = sample(&w, Entity::Gpu { gpu: 0 }, f(field)) else {
+                panic!("GPU {field} is a double")
+            };
+            assert!((v - want * 2.0 / 7.0).abs() < 1e-12, "GPU {field}: {v}");
+            assert_eq!(field_type(f(field)), Some(DCGM_FT_DOUBLE));
+        }
+    }
+
+    #[test]
+    fn a_gpu_instance_is_normalised_over_all_its_slices() {
+        // NVIDIA/DCGM issue 138: one busy GPC in a 2g GI reads 50 %.
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        let gpu = &mut w.gpus[0];
+        gpu.set_mig_mode(true);
+        let two = gpu.create_gpu_instance(14, None).unwrap(); // 2g.20gb
+        gpu.create_compute_instance(two, Some(0)).unwrap(); // 1c.2g.20gb
+        let full = gpu.create_gpu_instance(9, None).unwrap(); // 3g.40gb
+        gpu.create_compute_instance(full, None).unwrap(); // 3g.40gb
+        for gi in &mut gpu.gpu_instances {
+            gi.compute_instances[0].load.gr_engine_active = 1.0;
+        }
+        let gr = |gi| {
+            sample(
+                &w,
+                Entity::GpuInstance { gpu: 0, gi },
+                f(DCGM_FI_PROF_GR_ENGINE_ACTIVE),
+            )
+        };
+        assert_eq!(
+            gr(two),
+            Some(Sample::Double(0.5)),
+            "half the 2g's slices hold no CI"
+        );
+        assert_eq!(gr(full), Some(Sample::Double(1.0)), "a CI spanning its GI");
+        assert_eq!(
+            sample(
+                &w,
+                Entity::ComputeInstance {
+                    gpu: 0,
+                    gi: two,
+                    ci: 0
+                },
+                f(DCGM_FI_PROF_GR_ENGINE_ACTIVE)
+            ),
+            Some(Sample::Double(1.0)),
+            "the CI itself is fully busy"
+        );
+    }
+
+    #[test]
+    fn a_gpu_instance_without_compute_instances_reads_blanks() {
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        let gpu = &mut w.gpus[0];
+        gpu.set_mig_mode(true);
+        let empty = gpu.create_gpu_instance(19, None).unwrap();
+        gpu.gpu_instances[0].load.dram_active = 0.4;
+        gpu.gpu_instances[0].load.memory_used_mib = 100;
+        let gi = Entity::GpuInstance { gpu: 0, gi: empty };
+        for field in [
+            DCGM_FI_PROF_GR_ENGINE_ACTIVE,
+            DCGM_FI_PROF_SM_ACTIVE,
+            DCGM_FI_PROF_SM_OCCUPANCY,
+            DCGM_FI_PROF_PIPE_TENSOR_ACTIVE,
+            DCGM_FI_PROF_DRAM_ACTIVE,
+            DCGM_FI_PROF_PIPE_FP64_ACTIVE,
+            DCGM_FI_PROF_PIPE_FP32_ACTIVE,
+            DCGM_FI_PROF_PIPE_FP16_ACTIVE,
+            DCGM_FI_DEV_FB_TOTAL,
+            DCGM_FI_DEV_FB_USED,
+            DCGM_FI_DEV_FB_FREE,
+        ] {
+            assert_eq!(sample(&w, gi, f(field)), Some(Sample::Blank), "{field}");
+        }
+        assert_eq!(
+            sample(&w, gi, f(DCGM_FI_DEV_POWER_USAGE)),
+            Some(Sample::NotSupported)
+        );
+    }
+
+    #[test]
+    fn a_gpu_without_mig_reads_its_whole_gpu_load() {
+        let mut w = World::new("n", Product::H100_80GB, 1);
+        let t = &mut w.gpus[0].telemetry;
+        t.compute_load = CiLoad {
+            sm_active: 0.7,
+            sm_occupancy: 0.35,
+            tensor_active: 0.2,
+            gr_engine_active: 0.8,
+            fp64_active: 0.01,
+            fp32_active: 0.4,
+            fp16_active: 0.05,
+        };
+        t.dram_active = 0.45;
+        let gpu = Entity::Gpu { gpu: 0 };
+        for (field, want) in [
+            (DCGM_FI_PROF_SM_ACTIVE, 0.7),
+            (DCGM_FI_PROF_SM_OCCUPANCY, 0.35),
+            (DCGM_FI_PROF_PIPE_TENSOR_ACTIVE, 0.2),
+            (DCGM_FI_PROF_GR_ENGINE_ACTIVE, 0.8),
+            (DCGM_FI_PROF_PIPE_FP64_ACTIVE, 0.01),
+            (DCGM_FI_PROF_PIPE_FP32_ACTIVE, 0.4),
+            (DCGM_FI_PROF_PIPE_FP16_ACTIVE, 0.05),
+            (DCGM_FI_PROF_DRAM_ACTIVE, 0.45),
+        ] {
+            assert_eq!(sample(&w, gpu, f(field)), Some(Sample::Double(want)), "{field}");
+        }
+        // With MIG on, the telemetry load is not the GPU's: its (no) instances are.
+        w.gpus[0].set_mig_mode(true);
+        assert_eq!(
+            sample(&w, gpu, f(DCGM_FI_PROF_SM_ACTIVE)),
+            Some(Sample::Double(0.0))
+        );
     }
 }

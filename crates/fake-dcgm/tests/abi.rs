@@ -172,23 +172,24 @@ fn the_hierarchy_maps_entities_to_nvml_ids_and_checks_its_version() {
             )
         })
         .collect();
-    let (gi_a, gi_b) = (gpu.gpu_instances[0].id, gpu.gpu_instances[1].id);
+    let (big, small) = (gpu.gpu_instances[0].id, gpu.gpu_instances[1].id);
     assert_eq!(
         rows,
         vec![
-            (DCGM_FE_GPU_I, 0, DCGM_FE_GPU, 0, gi_a, u32::MAX),
-            (DCGM_FE_GPU_CI, 0, DCGM_FE_GPU_I, 0, gi_a, 0),
-            (DCGM_FE_GPU_I, 1, DCGM_FE_GPU, 0, gi_b, u32::MAX),
-            (DCGM_FE_GPU_CI, 1, DCGM_FE_GPU_I, 1, gi_b, 0),
-        ]
+            (DCGM_FE_GPU_I, 0, DCGM_FE_GPU, 0, small, u32::MAX),
+            (DCGM_FE_GPU_CI, 0, DCGM_FE_GPU_I, 0, small, 0),
+            (DCGM_FE_GPU_I, 1, DCGM_FE_GPU, 0, big, u32::MAX),
+            (DCGM_FE_GPU_CI, 1, DCGM_FE_GPU_I, 1, big, 0),
+        ],
+        "by GI profile index: the 1g.10gb first, though created after the 3g.40gb"
     );
     let uuid = unsafe { CStr::from_ptr(h.entityList[0].info.gpuUuid.as_ptr()) };
     assert_eq!(uuid.to_str().unwrap(), gpu.uuid);
     assert_eq!(
-        h.entityList[0].info.nvmlMigProfileId,
+        h.entityList[2].info.nvmlMigProfileId,
         gpu.gpu_instances[0].profile_id
     );
-    assert_eq!(h.entityList[0].info.nvmlProfileSlices, 3);
+    assert_eq!(h.entityList[2].info.nvmlProfileSlices, 3);
 
     let mut wrong: Box<dcgmMigHierarchy_v2> = Box::default();
     wrong.version = version_of::<dcgmMigHierarchy_v2>(1);
@@ -207,6 +208,7 @@ fn the_hierarchy_maps_entities_to_nvml_ids_and_checks_its_version() {
 fn values_need_a_watch_and_a_sample_and_come_in_no_promised_order() {
     let lib = Lib::new();
     let handle = lib.connect();
+    // CI entity 0 is the 1g.10gb's, idle (the loaded 3g.40gb's is entity 1).
     let entities = [(DCGM_FE_GPU_CI, 0), (DCGM_FE_GPU, 0)];
     let (rc, v) = latest(handle, &entities, &[SM]);
     assert_eq!(rc, DCGM_ST_OK, "per-value statuses; the call succeeds");
@@ -233,7 +235,7 @@ fn values_need_a_watch_and_a_sample_and_come_in_no_promised_order() {
         "reverse of the request order"
     );
     let ci_sm = find(DCGM_FE_GPU_CI, SM);
-    assert_eq!((ci_sm.status, unsafe { ci_sm.value.dbl }), (DCGM_ST_OK, 0.25));
+    assert_eq!((ci_sm.status, unsafe { ci_sm.value.dbl }), (DCGM_ST_OK, 0.0));
     assert_eq!(ci_sm.version, version_of::<dcgmFieldValue_v2>(2));
     assert_eq!(ci_sm.fieldType, u16::from(DCGM_FT_DOUBLE));
     assert!(ci_sm.ts > 1_600_000_000_000_000, "µs since 1970: {}", ci_sm.ts);
@@ -362,4 +364,194 @@ fn calls_before_init_are_refused() {
         DCGM_ST_BADPARAM,
         "shutdown dropped every connection"
     );
+}
+
+/// Watches `fields` on `entities`, has them sampled, and reads them back by
+/// `(entity group, entity id, field)`.
+fn sampled(
+    handle: dcgmHandle_t,
+    name: &str,
+    entities: &[(u32, u32)],
+    fields: &[u16],
+) -> impl Fn(u32, u32, u16) -> dcgmFieldValue_v2 {
+    assert_eq!(watch(handle, name, entities, fields), DCGM_ST_OK);
+    assert_eq!(dcgmUpdateAllFields(handle, 1), DCGM_ST_OK);
+    let (rc, v) = latest(handle, entities, fields);
+    assert_eq!(rc, DCGM_ST_OK);
+    move |g, e, field| {
+        v.iter()
+            .find(|f| f.entityGroupId == g && f.entityId == e && f.fieldId == field)
+            .copied()
+            .unwrap_or_else(|| panic!("no value of field {field} for entity {g}/{e}"))
+    }
+}
+
+const GR: u16 = DCGM_FI_PROF_GR_ENGINE_ACTIVE as u16;
+const DRAM: u16 = DCGM_FI_PROF_DRAM_ACTIVE as u16;
+const FP64: u16 = DCGM_FI_PROF_PIPE_FP64_ACTIVE as u16;
+const FP32: u16 = DCGM_FI_PROF_PIPE_FP32_ACTIVE as u16;
+const FP16: u16 = DCGM_FI_PROF_PIPE_FP16_ACTIVE as u16;
+const FB_USED: u16 = DCGM_FI_DEV_FB_USED as u16;
+
+#[test]
+fn mig_entities_start_at_gpu_id_times_the_max_mig_device_count() {
+    let lib = Lib::new();
+    lib.edit(|w| {
+        let mut two = World::new("n", Product::H100_80GB, 2);
+        for gpu in &mut two.gpus {
+            gpu.set_mig_mode(true);
+            for profile in [19, 19] {
+                let gi = gpu.create_gpu_instance(profile, None).unwrap();
+                gpu.create_compute_instance(gi, None).unwrap();
+            }
+        }
+        *w = two;
+    });
+    let handle = lib.connect();
+    let (rc, h) = hierarchy(handle);
+    assert_eq!(rc, DCGM_ST_OK);
+    let ids: Vec<(u32, u32, u32)> = h.entityList[..h.count as usize]
+        .iter()
+        .map(|e| (e.entity.entityGroupId, e.entity.entityId, e.info.nvmlGpuIndex))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (DCGM_FE_GPU_I, 0, 0),
+            (DCGM_FE_GPU_CI, 0, 0),
+            (DCGM_FE_GPU_I, 1, 0),
+            (DCGM_FE_GPU_CI, 1, 0),
+            (DCGM_FE_GPU_I, 7, 1),
+            (DCGM_FE_GPU_CI, 7, 1),
+            (DCGM_FE_GPU_I, 8, 1),
+            (DCGM_FE_GPU_CI, 8, 1),
+        ],
+        "an H100 holds at most 7 MIG devices: GPU 1's entities start at 7, not at DCGM_MAX_INSTANCES_PER_GPU"
+    );
+    assert_eq!(
+        watch(handle, "gpu1", &[(DCGM_FE_GPU_I, 7), (DCGM_FE_GPU_CI, 8)], &[SM]),
+        DCGM_ST_OK
+    );
+    assert_eq!(
+        watch(handle, "none", &[(DCGM_FE_GPU_I, 9)], &[SM]),
+        DCGM_ST_BADPARAM,
+        "no entity 9 on GPU 1"
+    );
+}
+
+#[test]
+fn engine_and_fp_pipe_fields_are_served_and_a_gpu_instance_is_normalised_over_its_slices() {
+    let lib = Lib::new();
+    lib.edit(|w| {
+        let ci = &mut w.gpus[0].gpu_instances[0].compute_instances[0];
+        ci.load.gr_engine_active = 0.9;
+        ci.load.fp64_active = 0.1;
+        ci.load.fp32_active = 0.5;
+        ci.load.fp16_active = 0.75;
+    });
+    let handle = lib.connect();
+    // Entity 1: the 3g.40gb and its CI spanning it; entity 0: the 1g.10gb.
+    let entities = [(DCGM_FE_GPU_CI, 1), (DCGM_FE_GPU_I, 1), (DCGM_FE_GPU_I, 0)];
+    let value = sampled(handle, "pipes", &entities, &[GR, FP64, FP32, FP16]);
+    for (field, want) in [(GR, 0.9), (FP64, 0.1), (FP32, 0.5), (FP16, 0.75)] {
+        for (g, e) in [(DCGM_FE_GPU_CI, 1), (DCGM_FE_GPU_I, 1)] {
+            let fv = value(g, e, field);
+            let got = unsafe { fv.value.dbl };
+            assert_eq!(fv.status, DCGM_ST_OK, "{g}/{e} {field}");
+            assert!((got - want).abs() < 1e-12, "{g}/{e} {field}: {got}");
+        }
+        let idle = value(DCGM_FE_GPU_I, 0, field);
+        assert_eq!(
+            (idle.status, unsafe { idle.value.dbl }),
+            (DCGM_ST_OK, 0.0),
+            "idle 1g {field}"
+        );
+    }
+
+    // A 2g.20gb whose only CI holds one of its two slices, fully busy: 50 %.
+    lib.edit(|w| {
+        let gpu = &mut w.gpus[0];
+        let gi = gpu.create_gpu_instance(14, None).unwrap();
+        gpu.create_compute_instance(gi, Some(0)).unwrap();
+        let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == gi).unwrap();
+        gi.compute_instances[0].load.gr_engine_active = 1.0;
+    });
+    let fresh = lib.connect();
+    // By profile: 1g.10gb (0), 2g.20gb (1), 3g.40gb (2).
+    let value = sampled(fresh, "half", &[(DCGM_FE_GPU_I, 1), (DCGM_FE_GPU_CI, 1)], &[GR]);
+    assert_eq!(unsafe { value(DCGM_FE_GPU_CI, 1, GR).value.dbl }, 1.0);
+    assert_eq!(unsafe { value(DCGM_FE_GPU_I, 1, GR).value.dbl }, 0.5);
+}
+
+#[test]
+fn a_gpu_instance_without_compute_instances_has_blank_values_not_zero() {
+    let lib = Lib::new();
+    lib.edit(|w| {
+        let gpu = &mut w.gpus[0];
+        let gi = gpu.create_gpu_instance(19, None).unwrap();
+        let gi = gpu.gpu_instances.iter_mut().find(|g| g.id == gi).unwrap();
+        gi.load.memory_used_mib = 500;
+        gi.load.dram_active = 0.5;
+    });
+    let handle = lib.connect();
+    // Two 1g.10gb (entities 0 and 1, by id: the new one has the higher id), the 3g.40gb (2).
+    let (_, h) = hierarchy(handle);
+    let empty = h.entityList[..h.count as usize]
+        .iter()
+        .filter(|e| e.entity.entityGroupId == DCGM_FE_GPU_I)
+        .find(|e| {
+            !h.entityList[..h.count as usize]
+                .iter()
+                .any(|c| c.parent.entityGroupId == DCGM_FE_GPU_I && c.parent.entityId == e.entity.entityId)
+        })
+        .expect("the GI without CIs")
+        .entity
+        .entityId;
+    let value = sampled(
+        handle,
+        "empty",
+        &[(DCGM_FE_GPU_I, empty)],
+        &[SM, GR, DRAM, FP32, FB_USED],
+    );
+    for field in [SM, GR, DRAM, FP32] {
+        let fv = value(DCGM_FE_GPU_I, empty, field);
+        assert_eq!(
+            fv.status, DCGM_ST_OK,
+            "DCGM stores the blank as a sample: {field}"
+        );
+        assert!(fv.ts > 0, "{field}");
+        assert_eq!(unsafe { fv.value.dbl }, DCGM_FP64_BLANK, "{field}");
+    }
+    let fb = value(DCGM_FE_GPU_I, empty, FB_USED);
+    assert_eq!(
+        (fb.status, unsafe { fb.value.i64_ }),
+        (DCGM_ST_OK, DCGM_INT64_BLANK as i64),
+        "no MIG device to read the framebuffer of"
+    );
+}
+
+#[test]
+fn a_gpu_with_mig_disabled_serves_its_profiling_fields() {
+    let lib = Lib::new();
+    lib.edit(|w| {
+        let mut plain = World::new("n", Product::H100_80GB, 1);
+        let t = &mut plain.gpus[0].telemetry;
+        t.compute_load.sm_active = 0.65;
+        t.compute_load.gr_engine_active = 0.8;
+        t.compute_load.fp16_active = 0.3;
+        t.dram_active = 0.4;
+        *w = plain;
+    });
+    let handle = lib.connect();
+    let (_, h) = hierarchy(handle);
+    assert_eq!(h.count, 0, "no MIG entities");
+    let value = sampled(handle, "gpu", &[(DCGM_FE_GPU, 0)], &[SM, GR, FP16, DRAM, FP64]);
+    for (field, want) in [(SM, 0.65), (GR, 0.8), (FP16, 0.3), (DRAM, 0.4), (FP64, 0.0)] {
+        let fv = value(DCGM_FE_GPU, 0, field);
+        assert_eq!(
+            (fv.status, unsafe { fv.value.dbl }),
+            (DCGM_ST_OK, want),
+            "{field}"
+        );
+    }
 }

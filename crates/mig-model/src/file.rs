@@ -132,6 +132,25 @@ impl World {
                     "GPU instances exist while MIG mode is disabled".into(),
                 ));
             }
+            let whole = &gpu.telemetry.compute_load;
+            for (v, name) in [
+                (whole.sm_active, "sm_active"),
+                (whole.sm_occupancy, "sm_occupancy"),
+                (whole.tensor_active, "tensor_active"),
+                (whole.gr_engine_active, "gr_engine_active"),
+                (whole.fp64_active, "fp64_active"),
+                (whole.fp32_active, "fp32_active"),
+                (whole.fp16_active, "fp16_active"),
+            ] {
+                let steps = [
+                    Step::value("telemetry"),
+                    Step::value("compute_load"),
+                    Step::value(name),
+                ];
+                check_ratio(v, name).map_err(|p| at(&steps, p))?;
+            }
+            check_ratio(gpu.telemetry.dram_active, "dram_active")
+                .map_err(|p| at(&[Step::value("telemetry"), Step::value("dram_active")], p))?;
             let mut existing = Vec::new();
             for (gi_at, gi) in gpu.gpu_instances.iter().enumerate() {
                 let gi_steps = [Step::value("gpu_instances"), Step::Item(gi_at)];
@@ -234,6 +253,10 @@ impl World {
                         (ci.load.sm_active, "sm_active"),
                         (ci.load.sm_occupancy, "sm_occupancy"),
                         (ci.load.tensor_active, "tensor_active"),
+                        (ci.load.gr_engine_active, "gr_engine_active"),
+                        (ci.load.fp64_active, "fp64_active"),
+                        (ci.load.fp32_active, "fp32_active"),
+                        (ci.load.fp16_active, "fp16_active"),
                     ] {
                         check_ratio(v, name).map_err(|p| at(&load(name), p))?;
                     }

@@ -133,6 +133,11 @@ pub struct Telemetry {
     /// XID error codes the GPU raised, oldest first; NVML delivers each once
     /// to every event set registered for critical XID errors.
     pub xid_events: Vec<u64>,
+    /// Profiling load of the whole GPU while MIG is disabled; with MIG
+    /// enabled the load is its instances'.
+    pub compute_load: CiLoad,
+    /// Fraction of cycles the GPU's DRAM interface was busy while MIG is disabled.
+    pub dram_active: f64,
 }
 
 impl Default for Telemetry {
@@ -150,6 +155,8 @@ impl Default for Telemetry {
             ecc_errors: EccErrors::default(),
             remapped_rows: RemappedRows::default(),
             xid_events: Vec::new(),
+            compute_load: CiLoad::default(),
+            dram_active: 0.0,
         }
     }
 }
@@ -210,7 +217,9 @@ pub struct GiLoad {
     pub memory_used_mib: u64,
 }
 
-/// Load on a compute instance: SMs belong to the CI.
+/// Load on a compute instance: SMs belong to the CI. Each is a ratio 0–1 as
+/// DCGM reads it for the CI; the same fields describe a whole GPU's load
+/// while MIG is disabled ([`Telemetry::compute_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CiLoad {
@@ -220,6 +229,15 @@ pub struct CiLoad {
     pub sm_occupancy: f64,
     #[serde(default)]
     pub tensor_active: f64,
+    /// Fraction of time the graphics/compute engine was busy (DCGM graphics engine active).
+    #[serde(default)]
+    pub gr_engine_active: f64,
+    #[serde(default)]
+    pub fp64_active: f64,
+    #[serde(default)]
+    pub fp32_active: f64,
+    #[serde(default)]
+    pub fp16_active: f64,
 }
 
 /// What a MIG-mode change did.

@@ -134,13 +134,19 @@ type ActivityPoints = fn(&NodeSnapshot, &mut dyn FnMut(&Activity, Vec<KeyValue>)
 
 /// One family per activity kind at one level (`nvidia.gpu.sm_active`, ...),
 /// named so that Prometheus's OTLP translation gives back the `/metrics` name.
-fn activity(families: &mut Vec<Family>, prometheus_prefix: &str, otlp_prefix: &str, points: ActivityPoints) {
+fn activity(
+    families: &mut Vec<Family>,
+    prometheus_prefix: &str,
+    otlp_prefix: &str,
+    scope: &str,
+    points: ActivityPoints,
+) {
     for (stem, help, read) in Activity::KINDS {
         families.push(Family {
             prometheus: vec![format!("{prometheus_prefix}_{stem}_ratio")],
             name: format!("{otlp_prefix}.{stem}"),
             unit: "1",
-            description: help.to_string(),
+            description: Activity::help(help, scope),
             kind: Kind::Gauge,
             read: Box::new(move |s, emit| {
                 points(s, &mut |a, attributes| {
@@ -379,11 +385,17 @@ pub fn all() -> Vec<Family> {
             |g| g.health.memory_free_bytes.map(|b| b as f64),
         ),
     ];
-    activity(&mut f, "nvidia_gpu", "nvidia.gpu", |s, point| {
-        for g in &s.gpus {
-            point(&g.health.activity, gpu_attributes(g));
-        }
-    });
+    activity(
+        &mut f,
+        "nvidia_gpu",
+        "nvidia.gpu",
+        Activity::GPU_SCOPE,
+        |s, point| {
+            for g in &s.gpus {
+                point(&g.health.activity, gpu_attributes(g));
+            }
+        },
+    );
     f.extend([
         per_gpu(
             "nvidia_gpu_energy_joules_total",
@@ -531,6 +543,7 @@ pub fn all() -> Vec<Family> {
         &mut f,
         "nvidia_mig_gpu_instance",
         "nvidia.mig.gpu_instance",
+        Activity::GPU_INSTANCE_SCOPE,
         |s, point| {
             for (g, gi) in gis(s) {
                 point(&gi.activity, gi_attributes(g, gi));
@@ -559,6 +572,7 @@ pub fn all() -> Vec<Family> {
         &mut f,
         "nvidia_mig_compute_instance",
         "nvidia.mig.compute_instance",
+        Activity::COMPUTE_INSTANCE_SCOPE,
         |s, point| {
             for (g, gi, ci) in cis(s) {
                 point(&ci.activity, ci_attributes(g, gi, ci));

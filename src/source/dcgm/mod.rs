@@ -7,8 +7,11 @@
 //!
 //! 1. reads DCGM's MIG hierarchy, which maps DCGM's entity ids to the GPU
 //!    UUID and NVML GPU-instance / compute-instance ids. DCGM numbers MIG
-//!    entities by position, so after a reconfiguration an id can name another
-//!    instance: the hierarchy is read on every call, never cached;
+//!    entities by position (from GPU id times the GPU's maximum MIG device
+//!    count, GPU instances by profile before id; NVIDIA/DCGM
+//!    DcgmCacheManager.cpp) and renumbers them on every reconfiguration, so an
+//!    id can name another instance: ids are never interpreted, and the
+//!    hierarchy is read on every call, never cached;
 //! 2. when the hierarchy, the GPUs or the NVML geometry changed, drops the old
 //!    watches (destroyed instances included) and watches the fields each
 //!    entity level has: per GPU everything below plus power and temperature,
@@ -19,9 +22,11 @@
 //! 3. reads the latest values, then the hierarchy again, and starts over if
 //!    it changed in between, so a value never lands on the wrong instance.
 //!
-//! A blank value (no data yet, not supported, not watched) and a value older
-//! than [`DcgmOptions::max_age`] (the host engine stopped sampling) become
-//! `None`: an absent series, never a zero or a stale number. A failed call
+//! A blank value (no data yet, not supported, not watched, or anything of a
+//! GPU instance without compute instances, which DCGM answers with blanks
+//! under status OK) and a value older than [`DcgmOptions::max_age`] (the host
+//! engine stopped sampling) become `None`: an absent series, never a zero or
+//! a stale number. A failed call
 //! drops the connection; later calls reconnect with exponential backoff
 //! ([`DcgmOptions::backoff_min`] to [`DcgmOptions::backoff_max`]), so a host
 //! engine restart heals without restarting the exporter.
