@@ -1,0 +1,140 @@
+//! Every recording of a real node under `tests/fixtures/real/` (written by
+//! `scripts/probe-gpu.sh`, or by hand before it existed) is replayed: a World
+//! built from what was recorded, served by fake-nvml, read by
+//! `mig-exporter geometry --output json --nvml`, must show what the node's
+//! `nvidia-smi` printed: MIG mode, each profile's free and total instances
+//! (`-lgip`), placements (`-lgipp`), GPU and compute instances (`-lgi`,
+//! `-lci`) and MIG device UUIDs (`-L`).
+
+mod common;
+#[path = "real_fixtures/recording.rs"]
+mod recording;
+
+use std::path::{Path, PathBuf};
+
+use common::{built, EXPORTER};
+use recording::{replay, Recording};
+
+fn recordings() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn every_real_recording_replays_through_fake_nvml_and_the_exporter() {
+    let dirs = recordings();
+    assert!(!dirs.is_empty(), "no recordings under tests/fixtures/real");
+    let fake_nvml = built("libfake_nvml.so");
+    let failures: Vec<String> = dirs
+        .iter()
+        .filter_map(|dir| replay(dir, Path::new(EXPORTER), &fake_nvml).err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Each recording says what it is in a README.md (where, when, which driver).
+#[test]
+fn every_real_recording_has_a_readme() {
+    for dir in recordings() {
+        let readme = dir.join("README.md");
+        let text = std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
+        let recording = Recording::load(&dir).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        assert!(
+            text.contains(&recording.driver_version),
+            "{} does not name the driver it was recorded with ({})",
+            readme.display(),
+            recording.driver_version
+        );
+    }
+}
+
+/// The parse of the real H100's text, by hand: the replay's expectations come
+/// from these files, so their reading must be right.
+#[test]
+fn the_h100_recording_reads_as_printed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real/h100-80gb-hbm3");
+    let r = Recording::load(&dir).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(r.driver_version, "580.159.04");
+    assert_eq!(r.gpus.len(), 1);
+    let gpu = &r.gpus[0];
+    assert_eq!(gpu.name, "NVIDIA H100 80GB HBM3");
+    assert_eq!(gpu.uuid, "GPU-c315b2a9-5557-bee9-9623-6da53ac6536b");
+    assert_eq!(gpu.pci_bus_id, "00000000:00:06.0");
+    assert_eq!(gpu.pci_device_id, Some(0x2330_10DE));
+    assert_eq!(gpu.memory_mib, Some(81559));
+    assert!(!gpu.mig_current && !gpu.mig_pending);
+    let table: Vec<(u32, &str, u32, u32, &str, Vec<u32>, u32, Option<u32>, Option<u64>)> = r
+        .profiles
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                p.name.as_str(),
+                p.free,
+                p.total,
+                p.memory_gib.as_str(),
+                p.placement_starts.clone(),
+                p.placement_size,
+                p.nvml_index,
+                p.memory_mib,
+            )
+        })
+        .collect();
+    assert_eq!(
+        table,
+        [
+            (19, "1g.10gb", 7, 7, "9.75", vec![0, 1, 2, 3, 4, 5, 6], 1, Some(0), Some(9984)),
+            (20, "1g.10gb+me", 1, 1, "9.75", vec![0, 1, 2, 3, 4, 5, 6], 1, Some(7), Some(9984)),
+            (15, "1g.20gb", 4, 4, "19.62", vec![0, 2, 4, 6], 2, Some(9), Some(20096)),
+            (14, "2g.20gb", 3, 3, "19.62", vec![0, 2, 4], 2, Some(1), Some(20096)),
+            (9, "3g.40gb", 2, 2, "39.50", vec![0, 4], 4, Some(2), Some(40448)),
+            (5, "4g.40gb", 1, 1, "39.50", vec![0], 4, Some(3), Some(40448)),
+            (0, "7g.80gb", 1, 1, "79.25", vec![0], 8, Some(4), Some(81152)),
+        ]
+    );
+    let seven = r.profiles.last().expect("7g.80gb");
+    assert_eq!(
+        (seven.sm_count, seven.copy_engines, seven.decoders, seven.encoders, seven.jpegs, seven.ofas),
+        (132, 8, 7, 0, 7, 1)
+    );
+    assert!(r.gpu_instances.is_empty() && r.compute_instances.is_empty());
+}
+
+/// A recording the exporter does not reproduce fails the replay, naming the
+/// profile and field: here the H100's recording with one `-lgip` count and
+/// one `-lgipp` placement size changed, as if the GPU had printed them.
+#[test]
+fn a_recording_the_exporter_disagrees_with_fails_naming_the_difference() {
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real/h100-80gb-hbm3");
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&real).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let probe = copy.path().join("probe.txt");
+    let text = std::fs::read_to_string(&probe).unwrap();
+    let changed = text
+        .replace("MIG 1g.20gb         15     4/4 ", "MIG 1g.20gb         15     3/4 ")
+        .replace("Profile ID  9 Placements: {0,4}:4", "Profile ID  9 Placements: {0,4}:2");
+    assert_ne!(changed, text, "the lines to change are in probe.txt");
+    std::fs::write(&probe, changed).unwrap();
+
+    let error = replay(copy.path(), Path::new(EXPORTER), &built("libfake_nvml.so"))
+        .expect_err("a changed recording must not replay");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("GPU 0 profile (-lgip, -lgipp) 15 remaining_instances: exporter 4, recorded 3"),
+        "{message}"
+    );
+    assert!(
+        message.contains("GPU 0 profile (-lgip, -lgipp) 9 memory_slices: exporter 4, recorded 2"),
+        "{message}"
+    );
+}
