@@ -67,7 +67,8 @@ fn node() -> World {
     gpu.create_gpu_instance(14, Some(0)).expect("2g.20gb at 0");
     let small = gpu.create_gpu_instance(19, Some(2)).expect("1g.10gb at 2");
     gpu.create_compute_instance(split, Some(0)).expect("1c.3g.40gb");
-    gpu.create_compute_instance(split, Some(0)).expect("second 1c.3g.40gb");
+    gpu.create_compute_instance(split, Some(0))
+        .expect("second 1c.3g.40gb");
     gpu.create_compute_instance(small, None).expect("1g.10gb CI");
     w.validate().expect("a valid World");
     w
@@ -101,7 +102,11 @@ fn ok<'a>(call: &'a Value, what: &str) -> &'a Value {
 }
 
 fn placement(v: &Value) -> Placement {
-    let n = |i: usize| v[i].as_u64().and_then(|n| u32::try_from(n).ok()).expect("a placement number");
+    let n = |i: usize| {
+        v[i].as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .expect("a placement number")
+    };
     Placement::new(n(0), n(1))
 }
 
@@ -115,7 +120,10 @@ fn probe_nvml_records_the_world_fake_nvml_serves() {
 
     assert_eq!(rec["format"], 1);
     assert_eq!(rec["init"]["rc"], 0);
-    assert_eq!(ok(&rec["driver_version"], "driver"), world.driver_version.as_str());
+    assert_eq!(
+        ok(&rec["driver_version"], "driver"),
+        world.driver_version.as_str()
+    );
     assert_eq!(ok(&rec["device_count"], "count"), world.gpus.len());
     let gpus = rec["gpus"].as_array().expect("gpus");
     assert_eq!(gpus.len(), world.gpus.len());
@@ -137,7 +145,12 @@ fn probe_nvml_records_the_world_fake_nvml_serves() {
         // the table at its NVML index, NOT_SUPPORTED between, INVALID_ARGUMENT last.
         let entries = g["gpu_instance_profiles"].as_array().expect("profiles");
         let last = entries.last().expect("at least one profile index");
-        assert_eq!(last["rc"], 2, "{}: the last index is the refused one", at("profiles"));
+        assert_eq!(
+            last["rc"],
+            2,
+            "{}: the last index is the refused one",
+            at("profiles")
+        );
         let placer = gpu.placer();
         let mut seen = BTreeSet::new();
         for e in entries {
@@ -207,7 +220,11 @@ fn probe_nvml_records_the_world_fake_nvml_serves() {
             let gi_id = ok(&r["info"], "GI info")["id"].as_u64().unwrap() as u32;
             let gi = gpu.gpu_instance(gi_id).expect("a GI of the World");
             let ci_entries = r["compute_instance_profiles"].as_array().expect("CI profiles");
-            assert_eq!(ci_entries.last().expect("CI profile indexes")["rc"], 2, "GI {gi_id}");
+            assert_eq!(
+                ci_entries.last().expect("CI profile indexes")["rc"],
+                2,
+                "GI {gi_id}"
+            );
             let offered: BTreeSet<u64> = ci_entries
                 .iter()
                 .filter(|e| e["rc"] == 0)
@@ -216,7 +233,10 @@ fn probe_nvml_records_the_world_fake_nvml_serves() {
             let ci_profiles = gpu.ci_profiles(gi_id).expect("CI profiles");
             assert_eq!(
                 offered,
-                ci_profiles.iter().map(|p| u64::from(p.id)).collect::<BTreeSet<_>>(),
+                ci_profiles
+                    .iter()
+                    .map(|p| u64::from(p.id))
+                    .collect::<BTreeSet<_>>(),
                 "GI {gi_id} CI profiles"
             );
             let cis: BTreeSet<(u64, u64, Placement)> = ci_entries
@@ -294,7 +314,14 @@ fn a_probe_gpu_recording_of_a_simulated_node_replays() {
         String::from_utf8_lossy(&run.stderr)
     );
     let codes = std::fs::read_to_string(out.join("exit-codes.tsv")).expect("exit-codes.tsv");
-    for file in ["nvml.json", "mig-lgip.txt", "mig-lgipp.txt", "mig-lgi.txt", "mig-lci.txt", "nvidia-smi-L.txt"] {
+    for file in [
+        "nvml.json",
+        "mig-lgip.txt",
+        "mig-lgipp.txt",
+        "mig-lgi.txt",
+        "mig-lci.txt",
+        "nvidia-smi-L.txt",
+    ] {
         assert!(
             codes.lines().any(|l| l.starts_with(&format!("{file}\t0\t"))),
             "{file} did not record exit code 0:\n{codes}"
@@ -303,7 +330,9 @@ fn a_probe_gpu_recording_of_a_simulated_node_replays() {
     // mig-sim has no `-q`: recorded as failed, and the replay takes the
     // GPUs' identity from NVML instead.
     assert!(
-        codes.lines().any(|l| l.starts_with("nvidia-smi-q.txt\t") && !l.starts_with("nvidia-smi-q.txt\t0\t")),
+        codes
+            .lines()
+            .any(|l| l.starts_with("nvidia-smi-q.txt\t") && !l.starts_with("nvidia-smi-q.txt\t0\t")),
         "{codes}"
     );
 
@@ -350,13 +379,18 @@ fn the_probes_only_query() {
         .filter(|name| {
             let query = ["Get", "Is"].iter().any(|verb| name.contains(verb))
                 || ["nvmlInit", "nvmlShutdown"].contains(&name.as_str());
-            let changes = ["Set", "Create", "Destroy", "Reset", "Clear", "Register", "Enable", "Disable"]
-                .iter()
-                .any(|verb| name.contains(verb));
+            let changes = [
+                "Set", "Create", "Destroy", "Reset", "Clear", "Register", "Enable", "Disable",
+            ]
+            .iter()
+            .any(|verb| name.contains(verb));
             !query || changes
         })
         .collect();
-    assert!(mutating.is_empty(), "probe_nvml.py names non-query NVML calls: {mutating:?}");
+    assert!(
+        mutating.is_empty(),
+        "probe_nvml.py names non-query NVML calls: {mutating:?}"
+    );
 
     let sh = std::fs::read_to_string(scripts().join("probe-gpu.sh")).expect("probe-gpu.sh");
     let joined = sh.replace("\\\n", " ");
@@ -365,7 +399,18 @@ fn the_probes_only_query() {
         .filter(|l| l.trim_start().starts_with("record ") && l.contains("\"$nvidia_smi\""))
         .collect();
     assert!(calls.len() >= 9, "{calls:?}");
-    let listing = ["-q", "-x", "-L", "mig", "-lgip", "-lgipp", "-lgi", "-lci", "-lcip", "--format=csv"];
+    let listing = [
+        "-q",
+        "-x",
+        "-L",
+        "mig",
+        "-lgip",
+        "-lgipp",
+        "-lgi",
+        "-lci",
+        "-lcip",
+        "--format=csv",
+    ];
     for call in calls {
         let after = call.split("\"$nvidia_smi\"").nth(1).unwrap_or_default();
         for arg in after.split_whitespace() {

@@ -70,7 +70,7 @@ fn the_h100_recording_reads_as_printed() {
     assert_eq!(gpu.pci_device_id, Some(0x2330_10DE));
     assert_eq!(gpu.memory_mib, Some(81559));
     assert!(!gpu.mig_current && !gpu.mig_pending);
-    let table: Vec<(u32, &str, u32, u32, &str, Vec<u32>, u32, Option<u32>, Option<u64>)> = r
+    let table: Vec<_> = r
         .profiles
         .iter()
         .map(|p| {
@@ -90,10 +90,50 @@ fn the_h100_recording_reads_as_printed() {
     assert_eq!(
         table,
         [
-            (19, "1g.10gb", 7, 7, "9.75", vec![0, 1, 2, 3, 4, 5, 6], 1, Some(0), Some(9984)),
-            (20, "1g.10gb+me", 1, 1, "9.75", vec![0, 1, 2, 3, 4, 5, 6], 1, Some(7), Some(9984)),
-            (15, "1g.20gb", 4, 4, "19.62", vec![0, 2, 4, 6], 2, Some(9), Some(20096)),
-            (14, "2g.20gb", 3, 3, "19.62", vec![0, 2, 4], 2, Some(1), Some(20096)),
+            (
+                19,
+                "1g.10gb",
+                7,
+                7,
+                "9.75",
+                vec![0, 1, 2, 3, 4, 5, 6],
+                1,
+                Some(0),
+                Some(9984)
+            ),
+            (
+                20,
+                "1g.10gb+me",
+                1,
+                1,
+                "9.75",
+                vec![0, 1, 2, 3, 4, 5, 6],
+                1,
+                Some(7),
+                Some(9984)
+            ),
+            (
+                15,
+                "1g.20gb",
+                4,
+                4,
+                "19.62",
+                vec![0, 2, 4, 6],
+                2,
+                Some(9),
+                Some(20096)
+            ),
+            (
+                14,
+                "2g.20gb",
+                3,
+                3,
+                "19.62",
+                vec![0, 2, 4],
+                2,
+                Some(1),
+                Some(20096)
+            ),
             (9, "3g.40gb", 2, 2, "39.50", vec![0, 4], 4, Some(2), Some(40448)),
             (5, "4g.40gb", 1, 1, "39.50", vec![0], 4, Some(3), Some(40448)),
             (0, "7g.80gb", 1, 1, "79.25", vec![0], 8, Some(4), Some(81152)),
@@ -101,7 +141,14 @@ fn the_h100_recording_reads_as_printed() {
     );
     let seven = r.profiles.last().expect("7g.80gb");
     assert_eq!(
-        (seven.sm_count, seven.copy_engines, seven.decoders, seven.encoders, seven.jpegs, seven.ofas),
+        (
+            seven.sm_count,
+            seven.copy_engines,
+            seven.decoders,
+            seven.encoders,
+            seven.jpegs,
+            seven.ofas
+        ),
         (132, 8, 7, 0, 7, 1)
     );
     assert!(r.gpu_instances.is_empty() && r.compute_instances.is_empty());
@@ -121,8 +168,14 @@ fn a_recording_the_exporter_disagrees_with_fails_naming_the_difference() {
     let probe = copy.path().join("probe.txt");
     let text = std::fs::read_to_string(&probe).unwrap();
     let changed = text
-        .replace("MIG 1g.20gb         15     4/4 ", "MIG 1g.20gb         15     3/4 ")
-        .replace("Profile ID  9 Placements: {0,4}:4", "Profile ID  9 Placements: {0,4}:2");
+        .replace(
+            "MIG 1g.20gb         15     4/4 ",
+            "MIG 1g.20gb         15     3/4 ",
+        )
+        .replace(
+            "Profile ID  9 Placements: {0,4}:4",
+            "Profile ID  9 Placements: {0,4}:2",
+        );
     assert_ne!(changed, text, "the lines to change are in probe.txt");
     std::fs::write(&probe, changed).unwrap();
 

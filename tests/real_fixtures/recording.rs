@@ -121,7 +121,11 @@ impl Files {
             for (n, line) in text.lines().enumerate().skip(1) {
                 let mut fields = line.split('\t');
                 let (Some(file), Some(rc)) = (fields.next(), fields.next()) else {
-                    bail!("{}:{}: expected FILE<TAB>EXIT_CODE<TAB>COMMAND", tsv.display(), n + 1);
+                    bail!(
+                        "{}:{}: expected FILE<TAB>EXIT_CODE<TAB>COMMAND",
+                        tsv.display(),
+                        n + 1
+                    );
                 };
                 let rc = rc
                     .parse()
@@ -171,7 +175,8 @@ impl Recording {
             None => None,
         };
         let (file, lgip) = files.listing("mig-lgip.txt")?;
-        let mut profiles = parse_lgip(&lgip).with_context(|| format!("{}: -lgip", dir.join(&file).display()))?;
+        let mut profiles =
+            parse_lgip(&lgip).with_context(|| format!("{}: -lgip", dir.join(&file).display()))?;
         let (file, lgipp) = files.listing("mig-lgipp.txt")?;
         let placements =
             parse_lgipp(&lgipp).with_context(|| format!("{}: -lgipp", dir.join(&file).display()))?;
@@ -194,7 +199,8 @@ impl Recording {
             }
         }
         let (file, lgi) = files.listing("mig-lgi.txt")?;
-        let gpu_instances = parse_lgi(&lgi).with_context(|| format!("{}: -lgi", dir.join(&file).display()))?;
+        let gpu_instances =
+            parse_lgi(&lgi).with_context(|| format!("{}: -lgi", dir.join(&file).display()))?;
         let (file, lci) = files.listing("mig-lci.txt")?;
         let compute_instances =
             parse_lci(&lci).with_context(|| format!("{}: -lci", dir.join(&file).display()))?;
@@ -202,7 +208,9 @@ impl Recording {
         let listed = parse_list(&list).with_context(|| format!("{}: -L", dir.join(&file).display()))?;
 
         let (gpus, driver_version) = match files.text("nvidia-smi-q.txt")? {
-            Some(q) => parse_q(&q, &listed).with_context(|| format!("{}", dir.join("nvidia-smi-q.txt").display()))?,
+            Some(q) => {
+                parse_q(&q, &listed).with_context(|| format!("{}", dir.join("nvidia-smi-q.txt").display()))?
+            }
             None => {
                 let nvml = nvml
                     .as_ref()
@@ -351,8 +359,15 @@ impl Recording {
                 compute_capacity = compute_capacity.max(p.compute_slices()?);
             }
             at(&mut diff, "compute_slices_capacity", compute_capacity.into());
-            at(&mut diff, "memory_slices_capacity",
-                profiles.iter().map(|p| p.placement_size).max().unwrap_or(0).into(),
+            at(
+                &mut diff,
+                "memory_slices_capacity",
+                profiles
+                    .iter()
+                    .map(|p| p.placement_size)
+                    .max()
+                    .unwrap_or(0)
+                    .into(),
             );
             let expected_profiles: Vec<Value> = profiles
                 .iter()
@@ -400,10 +415,9 @@ impl Recording {
             let mut expected_gis = Vec::new();
             for gi in &gis {
                 slots |= ((1u64 << gi.placement.size) - 1) << gi.placement.start;
-                let profile = profiles
-                    .iter()
-                    .find(|p| p.id == gi.profile_id)
-                    .ok_or_else(|| anyhow!("-lgi GI {} has profile {} that -lgip lacks", gi.id, gi.profile_id))?;
+                let profile = profiles.iter().find(|p| p.id == gi.profile_id).ok_or_else(|| {
+                    anyhow!("-lgi GI {} has profile {} that -lgip lacks", gi.id, gi.profile_id)
+                })?;
                 compute_used += profile.compute_slices()?;
                 let cis: Vec<Value> = self
                     .compute_instances
@@ -446,7 +460,14 @@ impl Recording {
                         .map(|c| {
                             let mut c = pick(
                                 c,
-                                &["id", "profile_id", "profile", "placement_start", "placement_size", "mig_uuid"],
+                                &[
+                                    "id",
+                                    "profile_id",
+                                    "profile",
+                                    "placement_start",
+                                    "placement_size",
+                                    "mig_uuid",
+                                ],
                             );
                             // Without NVML's MIG device list the UUIDs are checked as a set below.
                             if self.mig_device_uuids.is_empty() {
@@ -457,7 +478,14 @@ impl Recording {
                         .collect();
                     let mut gi = pick(
                         gi,
-                        &["id", "profile_id", "profile", "placement_start", "placement_size", "compute_slices"],
+                        &[
+                            "id",
+                            "profile_id",
+                            "profile",
+                            "placement_start",
+                            "placement_size",
+                            "compute_slices",
+                        ],
                     );
                     gi["compute_instances"] = sorted_by_id(cis).into();
                     gi
@@ -498,7 +526,8 @@ struct Diff(Vec<String>);
 impl Diff {
     fn expect(&mut self, what: String, actual: &Value, expected: Value) {
         if *actual != expected {
-            self.0.push(format!("{what}: exporter {actual}, recorded {expected}"));
+            self.0
+                .push(format!("{what}: exporter {actual}, recorded {expected}"));
         }
     }
 
@@ -518,7 +547,11 @@ impl Diff {
                 .flat_map(|m| m.keys())
                 .collect();
             for key in keys {
-                self.expect(format!("{what} {} {key}", e["id"]), &a[key.as_str()], e[key.as_str()].clone());
+                self.expect(
+                    format!("{what} {} {key}", e["id"]),
+                    &a[key.as_str()],
+                    e[key.as_str()].clone(),
+                );
             }
         }
     }
@@ -663,7 +696,10 @@ pub fn parse_lgip(text: &str) -> Result<Vec<RecordedProfile>> {
                 });
             }
             Some(mut p) => {
-                ensure!(cells.len() == 3, "line {line}: expected CE JPEG OFA, got {cells:?}");
+                ensure!(
+                    cells.len() == 3,
+                    "line {line}: expected CE JPEG OFA, got {cells:?}"
+                );
                 p.copy_engines = num(cells[0], line, "CE")?;
                 p.jpegs = num(cells[1], line, "JPEG")?;
                 p.ofas = num(cells[2], line, "OFA")?;
@@ -674,13 +710,18 @@ pub fn parse_lgip(text: &str) -> Result<Vec<RecordedProfile>> {
     Ok(profiles)
 }
 
+/// Each profile's placement starts and size, by (GPU, profile id).
+pub type Placements = BTreeMap<(u32, u32), (Vec<u32>, u32)>;
+
 /// `nvidia-smi mig -lgipp`: `GPU  0 Profile ID 19 Placements: {0,1,2}:1`
 /// (`Placement :` for one), keyed by (GPU, profile id).
-pub fn parse_lgipp(text: &str) -> Result<BTreeMap<(u32, u32), (Vec<u32>, u32)>> {
+pub fn parse_lgipp(text: &str) -> Result<Placements> {
     let mut placements = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("GPU ") else { continue };
+        let Some(rest) = line.strip_prefix("GPU ") else {
+            continue;
+        };
         let Some((gpu, rest)) = rest.trim_start().split_once(" Profile ID ") else {
             continue;
         };
@@ -740,10 +781,13 @@ pub fn parse_lci(text: &str) -> Result<Vec<RecordedCi>> {
     Ok(cis)
 }
 
+/// What `nvidia-smi -L` lists, by GPU index: name, UUID, MIG device UUIDs.
+pub type Listed = BTreeMap<u32, (String, String, BTreeSet<String>)>;
+
 /// `nvidia-smi -L`: `GPU 0: NAME (UUID: GPU-…)`, then its MIG devices
 /// `  MIG 1g.10gb Device  0: (UUID: MIG-…)`. Index → (name, UUID, MIG UUIDs).
-pub fn parse_list(text: &str) -> Result<BTreeMap<u32, (String, String, BTreeSet<String>)>> {
-    let mut gpus: BTreeMap<u32, (String, String, BTreeSet<String>)> = BTreeMap::new();
+pub fn parse_list(text: &str) -> Result<Listed> {
+    let mut gpus = Listed::new();
     let mut current = None;
     for (n, line) in text.lines().enumerate() {
         let uuid = || {
@@ -753,7 +797,9 @@ pub fn parse_list(text: &str) -> Result<BTreeMap<u32, (String, String, BTreeSet<
                 .ok_or_else(|| anyhow!("line {}: no '(UUID: …)' in '{line}'", n + 1))
         };
         if let Some(rest) = line.strip_prefix("GPU ") {
-            let Some((index, rest)) = rest.split_once(": ") else { continue };
+            let Some((index, rest)) = rest.split_once(": ") else {
+                continue;
+            };
             let Ok(index) = index.parse::<u32>() else { continue };
             let name = rest
                 .rsplit_once(" (UUID: ")
@@ -772,11 +818,11 @@ pub fn parse_list(text: &str) -> Result<BTreeMap<u32, (String, String, BTreeSet<
 }
 
 /// `nvidia-smi -q`: the driver version and each GPU's identity and MIG mode.
-fn parse_q(
-    text: &str,
-    listed: &BTreeMap<u32, (String, String, BTreeSet<String>)>,
-) -> Result<(Vec<RecordedGpu>, String)> {
-    let field = |line: &str| line.split_once(" : ").map(|(k, v)| (k.trim().to_string(), v.trim().to_string()));
+fn parse_q(text: &str, listed: &Listed) -> Result<(Vec<RecordedGpu>, String)> {
+    let field = |line: &str| {
+        line.split_once(" : ")
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+    };
     let mut driver = None;
     let mut sections: Vec<Vec<(String, String)>> = Vec::new();
     let mut path: Vec<(usize, String)> = Vec::new();
@@ -887,8 +933,12 @@ fn nvml_profile_facts(nvml: &Value) -> Result<BTreeMap<(u32, u32), (u32, u64)>> 
 fn legacy_nvml_profile_facts(text: &str) -> Result<BTreeMap<(u32, u32), (u32, u64)>> {
     let mut facts = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
-        let Some(rest) = line.strip_prefix("profile ") else { continue };
-        let Some((index, dict)) = rest.split_once(" {") else { continue };
+        let Some(rest) = line.strip_prefix("profile ") else {
+            continue;
+        };
+        let Some((index, dict)) = rest.split_once(" {") else {
+            continue;
+        };
         let key = |name: &str| -> Result<u64> {
             dict.split_once(&format!("'{name}': "))
                 .and_then(|(_, v)| v.split([',', '}']).next())
@@ -907,10 +957,7 @@ fn as_u32(v: &Value, what: &str) -> Result<u32> {
         .ok_or_else(|| anyhow!("{what}: '{v}' is not a number"))
 }
 
-fn nvml_identity(
-    nvml: &Value,
-    listed: &BTreeMap<u32, (String, String, BTreeSet<String>)>,
-) -> Result<(Vec<RecordedGpu>, String)> {
+fn nvml_identity(nvml: &Value, listed: &Listed) -> Result<(Vec<RecordedGpu>, String)> {
     let driver = value(&nvml["driver_version"], "driver_version")?
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("no driver version"))?
@@ -970,7 +1017,11 @@ fn nvml_mig_devices(nvml: &Value) -> Result<BTreeMap<(u32, u32, u32), String>> {
             };
             let uuid = uuid.as_str().ok_or_else(|| anyhow!("MIG device UUID '{uuid}'"))?;
             devices.insert(
-                (index, as_u32(gi, "gpu_instance_id")?, as_u32(ci, "compute_instance_id")?),
+                (
+                    index,
+                    as_u32(gi, "gpu_instance_id")?,
+                    as_u32(ci, "compute_instance_id")?,
+                ),
                 uuid.to_string(),
             );
         }
