@@ -353,6 +353,12 @@ fn a_probe_gpu_recording_of_a_simulated_node_replays() {
         cis,
         "-L lists every MIG device"
     );
+    // Without `-q`, NVML gives what an inline product table needs.
+    for gpu in &recording.gpus {
+        let product = recording.inline_product(gpu).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(product["architecture"], "hopper", "NVML_DEVICE_ARCH_HOPPER");
+        assert_eq!(product["memory_mib"], world.gpus[0].spec().memory_mib);
+    }
 }
 
 /// Both scripts only query: every NVML function `probe_nvml.py` names is a

@@ -152,6 +152,28 @@ fn the_h100_recording_reads_as_printed() {
         (132, 8, 7, 0, 7, 1)
     );
     assert!(r.gpu_instances.is_empty() && r.compute_instances.is_empty());
+
+    // The inline product table a World names for it, from these files alone.
+    let product = r.inline_product(gpu).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(product["slug"], "recorded-nvidia-h100-80gb-hbm3");
+    assert_eq!(product["architecture"], "hopper");
+    assert_eq!(product["pci_device_id"], 0x2330_10DE_u32);
+    assert_eq!(
+        (
+            &product["memory_mib"],
+            &product["sm_count"],
+            &product["compute_slices"],
+            &product["memory_slots"]
+        ),
+        (&81559.into(), &132.into(), &7.into(), &8.into())
+    );
+    assert_eq!(
+        product["profiles"][1],
+        serde_json::json!({"id": 20, "nvml_index": 7, "name": "1g.10gb+me", "compute_slices": 1,
+            "memory_slices": 1, "sm_count": 16, "memory_mib": 9984, "max_instances": 1,
+            "engines": {"copy": 1, "decoder": 1, "encoder": 0, "jpeg": 1, "ofa": 1},
+            "placement_starts": [0, 1, 2, 3, 4, 5, 6]})
+    );
 }
 
 /// A recording the exporter does not reproduce fails the replay, naming the

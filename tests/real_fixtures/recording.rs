@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use mig_model::{ComputeInstance, Gpu, GpuInstance, MigMode, Placement, Product, World};
+use mig_model::{Placement, Product, World};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
@@ -87,6 +87,8 @@ pub struct RecordedGpu {
     pub pci_bus_id: String,
     pub pci_device_id: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// Lower case, as mig-model names it: `hopper`.
+    pub architecture: Option<String>,
     pub mig_current: bool,
     pub mig_pending: bool,
     /// From `nvidia-smi -L`.
@@ -237,17 +239,13 @@ impl Recording {
         self.profiles.iter().filter(move |p| p.gpu == gpu)
     }
 
-    /// The World this recording shows, for fake-nvml to serve.
+    /// The World this recording shows, for fake-nvml to serve. Written as a
+    /// World file's JSON and read back through mig-model's own loader and
+    /// validation, so it is a World any fake reads.
     pub fn world(&self) -> Result<World> {
         let mut gpus = Vec::new();
         for recorded in &self.gpus {
-            let mut gpu = Gpu::new("replay", self.product(recorded)?, recorded.index);
-            gpu.uuid = recorded.uuid.clone();
-            gpu.pci_bus_id = recorded.pci_bus_id.clone();
-            gpu.mig = MigMode {
-                current: recorded.mig_current,
-                pending: recorded.mig_pending,
-            };
+            let mut gpu_instances = Vec::new();
             for gi in self.gpu_instances.iter().filter(|g| g.gpu == recorded.index) {
                 let mut compute_instances = Vec::new();
                 for ci in self
@@ -266,51 +264,58 @@ impl Recording {
                                 ci.id
                             )
                         })?;
-                    compute_instances.push(ComputeInstance {
-                        id: ci.id,
-                        profile_id: ci.profile_id,
-                        placement: ci.placement,
-                        uuid: uuid.clone(),
-                        load: Default::default(),
-                    });
+                    compute_instances.push(serde_json::json!({
+                        "id": ci.id,
+                        "profile_id": ci.profile_id,
+                        "placement": ci.placement,
+                        "uuid": uuid,
+                    }));
                 }
-                gpu.gpu_instances.push(GpuInstance {
-                    id: gi.id,
-                    profile_id: gi.profile_id,
-                    placement: gi.placement,
-                    load: Default::default(),
-                    compute_instances,
-                });
+                gpu_instances.push(serde_json::json!({
+                    "id": gi.id,
+                    "profile_id": gi.profile_id,
+                    "placement": gi.placement,
+                    "compute_instances": compute_instances,
+                }));
             }
-            gpus.push(gpu);
+            gpus.push(serde_json::json!({
+                "index": recorded.index,
+                "product": self.product(recorded)?,
+                "uuid": recorded.uuid,
+                "pci_bus_id": recorded.pci_bus_id,
+                "mig": {"current": recorded.mig_current, "pending": recorded.mig_pending},
+                "gpu_instances": gpu_instances,
+            }));
         }
-        let world = World {
-            format: mig_model::world::WORLD_FORMAT,
-            hostname: "replay".to_string(),
-            boot_id: mig_model::world::uuid_from(&["replay", &self.dir.display().to_string()], 4),
-            driver_version: self.driver_version.clone(),
-            gpus,
-            faults: Default::default(),
-        };
+        let world = serde_json::json!({
+            "format": mig_model::world::WORLD_FORMAT,
+            "hostname": "replay",
+            "boot_id": mig_model::world::uuid_from(&["replay", &self.dir.display().to_string()], 4),
+            "driver_version": self.driver_version,
+            "gpus": gpus,
+        });
+        let world: World = serde_json::from_value(world)
+            .map_err(|e| anyhow!("the World built from {}: {e}", self.dir.display()))?;
         world
             .validate()
             .map_err(|e| anyhow!("the World built from {}: {e}", self.dir.display()))?;
         Ok(world)
     }
 
-    /// The product a recorded GPU is. mig-model names products it has a
-    /// table for; the GPU's recorded name and PCI device id pick one.
+    /// The product a World names for a recorded GPU: mig-model's known
+    /// product of the recorded name and PCI device id, by its slug.
     ///
-    /// When mig-model takes inline product tables, this becomes the table
-    /// built from the recording (`-lgip`, `-lgipp` and NVML's facts), so a
-    /// GPU the project has no table for replays too.
-    fn product(&self, gpu: &RecordedGpu) -> Result<Product> {
+    /// When mig-model takes inline product tables, this becomes
+    /// `self.inline_product(gpu)`, the table built from the recording alone,
+    /// so a GPU the project has no table for replays too.
+    fn product(&self, gpu: &RecordedGpu) -> Result<Value> {
         Product::ALL
             .into_iter()
             .find(|p| {
                 let spec = p.spec();
                 spec.name == gpu.name && gpu.pci_device_id.is_none_or(|id| id == spec.pci_device_id)
             })
+            .map(|p| Value::from(p.slug()))
             .ok_or_else(|| {
                 anyhow!(
                     "GPU {} '{}' (PCI device id {:?}) is no product mig-model knows",
@@ -319,6 +324,82 @@ impl Recording {
                     gpu.pci_device_id
                 )
             })
+    }
+
+    /// The GPU's product as mig-model's inline product table, built from the
+    /// recording alone: `-q` (or NVML) for the GPU, `-lgip` and `-lgipp` for
+    /// the profiles, NVML for each profile's index and exact memory. It is
+    /// what a World names when mig-model has no table for the GPU.
+    pub fn inline_product(&self, gpu: &RecordedGpu) -> Result<Value> {
+        let profiles: Vec<&RecordedProfile> = self.profiles_of(gpu.index).collect();
+        ensure!(!profiles.is_empty(), "GPU {}: no -lgip profiles", gpu.index);
+        let mut rows = Vec::new();
+        for (position, p) in profiles.iter().enumerate() {
+            // Without NVML's facts: -lgip's GiB (two decimals) in MiB, and
+            // the profile's position for an index, unique as NVML's are.
+            let memory_mib = match p.memory_mib {
+                Some(mib) => mib,
+                None => {
+                    let gib: f64 = p
+                        .memory_gib
+                        .parse()
+                        .with_context(|| format!("profile {}: memory '{}'", p.id, p.memory_gib))?;
+                    (gib * 1024.0).round() as u64
+                }
+            };
+            rows.push(serde_json::json!({
+                "id": p.id,
+                "nvml_index": p.nvml_index.unwrap_or(position as u32),
+                "name": p.name,
+                "compute_slices": p.compute_slices()?,
+                "memory_slices": p.placement_size,
+                "sm_count": p.sm_count,
+                "memory_mib": memory_mib,
+                "max_instances": p.total,
+                "engines": {
+                    "copy": p.copy_engines,
+                    "decoder": p.decoders,
+                    "encoder": p.encoders,
+                    "jpeg": p.jpegs,
+                    "ofa": p.ofas,
+                },
+                "placement_starts": p.placement_starts,
+            }));
+        }
+        let mut compute_slices = 0;
+        for p in &profiles {
+            compute_slices = compute_slices.max(p.compute_slices()?);
+        }
+        let memory_slots = profiles
+            .iter()
+            .flat_map(|p| p.placement_starts.iter().map(|s| s + p.placement_size))
+            .max()
+            .unwrap_or(0);
+        let slug: String = gpu
+            .name
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        Ok(serde_json::json!({
+            "slug": format!("recorded-{slug}"),
+            "name": gpu.name,
+            "architecture": gpu.architecture.clone()
+                .ok_or_else(|| anyhow!("GPU {}: no architecture recorded", gpu.index))?,
+            "pci_device_id": gpu.pci_device_id
+                .ok_or_else(|| anyhow!("GPU {}: no PCI device id recorded", gpu.index))?,
+            "memory_mib": gpu.memory_mib
+                .ok_or_else(|| anyhow!("GPU {}: no memory size recorded", gpu.index))?,
+            // Nothing recorded gives the whole GPU's SMs (nvmlDeviceGetAttributes
+            // is NOT_SUPPORTED off MIG, nvml_mig_probe.txt): the largest
+            // profile's stand in. Equal on the H100 (132); an A100's 7g has
+            // 98 of 108. The geometry compared does not show it.
+            "sm_count": profiles.iter().map(|p| p.sm_count).max().unwrap_or(0),
+            "compute_slices": compute_slices,
+            "memory_slots": memory_slots,
+            "profiles": rows,
+        }))
     }
 
     /// Checks `geometry` (the exporter's `geometry --output json`) against
@@ -886,6 +967,7 @@ fn parse_q(text: &str, listed: &Listed) -> Result<(Vec<RecordedGpu>, String)> {
             pci_bus_id: get("PCI/Bus Id")?,
             pci_device_id: Some(pci_device_id),
             memory_mib: Some(memory_mib),
+            architecture: get("Product Architecture").ok().map(|a| a.to_lowercase()),
             mig_current: enabled("MIG Mode/Current")?,
             mig_pending: enabled("MIG Mode/Pending")?,
             mig_uuids,
@@ -991,12 +1073,27 @@ fn nvml_identity(nvml: &Value, listed: &Listed) -> Result<(Vec<RecordedGpu>, Str
             memory_mib: value(&gpu["memory_total_bytes"], "memory_total_bytes")?
                 .and_then(Value::as_u64)
                 .map(|b| b / MIB),
+            architecture: value(&gpu["architecture"], "architecture")?
+                .and_then(Value::as_u64)
+                .and_then(nvml_architecture)
+                .map(str::to_string),
             mig_current: mode.is_some_and(|m| m["current"] == 1),
             mig_pending: mode.is_some_and(|m| m["pending"] == 1),
             mig_uuids,
         });
     }
     Ok((gpus, driver))
+}
+
+/// `nvmlDeviceArchitecture_t` (NVIDIA/go-nvml gen/nvml/nvml.h,
+/// `NVML_DEVICE_ARCH_*`) of the GPUs that have MIG.
+fn nvml_architecture(arch: u64) -> Option<&'static str> {
+    match arch {
+        7 => Some("ampere"),
+        9 => Some("hopper"),
+        10 => Some("blackwell"),
+        _ => None,
+    }
 }
 
 /// (GPU, GI, CI) → UUID of every MIG device NVML handed out.
