@@ -68,7 +68,7 @@ record mig-lcip.txt "$nvidia_smi" mig -lcip
 record driver-version.txt cat /proc/driver/nvidia/version
 
 venv=""
-cleanup() { [ -n "$venv" ] && rm -rf "$venv"; }
+cleanup() { if [ -n "$venv" ]; then rm -rf "$venv"; fi; }
 trap cleanup EXIT
 if ! "$python" -c 'import pynvml' 2>/dev/null; then
   venv="$(mktemp -d)"
