@@ -25,9 +25,10 @@
 //! id and `devices` is `all` or lists the GPU's index. When several entries
 //! select a GPU the last one wins, as when mig-parted applies them in order.
 //!
-//! A selected config is then checked against each GPU's product table
-//! (`mig-model`): every profile must exist on the GPU and the counts must fit
-//! it, tried with the placement engine. Every error names the file, the config
+//! A selected config is then checked against each GPU's own rules, as the
+//! source read them (the driver's profiles and placements under `--nvml`):
+//! every profile must be one the GPU offers and the instances must fit it
+//! together, tried over every placement. Every error names the file, the config
 //! and the entry; those found while reading the file also the line, column and
 //! field.
 
@@ -36,12 +37,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use mig_model::locate::{Step, Walk};
-use mig_model::{GiProfile, Placement, Placer, Product, ProductSpec, ProfileName};
+use mig_model::ProfileName;
 use serde::de::DeserializeSeed;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::detect::{describe_counts, Geometry};
-use crate::model::GpuSnapshot;
+use crate::model::{GpuSnapshot, ProfileCapacity};
 
 /// The node label the NVIDIA MIG manager applies configs from.
 pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
@@ -586,28 +587,6 @@ pub struct Resolved {
     pub gpus: BTreeMap<String, Geometry>,
 }
 
-/// The product a GPU is, from the name NVML reports.
-pub fn product_of(gpu: &GpuSnapshot) -> Option<Product> {
-    Product::ALL.into_iter().find(|p| p.spec().name == gpu.name)
-}
-
-/// The GPU's PCI device id (`0x233010DE`): from the product table when the
-/// product is known, otherwise from sysfs for the GPU's bus id.
-pub fn pci_device_id(gpu: &GpuSnapshot) -> Option<u32> {
-    if let Some(product) = product_of(gpu) {
-        return Some(product.spec().pci_device_id);
-    }
-    // NVML's bus id is `00000000:18:00.0`; sysfs names it `0000:18:00.0`.
-    let (domain, rest) = gpu.pci_bus_id.split_once(':')?;
-    let domain = domain.get(domain.len().saturating_sub(4)..)?;
-    let dir = Path::new("/sys/bus/pci/devices").join(format!("{domain}:{rest}").to_lowercase());
-    let read = |file: &str| -> Option<u32> {
-        let text = std::fs::read_to_string(dir.join(file)).ok()?;
-        u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
-    };
-    Some((read("device")? << 16) | read("vendor")?)
-}
-
 /// Resolves the entries of config `name` (from `path`) for `gpus`, checking
 /// each selected GPU can hold what the entry asks.
 pub fn resolve(
@@ -621,9 +600,8 @@ pub fn resolve(
     // identical GPUs reports a problem once.
     let mut problems: BTreeMap<(usize, String, String), Vec<u32>> = BTreeMap::new();
     for gpu in gpus {
-        let device_id = pci_device_id(gpu);
         for (i, entry) in entries.iter().enumerate() {
-            if !entry.selects(gpu.index, device_id) {
+            if !entry.selects(gpu.index, Some(gpu.pci_device_id)) {
                 continue;
             }
             match expected_for(entry, gpu) {
@@ -672,33 +650,39 @@ fn expected_for(entry: &Entry, gpu: &GpuSnapshot) -> Result<Geometry, String> {
         .copied()
         .filter(|(_, n)| *n > 0)
         .collect();
-    let instances: BTreeMap<String, u32> = wanted.iter().map(|(p, n)| (p.to_string(), *n)).collect();
-    match product_of(gpu) {
-        Some(product) => check_with_placer(product.spec(), &wanted)?,
-        None => check_with_snapshot(gpu, &wanted)?,
-    }
+    check_fits(gpu, &wanted)?;
     Ok(Geometry {
         mig_enabled: true,
-        instances,
+        instances: wanted.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
     })
 }
 
-/// Every profile exists on the product and the instances can be placed
-/// together: tried with the placement engine, every placement order.
-fn check_with_placer(spec: &'static ProductSpec, wanted: &[(ProfileName, u32)]) -> Result<(), String> {
+/// Every profile is one the GPU's driver offers, and the instances can be
+/// placed together: each at one of its profile's placements, none sharing a
+/// memory slot, within the GPU's SM slices and each profile's instance count.
+///
+/// The rules are the GPU's own, as the source read them (on a real node, the
+/// driver's profile and placement calls), not a compiled-in table: a GPU the
+/// project has never seen, or a driver that offers fewer profiles than
+/// another, is judged by what it offers.
+fn check_fits(gpu: &GpuSnapshot, wanted: &[(ProfileName, u32)]) -> Result<(), String> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    if gpu.profiles.is_empty() {
+        return Err("the GPU reports no MIG profiles (not MIG-capable?)".into());
+    }
     let known = || {
-        spec.profiles
-            .iter()
-            .map(|p| p.name.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        let names: Vec<&str> = gpu.profiles.iter().map(|p| p.name.as_str()).collect();
+        names.join(", ")
     };
-    let mut list: Vec<&'static GiProfile> = Vec::new();
+    let mut list: Vec<&ProfileCapacity> = Vec::new();
     for (name, count) in wanted {
-        let profile = spec
+        // Driver names that do not parse as a profile name cannot be asked for.
+        let profile = gpu
             .profiles
             .iter()
-            .find(|p| p.name == *name)
+            .find(|p| p.name.parse::<ProfileName>().ok() == Some(*name))
             .ok_or_else(|| format!("no profile '{name}' on this GPU (known: {})", known()))?;
         if *count > profile.max_instances {
             return Err(format!(
@@ -710,11 +694,11 @@ fn check_with_placer(spec: &'static ProductSpec, wanted: &[(ProfileName, u32)]) 
     }
     let compute: u32 = list.iter().map(|p| p.compute_slices).sum();
     let counts: BTreeMap<String, u32> = wanted.iter().map(|(p, n)| (p.to_string(), *n)).collect();
-    if compute > spec.compute_slices {
+    if compute > gpu.compute_slices_capacity {
         return Err(format!(
             "{} need {compute} SM slices, the GPU has {}",
             describe_counts(&counts),
-            spec.compute_slices
+            gpu.compute_slices_capacity
         ));
     }
     // Largest first, then equal profiles in increasing placement order only.
@@ -725,7 +709,7 @@ fn check_with_placer(spec: &'static ProductSpec, wanted: &[(ProfileName, u32)]) 
             p.id,
         )
     });
-    if !place(spec, &mut Vec::new(), &list) {
+    if !place(&list, 0, None) {
         return Err(format!(
             "{} cannot be placed together: their memory slices overlap in every placement",
             describe_counts(&counts)
@@ -734,69 +718,28 @@ fn check_with_placer(spec: &'static ProductSpec, wanted: &[(ProfileName, u32)]) 
     Ok(())
 }
 
-fn place(
-    spec: &'static ProductSpec,
-    placed: &mut Vec<(&'static GiProfile, Placement)>,
-    rest: &[&'static GiProfile],
-) -> bool {
-    let Some((&profile, tail)) = rest.split_first() else {
+/// Whether `rest` can be placed in the memory slots not in `used`; `after` is
+/// the start of the last instance placed when it has the profile of
+/// `rest[0]`, since instances of one profile are interchangeable and are
+/// placed left to right.
+fn place(rest: &[&ProfileCapacity], used: u64, after: Option<u32>) -> bool {
+    let Some((profile, tail)) = rest.split_first() else {
         return true;
     };
-    // Instances of one profile are interchangeable: place them left to right.
-    let after = placed
-        .iter()
-        .rev()
-        .find(|(p, _)| p.id == profile.id)
-        .map(|(_, at)| at.start);
-    let placer = Placer::new(spec, placed.iter().copied());
-    for at in placer.free_placements(profile) {
-        if after.is_some_and(|s| at.start <= s) {
+    for &start in &profile.placement_starts {
+        if after.is_some_and(|s| start <= s) || start + profile.memory_slices > 64 {
             continue;
         }
-        placed.push((profile, at));
-        if place(spec, placed, tail) {
+        let slots = ((1u64 << profile.memory_slices) - 1) << start;
+        if used & slots != 0 {
+            continue;
+        }
+        let next_after = tail.first().filter(|next| next.id == profile.id).map(|_| start);
+        if place(tail, used | slots, next_after) {
             return true;
         }
-        placed.pop();
     }
     false
-}
-
-/// For a GPU the product tables do not know: the profiles and budgets the
-/// source read off it (no placement search).
-fn check_with_snapshot(gpu: &GpuSnapshot, wanted: &[(ProfileName, u32)]) -> Result<(), String> {
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    if gpu.profiles.is_empty() {
-        return Err("the GPU reports no MIG profiles (not MIG-capable?)".into());
-    }
-    let (mut compute, mut memory) = (0, 0);
-    for (name, count) in wanted {
-        let profile = gpu
-            .profiles
-            .iter()
-            .find(|p| p.name.parse::<ProfileName>().ok() == Some(*name))
-            .ok_or_else(|| {
-                let known: Vec<&str> = gpu.profiles.iter().map(|p| p.name.as_str()).collect();
-                format!("no profile '{name}' on this GPU (known: {})", known.join(", "))
-            })?;
-        if *count > profile.max_instances {
-            return Err(format!(
-                "{count}x {name} do not fit: at most {} fit one GPU",
-                profile.max_instances
-            ));
-        }
-        compute += profile.compute_slices * count;
-        memory += profile.memory_slices * count;
-    }
-    if compute > gpu.compute_slices_capacity || memory > gpu.memory_slices_capacity {
-        return Err(format!(
-            "the instances need {compute} SM slices and {memory} memory slices, the GPU has {} and {}",
-            gpu.compute_slices_capacity, gpu.memory_slices_capacity
-        ));
-    }
-    Ok(())
 }
 
 /// The `source` label of the desired config's health series.
@@ -917,7 +860,7 @@ impl DesiredSource {
 mod tests {
     use super::*;
     use crate::source::sim::reading_from_world;
-    use mig_model::World;
+    use mig_model::{Product, World};
 
     const PATH: &str = "/etc/mig/config.yaml";
 
@@ -1214,34 +1157,46 @@ mig-configs:
     }
 
     #[test]
-    fn a_product_the_tables_do_not_know_is_checked_against_the_profiles_read_off_it() {
+    fn a_gpu_is_judged_by_the_profiles_and_placements_read_off_it_not_by_a_table() {
         let mut node = gpus(Product::H100_80GB, 1);
         node[0].name = "NVIDIA H100 NVL (not in the tables)".into();
-        node[0].pci_bus_id = "00000000:FF:1F.7".into(); // no such device in sysfs
-        assert_eq!(product_of(&node[0]), None);
-        assert_eq!(pci_device_id(&node[0]), None);
-        let check = |devices: &str| {
+        node[0].pci_device_id = 0x2321_10DE;
+        let check = |node: &[GpuSnapshot], devices: &str| {
             let text = format!(
                 "version: v1\nmig-configs:\n  c:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {devices}\n"
             );
             let spec = parse(&text, Path::new(PATH)).unwrap();
             let (name, entries) = spec.select(None, Path::new(PATH)).unwrap();
-            resolve(Path::new(PATH), name, entries, &node).map_err(|e| e.to_string())
+            resolve(Path::new(PATH), name, entries, node).map_err(|e| e.to_string())
         };
-        assert!(check("{\"3g.40gb\": 1, \"1g.10gb\": 4}").is_ok());
-        let e = check("{\"1g.5gb\": 1}").unwrap_err();
+        assert!(check(&node, "{\"3g.40gb\": 1, \"4g.40gb\": 1}").is_ok());
+        let e = check(&node, "{\"1g.5gb\": 1}").unwrap_err();
         assert!(
             e.contains("no profile '1g.5gb' on this GPU (known: 1g.10gb"),
             "{e}"
         );
-        let e = check("{\"1g.10gb\": 8}").unwrap_err();
+        let e = check(&node, "{\"1g.10gb\": 8}").unwrap_err();
         assert!(e.contains("8x 1g.10gb do not fit: at most 7"), "{e}");
-        let e = check("{\"4g.40gb\": 1, \"3g.40gb\": 1, \"2g.20gb\": 1}").unwrap_err();
-        assert!(
-            e.contains("need 9 SM slices and 10 memory slices, the GPU has 7 and 8"),
-            "{e}"
-        );
-        // Without a device id, an entry with a device filter selects nothing.
+        let e = check(&node, "{\"4g.40gb\": 1, \"3g.40gb\": 1, \"2g.20gb\": 1}").unwrap_err();
+        assert!(e.contains("need 9 SM slices, the GPU has 7"), "{e}");
+
+        // The placements read off the GPU decide: a 3g.40gb that may only
+        // start where the 4g.40gb must sit no longer fits beside it.
+        let mut narrow = node.clone();
+        for p in &mut narrow[0].profiles {
+            if p.name == "3g.40gb" {
+                p.placement_starts = vec![0];
+            }
+        }
+        let e = check(&narrow, "{\"3g.40gb\": 1, \"4g.40gb\": 1}").unwrap_err();
+        assert!(e.contains("cannot be placed together"), "{e}");
+        // A profile the driver does not offer cannot be asked for.
+        let mut fewer = node.clone();
+        fewer[0].profiles.retain(|p| p.name != "1g.20gb");
+        let e = check(&fewer, "{\"1g.20gb\": 1}").unwrap_err();
+        assert!(e.contains("no profile '1g.20gb' on this GPU"), "{e}");
+
+        // The device filter matches the id read off the GPU.
         let text = "version: v1\nmig-configs:\n  c:\n    - device-filter: \"0x233010DE\"\n      devices: all\n      mig-enabled: false\n";
         let spec = parse(text, Path::new(PATH)).unwrap();
         let (name, entries) = spec.select(None, Path::new(PATH)).unwrap();
@@ -1249,6 +1204,13 @@ mig-configs:
             .unwrap()
             .gpus
             .is_empty());
+        let text = text.replace("0x233010DE", "0x232110DE");
+        let spec = parse(&text, Path::new(PATH)).unwrap();
+        let (name, entries) = spec.select(None, Path::new(PATH)).unwrap();
+        assert_eq!(
+            resolve(Path::new(PATH), name, entries, &node).unwrap().gpus.len(),
+            1
+        );
     }
 
     #[test]

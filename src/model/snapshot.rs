@@ -43,6 +43,8 @@ pub struct GpuSnapshot {
     pub uuid: String,
     pub name: String,
     pub pci_bus_id: String,
+    /// `pciDeviceId` (`0x233010DE`): what mig-parted's `device-filter` selects by.
+    pub pci_device_id: u32,
     pub memory_total_bytes: u64,
     pub mig_current: bool,
     pub mig_pending: bool,
@@ -50,7 +52,8 @@ pub struct GpuSnapshot {
     pub compute_slices_used: u32,
     pub memory_slices_capacity: u32,
     pub memory_slices_used: u32,
-    /// Every GPU-instance profile with how many more could be created now.
+    /// Every GPU-instance profile the driver offers, with how many more could
+    /// be created now: the rules the desired config is judged by.
     pub profiles: Vec<ProfileCapacity>,
     pub gpu_instances: Vec<GpuInstanceSnapshot>,
     pub health: DeviceHealth,
@@ -215,6 +218,9 @@ pub struct ProfileCapacity {
     pub sm_count: u32,
     pub max_instances: u32,
     pub remaining_instances: u32,
+    /// Memory slots where an instance may start, free or not
+    /// (`nvmlDeviceGetGpuInstancePossiblePlacements_v2`); each spans `memory_slices`.
+    pub placement_starts: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]

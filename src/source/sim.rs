@@ -39,7 +39,11 @@ pub fn reading_from_world(world: &World) -> NodeReading {
         boot_id: Some(world.boot_id.clone()),
         driver_version: Some(world.driver_version.clone()),
         nvml_version: Some(mig_model::driver::nvml_version(&world.driver_version)),
-        gpus: world.gpus.iter().map(gpu_snapshot).collect(),
+        gpus: world
+            .gpus
+            .iter()
+            .map(|gpu| gpu_snapshot(gpu, &world.driver_version))
+            .collect(),
     }
 }
 
@@ -93,13 +97,12 @@ fn device_health(gpu: &Gpu) -> DeviceHealth {
     }
 }
 
-fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
+fn gpu_snapshot(gpu: &Gpu, driver_version: &str) -> GpuSnapshot {
     let spec = gpu.spec();
     let placer = gpu.placer();
     let occupancy = placer.occupancy();
     let profiles = spec
-        .profiles
-        .iter()
+        .profiles_offered(driver_version)
         .map(|p| ProfileCapacity {
             id: p.id,
             name: p.name.to_string(),
@@ -109,6 +112,7 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
             sm_count: p.sm_count,
             max_instances: p.max_instances,
             remaining_instances: placer.remaining_capacity(p),
+            placement_starts: p.placement_starts.to_vec(),
         })
         .collect();
     let gpu_instances = gpu
@@ -164,6 +168,7 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
         uuid: gpu.uuid.clone(),
         name: spec.name.to_string(),
         pci_bus_id: gpu.pci_bus_id.clone(),
+        pci_device_id: spec.pci_device_id,
         memory_total_bytes: spec.memory_mib * MIB,
         mig_current: gpu.mig.current,
         mig_pending: gpu.mig.pending,

@@ -184,17 +184,26 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(
     })
 }
 
+/// `NVML_GPU_INSTANCE_PROFILE_COUNT` of NVIDIA's current `nvml.h` (NVIDIA/go-nvml
+/// `gen/nvml/nvml.h`: 0x12), one more than the bindings' 17: a driver that
+/// knows more profiles than our bindings answers for the index past theirs.
+pub(crate) const GPU_INSTANCE_PROFILE_COUNT: c_uint = 0x12;
+/// `NVML_COMPUTE_INSTANCE_PROFILE_COUNT` of the same header (0x9; the bindings have 8).
+pub(crate) const COMPUTE_INSTANCE_PROFILE_COUNT: c_uint = 0x9;
+
 /// The profile selected by an `NVML_GPU_INSTANCE_PROFILE_*` index:
 /// `NVML_ERROR_NOT_SUPPORTED` for an index the product lacks (the fixture's
-/// H100 answered so for 5, 6, 8 and 10–15), `NVML_ERROR_INVALID_ARGUMENT`
-/// past `NVML_GPU_INSTANCE_PROFILE_COUNT`.
-fn profile_by_index(gpu: &Gpu, index: c_uint) -> Res<&'static GiProfile> {
-    if index >= NVML_GPU_INSTANCE_PROFILE_COUNT {
+/// H100 answered so for 5, 6, 8 and 10–15) or the World's driver does not
+/// offer yet (NVIDIA's MIG user guide lists profiles that exist only from a
+/// driver branch on; nvml.h: NOT_SUPPORTED "if ... profile isn't supported"),
+/// `NVML_ERROR_INVALID_ARGUMENT` past `NVML_GPU_INSTANCE_PROFILE_COUNT`
+/// (nvml.h: INVALID_ARGUMENT "if device, profile or info are invalid").
+fn profile_by_index<'w>(world: &World, gpu: &'w Gpu, index: c_uint) -> Res<&'w GiProfile> {
+    if index >= GPU_INSTANCE_PROFILE_COUNT {
         return Err(INVALID_ARGUMENT);
     }
     gpu.spec()
-        .profiles
-        .iter()
+        .profiles_offered(&world.driver_version)
         .find(|p| p.nvml_index == index)
         .ok_or(NOT_SUPPORTED)
 }
@@ -229,9 +238,9 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceProfileInfo(
     profile: c_uint,
     info: *mut nvmlGpuInstanceProfileInfo_t,
 ) -> nvmlReturn_t {
-    with_gpu("nvmlDeviceGetGpuInstanceProfileInfo", device, |_, gpu| {
+    with_gpu("nvmlDeviceGetGpuInstanceProfileInfo", device, |w, gpu| {
         nonnull(info)?;
-        let p = profile_by_index(gpu, profile)?;
+        let p = profile_by_index(w, gpu, profile)?;
         unsafe { out(info, gi_profile_info(p)) }
     })
 }
@@ -248,14 +257,14 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceProfileInfoV(
     profile: c_uint,
     info: *mut nvmlGpuInstanceProfileInfo_v2_t,
 ) -> nvmlReturn_t {
-    with_gpu("nvmlDeviceGetGpuInstanceProfileInfoV", device, |_, gpu| {
+    with_gpu("nvmlDeviceGetGpuInstanceProfileInfoV", device, |w, gpu| {
         nonnull(info)?;
         // SAFETY: non-null; every version starts with the version word.
         let version = unsafe { (*info).version };
         if version != GPU_INSTANCE_PROFILE_INFO_V2 && version != GPU_INSTANCE_PROFILE_INFO_V3 {
             return Err(VERSION_MISMATCH);
         }
-        let p = profile_by_index(gpu, profile)?;
+        let p = profile_by_index(w, gpu, profile)?;
         let v1 = gi_profile_info(p);
         let name = chars(&p.nvml_name());
         if version == GPU_INSTANCE_PROFILE_INFO_V2 {
@@ -300,8 +309,17 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceProfileInfoV(
     })
 }
 
-fn gi_profile_by_id(gpu: &Gpu, profile_id: c_uint, unknown: nvmlReturn_t) -> Res<&'static GiProfile> {
-    gpu.product.profile_by_id(profile_id).ok_or(unknown)
+/// A profile by id, answered as unknown when the World's driver does not offer it.
+fn gi_profile_by_id<'w>(
+    world: &World,
+    gpu: &'w Gpu,
+    profile_id: c_uint,
+    unknown: nvmlReturn_t,
+) -> Res<&'w GiProfile> {
+    gpu.spec()
+        .profiles_offered(&world.driver_version)
+        .find(|p| p.id == profile_id)
+        .ok_or(unknown)
 }
 
 /// Every placement of the profile, free or not, MIG enabled or not (as
@@ -321,9 +339,9 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstancePossiblePlacements_v2(
     with_gpu(
         "nvmlDeviceGetGpuInstancePossiblePlacements_v2",
         device,
-        |_, gpu| {
+        |w, gpu| {
             nonnull(count)?;
-            let p = gi_profile_by_id(gpu, profile_id, NOT_SUPPORTED)?;
+            let p = gi_profile_by_id(w, gpu, profile_id, NOT_SUPPORTED)?;
             if !placements.is_null() {
                 for (i, &start) in p.placement_starts.iter().enumerate() {
                     let placement = nvmlGpuInstancePlacement_t {
@@ -350,9 +368,9 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceRemainingCapacity(
     profile_id: c_uint,
     count: *mut c_uint,
 ) -> nvmlReturn_t {
-    with_gpu("nvmlDeviceGetGpuInstanceRemainingCapacity", device, |_, gpu| {
+    with_gpu("nvmlDeviceGetGpuInstanceRemainingCapacity", device, |w, gpu| {
         nonnull(count)?;
-        let p = gi_profile_by_id(gpu, profile_id, NOT_SUPPORTED)?;
+        let p = gi_profile_by_id(w, gpu, profile_id, NOT_SUPPORTED)?;
         unsafe { out(count, gpu.placer().remaining_capacity(p)) }
     })
 }
@@ -370,11 +388,11 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstances(
     gpu_instances: *mut nvmlGpuInstance_t,
     count: *mut c_uint,
 ) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetGpuInstances", device, |st, _, dev| {
+    with_device("nvmlDeviceGetGpuInstances", device, |st, w, dev| {
         let Dev::Gpu(gpu) = dev else {
             return Err(NOT_SUPPORTED);
         };
-        let p = gi_profile_by_id(gpu, profile_id, INVALID_ARGUMENT)?;
+        let p = gi_profile_by_id(w, gpu, profile_id, INVALID_ARGUMENT)?;
         nonnull(gpu_instances)?;
         nonnull(count)?;
         let mut gis: Vec<&GpuInstance> = if gpu.mig.current {
@@ -471,7 +489,7 @@ fn ci_profiles_of(gpu: &Gpu, gi: &GpuInstance) -> Res<(&'static GiProfile, Vec<C
 /// index, which is also its id): `NVML_ERROR_NOT_SUPPORTED` when the GPU
 /// instance offers none such, `NVML_ERROR_INVALID_ARGUMENT` past the count.
 fn ci_profile(profiles: &[CiProfile], profile: c_uint) -> Res<&CiProfile> {
-    if profile >= NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
+    if profile >= COMPUTE_INSTANCE_PROFILE_COUNT {
         return Err(INVALID_ARGUMENT);
     }
     profiles.iter().find(|p| p.id == profile).ok_or(NOT_SUPPORTED)

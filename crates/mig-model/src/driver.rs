@@ -1,13 +1,18 @@
 //! Facts NVML reports about the driver itself, derived from its version.
 
+/// The branch of a driver version: `580.159.04` → 580 (0 when unreadable).
+pub fn branch(driver_version: &str) -> u32 {
+    driver_version
+        .split('.')
+        .next()
+        .and_then(|major| major.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The CUDA version a driver branch ships, as `nvmlSystemGetCudaDriverVersion`
 /// encodes it (1000 × major + 10 × minor): 580.x → 13000.
 pub fn cuda_version(driver_version: &str) -> i32 {
-    let branch: u32 = driver_version
-        .split('.')
-        .next()
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(0);
+    let branch = branch(driver_version);
     const TABLE: &[(u32, i32)] = &[
         (590, 13010),
         (580, 13000),
@@ -54,5 +59,6 @@ mod tests {
         assert_eq!(cuda_version("550.54.15"), 12040);
         assert_eq!(nvml_version("535.104.05"), "12.535.104.05");
         assert_eq!(cuda_version("garbage"), 10020);
+        assert_eq!((branch("525.85.12"), branch("garbage")), (525, 0));
     }
 }

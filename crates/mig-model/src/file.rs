@@ -145,6 +145,18 @@ impl World {
                         format!("{} has no GPU instance profile id {}", gpu.product, gi.profile_id),
                     )
                 })?;
+                if !spec.offers(profile.id, &self.driver_version) {
+                    return Err(at(
+                        &[Step::value("profile_id")],
+                        format!(
+                            "driver {} does not offer {} (profile {}); drivers offer it from R{}",
+                            self.driver_version,
+                            profile.name,
+                            profile.id,
+                            spec.first_driver_branch(profile.id)
+                        ),
+                    ));
+                }
                 Placer::new(spec, existing.iter().copied())
                     .check(profile, gi.placement)
                     .map_err(|r| {

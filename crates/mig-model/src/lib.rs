@@ -5,6 +5,8 @@
 //! * [`profile`]: profile names with their suffix semantics, compute-instance profiles.
 //! * [`placement`]: the placement engine (what fits, where the driver puts it,
 //!   remaining capacity).
+//! * [`table`]: product tables a World file carries inline, for GPUs with no
+//!   compiled-in table.
 //! * [`world`]: a serializable node whose lifecycle follows the driver, and
 //!   [`file`]: validated, atomically written World files.
 //! * [`locate`]: the line and column of a problem found after parsing.
@@ -18,12 +20,14 @@ pub mod placement;
 pub mod product;
 pub mod products;
 pub mod profile;
+pub mod table;
 pub mod world;
 
 pub use file::{WorldCache, WorldFileError};
 pub use placement::{Placement, Placer};
 pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
 pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
+pub use table::ProductTable;
 pub use world::{
     CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange,
     RemappedRows, Telemetry, World,

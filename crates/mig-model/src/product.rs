@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::products;
 use crate::profile::{ci_profiles, CiProfile, GiProfile, ProfileName};
+use crate::table::ProductTable;
 
 /// GPU architecture, which decides what survives a reboot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,29 +42,30 @@ impl fmt::Display for Architecture {
     }
 }
 
-/// The MIG-capable products this model knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A MIG-capable product: one of the tables compiled in (the named variants),
+/// or a table a World file carries inline for a GPU the project has none for.
+///
+/// Two products are equal when they are the same table: compiled-in tables
+/// are statics and inline ones are interned ([`ProductTable::intern`]), so
+/// comparing table addresses compares contents.
+#[derive(Debug, Clone, Copy)]
 pub enum Product {
-    #[serde(rename = "a30-24gb")]
     A30_24GB,
-    #[serde(rename = "a100-sxm4-40gb")]
     A100Sxm4_40GB,
-    #[serde(rename = "a100-80gb")]
     A100_80GB,
-    #[serde(rename = "h100-80gb")]
     H100_80GB,
-    #[serde(rename = "h200-141gb")]
     H200_141GB,
-    #[serde(rename = "b200-180gb")]
     B200_180GB,
-    #[serde(rename = "rtx-pro-6000-96gb")]
     RtxPro6000Blackwell96GB,
+    /// A table read from a World file (`"product": { ... }`), not compiled in.
+    Inline(&'static ProductSpec),
 }
 
 /// Static facts of one product.
 #[derive(Debug)]
 pub struct ProductSpec {
-    pub product: Product,
+    /// The command-line and World-file name (`h100-80gb`).
+    pub slug: &'static str,
     /// The name NVML reports (`nvmlDeviceGetName`).
     pub name: &'static str,
     pub architecture: Architecture,
@@ -79,9 +81,50 @@ pub struct ProductSpec {
     pub memory_slots: u32,
     /// GPU-instance profiles in `nvidia-smi mig -lgip` order.
     pub profiles: &'static [GiProfile],
+    /// `(profile id, driver branch)` for profiles a driver offers only from
+    /// that branch on (e.g. the A100's `1g.10gb` from R525); every other
+    /// profile is offered by every MIG-capable driver.
+    pub profiles_since_driver: &'static [(u32, u32)],
+}
+
+impl ProductSpec {
+    pub fn profile_by_id(&self, id: u32) -> Option<&GiProfile> {
+        self.profiles.iter().find(|p| p.id == id)
+    }
+
+    pub fn profile_by_name(&self, name: &ProfileName) -> Option<&GiProfile> {
+        self.profiles.iter().find(|p| p.name == *name)
+    }
+
+    /// The first driver branch that offers profile `id` (0: every branch).
+    pub fn first_driver_branch(&self, id: u32) -> u32 {
+        self.profiles_since_driver
+            .iter()
+            .find(|(profile, _)| *profile == id)
+            .map_or(0, |(_, branch)| *branch)
+    }
+
+    /// Whether a driver of `driver_version` (`580.159.04`) offers profile `id`.
+    pub fn offers(&self, id: u32, driver_version: &str) -> bool {
+        crate::driver::branch(driver_version) >= self.first_driver_branch(id)
+    }
+
+    /// The profiles a driver of `driver_version` offers, in table order.
+    pub fn profiles_offered(&self, driver_version: &str) -> impl Iterator<Item = &GiProfile> + use<'_> {
+        let branch = crate::driver::branch(driver_version);
+        self.profiles
+            .iter()
+            .filter(move |p| branch >= self.first_driver_branch(p.id))
+    }
+
+    /// The table's invariants ([`ProductTable::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        ProductTable::from_spec(self).check()
+    }
 }
 
 impl Product {
+    /// The compiled-in products.
     pub const ALL: [Product; 7] = [
         Product::A30_24GB,
         Product::A100Sxm4_40GB,
@@ -101,28 +144,26 @@ impl Product {
             Product::H200_141GB => &products::h200::SPEC,
             Product::B200_180GB => &products::b200::SPEC,
             Product::RtxPro6000Blackwell96GB => &products::rtx_pro_6000::SPEC,
+            Product::Inline(spec) => spec,
         }
     }
 
     /// The command-line name (`h100-80gb`).
     pub fn slug(self) -> &'static str {
-        match self {
-            Product::A30_24GB => "a30-24gb",
-            Product::A100Sxm4_40GB => "a100-sxm4-40gb",
-            Product::A100_80GB => "a100-80gb",
-            Product::H100_80GB => "h100-80gb",
-            Product::H200_141GB => "h200-141gb",
-            Product::B200_180GB => "b200-180gb",
-            Product::RtxPro6000Blackwell96GB => "rtx-pro-6000-96gb",
-        }
+        self.spec().slug
+    }
+
+    /// The compiled-in product NVML names `name` (`NVIDIA H100 80GB HBM3`).
+    pub fn by_nvml_name(name: &str) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| p.spec().name == name)
     }
 
     pub fn profile_by_id(self, id: u32) -> Option<&'static GiProfile> {
-        self.spec().profiles.iter().find(|p| p.id == id)
+        self.spec().profile_by_id(id)
     }
 
     pub fn profile_by_name(self, name: &ProfileName) -> Option<&'static GiProfile> {
-        self.spec().profiles.iter().find(|p| p.name == *name)
+        self.spec().profile_by_name(name)
     }
 
     /// Resolves what `nvidia-smi mig -cgi` accepts: a profile id or a name.
@@ -142,6 +183,64 @@ impl Product {
     /// Compute-instance profiles available inside a GI of `gi`.
     pub fn ci_profiles(self, gi: &GiProfile) -> Vec<CiProfile> {
         ci_profiles(gi, self.spec().profiles)
+    }
+}
+
+impl PartialEq for Product {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.spec(), other.spec())
+    }
+}
+
+impl Eq for Product {}
+
+impl std::hash::Hash for Product {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.spec(), state)
+    }
+}
+
+impl PartialOrd for Product {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Product {
+    /// By slug, and two inline tables of one slug by address, so the order is total.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |p: &Product| (p.slug(), p.spec() as *const ProductSpec as usize);
+        key(self).cmp(&key(other))
+    }
+}
+
+/// A compiled-in product is written as its slug, an inline one as its table.
+impl Serialize for Product {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Product::Inline(spec) => ProductTable::from_spec(spec).serialize(serializer),
+            known => serializer.serialize_str(known.slug()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Product {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Product;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a product name such as \"h100-80gb\", or an inline product table")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Product, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Product, A::Error> {
+                let table = ProductTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                table.intern().map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -170,8 +269,12 @@ fn known_profiles(product: Product) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown product '{0}' (known: a30-24gb, a100-sxm4-40gb, a100-80gb, h100-80gb, h200-141gb, b200-180gb, rtx-pro-6000-96gb)")]
+#[error("unknown product '{input}' (known: {known}; or an inline product table)", input = .0, known = known_products())]
 pub struct UnknownProduct(pub String);
+
+fn known_products() -> String {
+    Product::ALL.map(Product::slug).join(", ")
+}
 
 impl FromStr for Product {
     type Err = UnknownProduct;
@@ -187,23 +290,14 @@ impl FromStr for Product {
 mod tests {
     use super::*;
 
-    /// Invariants every product table must hold, whatever its source.
     #[test]
-    fn every_table_is_self_consistent() {
+    fn every_compiled_in_table_is_self_consistent() {
         for product in Product::ALL {
             let spec = product.spec();
-            assert_eq!(spec.product, product);
-            assert!(!spec.profiles.is_empty(), "{product} has no profiles");
+            assert_eq!(spec.check(), Ok(()));
             for p in spec.profiles {
-                assert_eq!(p.name.compute_slices, p.compute_slices, "{product} {}", p.name);
-                assert!(p.compute_slices <= spec.compute_slices, "{product} {}", p.name);
-                assert!(!p.placement_starts.is_empty(), "{product} {}", p.name);
+                // The compiled-in tables place every profile at multiples of its size.
                 for s in p.placement_starts {
-                    assert!(
-                        s + p.memory_slices <= spec.memory_slots,
-                        "{product} {} start {s}",
-                        p.name
-                    );
                     assert_eq!(
                         s % p.memory_slices.min(spec.memory_slots),
                         0,
@@ -211,21 +305,11 @@ mod tests {
                         p.name
                     );
                 }
-                assert!(
-                    p.max_instances as usize <= p.placement_starts.len(),
-                    "{product} {}",
-                    p.name
-                );
-                assert!(p.memory_mib <= spec.memory_mib, "{product} {}", p.name);
-                assert!(p.sm_count <= spec.sm_count, "{product} {}", p.name);
                 assert_eq!(product.resolve_profile(&p.id.to_string()).unwrap().id, p.id);
                 assert_eq!(product.resolve_profile(&p.name.to_string()).unwrap().id, p.id);
             }
-            let mut ids: Vec<_> = spec.profiles.iter().map(|p| p.id).collect();
-            ids.sort();
-            ids.dedup();
-            assert_eq!(ids.len(), spec.profiles.len(), "{product} has duplicate ids");
             assert_eq!(product.slug().parse::<Product>().unwrap(), product);
+            assert_eq!(Product::by_nvml_name(spec.name), Some(product));
         }
     }
 

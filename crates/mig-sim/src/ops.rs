@@ -277,13 +277,22 @@ fn create_gi(world: &mut World, sel: &Selection, profiles: &[String], default_ci
     const FAILED_CI: &str = "Failed to create compute instances";
     let mut out = String::new();
     for i in mutation_targets(world, sel, "create a GPU instance", FAILED_GI)? {
+        let driver_version = world.driver_version.clone();
         let gpu = gpu_mut(world, i)?;
         for token in profiles {
             let unable = || format!("Unable to create a GPU instance on GPU {i:>2} using profile {token}");
             let profile = gpu
                 .product
                 .resolve_profile(token)
-                .map_err(|e| refusal(unable(), FAILED_GI, &MigError::from(e), None))?;
+                .ok()
+                .filter(|p| gpu.spec().offers(p.id, &driver_version))
+                .ok_or_else(|| {
+                    let unknown = mig_model::UnknownProfile {
+                        product: gpu.product,
+                        input: token.clone(),
+                    };
+                    refusal(unable(), FAILED_GI, &MigError::from(unknown), None)
+                })?;
             let gi = gpu
                 .create_gpu_instance(profile.id, None)
                 .map_err(|e| refusal(unable(), FAILED_GI, &e, None))?;
@@ -615,7 +624,9 @@ fn list_gip(world: &World, sel: &Selection) -> Result<String> {
     for &i in &sel.indexes {
         let gpu = gpu_ref(world, i)?;
         let placer = gpu.placer();
-        for p in gpu.spec().profiles {
+        // Only what the World's driver offers (NVIDIA's MIG user guide: some
+        // profiles exist only from a driver branch on).
+        for p in gpu.spec().profiles_offered(&world.driver_version) {
             rows.push(GipRow {
                 gpu: i,
                 name: p.nvml_name(),
@@ -641,7 +652,7 @@ fn list_gipp(world: &World, sel: &Selection) -> Result<String> {
     let mut out = String::new();
     for &i in &sel.indexes {
         let gpu = gpu_ref(world, i)?;
-        for p in gpu.spec().profiles {
+        for p in gpu.spec().profiles_offered(&world.driver_version) {
             out.push_str(&render::gipp_line(i, p.id, p.placement_starts, p.memory_slices));
         }
     }

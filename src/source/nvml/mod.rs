@@ -21,7 +21,6 @@ use nvml_wrapper::enum_wrappers::device::{
 };
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use nvml_wrapper_sys::bindings::{NVML_COMPUTE_INSTANCE_PROFILE_COUNT, NVML_GPU_INSTANCE_PROFILE_COUNT};
 
 use super::gpm::{GpmSampling, SharedGpmSampling};
 use super::{GeometrySource, NodeReading};
@@ -283,16 +282,19 @@ struct GpuIdentity {
     uuid: String,
     name: String,
     pci_bus_id: String,
+    pci_device_id: u32,
     /// `nvmlDeviceGetMaxMigDeviceCount`, read at the first poll with MIG on.
     max_mig_devices: Option<u32>,
 }
 
 impl GpuIdentity {
     fn read(device: &Device) -> anyhow::Result<GpuIdentity> {
+        let pci = device.pci_info().context("nvmlDeviceGetPciInfo")?;
         Ok(GpuIdentity {
             uuid: device.uuid().context("nvmlDeviceGetUUID")?,
             name: device.name().context("nvmlDeviceGetName")?,
-            pci_bus_id: device.pci_info().context("nvmlDeviceGetPciInfo")?.bus_id,
+            pci_bus_id: pci.bus_id,
+            pci_device_id: pci.pci_device_id,
             max_mig_devices: None,
         })
     }
@@ -387,6 +389,7 @@ fn read_gpu(
             sm_count: p.sm_count,
             max_instances: p.max_instances,
             remaining_instances: remaining,
+            placement_starts: p.placement_starts.clone(),
         })
         .collect();
 
@@ -395,6 +398,7 @@ fn read_gpu(
         uuid: identity.uuid.clone(),
         name: identity.name.clone(),
         pci_bus_id: identity.pci_bus_id.clone(),
+        pci_device_id: identity.pci_device_id,
         memory_total_bytes: memory.total,
         mig_current,
         mig_pending,
@@ -432,10 +436,40 @@ struct ProfileRow {
     memory_mib: u64,
     sm_count: u32,
     max_instances: u32,
+    /// Memory slots where an instance may start.
+    placement_starts: Vec<u32>,
     /// The compute-instance profiles a GI of this profile offers, as
     /// `(id, name, instance count)`: fixed like the rest of the row, but
     /// readable only through an existing GI, so filled at the first one seen.
     ci_profiles: OnceLock<Vec<(u32, String, u32)>>,
+}
+
+/// Profile indexes asked at most: far above any `nvml.h` so far (0x12 GPU-
+/// instance and 0x9 compute-instance profiles), so only a library that never
+/// refuses an index is cut short.
+const MAX_PROFILE_INDEXES: u32 = 64;
+
+/// Reads `read(index)` for every profile index from 0 until the driver refuses
+/// the index (`NVML_ERROR_INVALID_ARGUMENT`), whatever count our bindings
+/// were built with: a newer driver's extra profiles are read too. An index
+/// the GPU lacks answers `NOT_SUPPORTED` and is skipped (nvml.h, and the
+/// fixture's H100 for indexes 5, 6, 8 and 10–15).
+fn every_profile_index<T>(
+    mut read: impl FnMut(u32) -> Result<T, NvmlError>,
+) -> Result<Vec<(u32, T)>, NvmlError> {
+    let mut found = Vec::new();
+    for index in 0..MAX_PROFILE_INDEXES {
+        match read(index) {
+            Ok(info) => found.push((index, info)),
+            Err(NvmlError::NotSupported) => {}
+            // A library without the call (older than MIG) has no profiles.
+            Err(NvmlError::InvalidArg | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_)) => {
+                break
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
 }
 
 fn profile_table(
@@ -443,12 +477,9 @@ fn profile_table(
     handle: nvml_wrapper_sys::bindings::nvmlDevice_t,
 ) -> anyhow::Result<Vec<ProfileRow>> {
     let mut rows = Vec::new();
-    for index in 0..NVML_GPU_INSTANCE_PROFILE_COUNT {
-        let Some(info) = optional(raw::gi_profile_info(nvml, handle, index))
-            .with_context(|| format!("nvmlDeviceGetGpuInstanceProfileInfoV({index})"))?
-        else {
-            continue;
-        };
+    let infos = every_profile_index(|index| raw::gi_profile_info(nvml, handle, index))
+        .context("nvmlDeviceGetGpuInstanceProfileInfoV")?;
+    for (_, info) in infos {
         let placements = raw::possible_placements(nvml, handle, info.id)
             .with_context(|| format!("nvmlDeviceGetGpuInstancePossiblePlacements({})", info.id))?;
         // A placement's size is the profile's memory slots; the whole-GPU
@@ -462,6 +493,7 @@ fn profile_table(
             memory_mib: info.memory_size_mb,
             sm_count: info.multiprocessor_count,
             max_instances: info.instance_count,
+            placement_starts: placements.iter().map(|&(start, _)| start).collect(),
             ci_profiles: OnceLock::new(),
         });
     }
@@ -662,12 +694,10 @@ fn read_instances(
         let ci_profiles = match profile.ci_profiles.get() {
             Some(known) => known,
             None => {
-                let mut read = Vec::new();
-                for index in 0..NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
-                    if let Some(p) = optional(raw::ci_profile_info(nvml, gi.handle, index))? {
-                        read.push((p.id, p.name, p.instance_count));
-                    }
-                }
+                let read = every_profile_index(|index| raw::ci_profile_info(nvml, gi.handle, index))?
+                    .into_iter()
+                    .map(|(_, p)| (p.id, p.name, p.instance_count))
+                    .collect();
                 profile.ci_profiles.get_or_init(|| read)
             }
         };

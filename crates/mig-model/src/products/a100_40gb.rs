@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA A100-SXM4-40GB.
@@ -17,7 +17,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 // - sm_count 108: the A100's SM count (the 7g.40gb profile itself has 98).
 // - `nvml_index`: the same constants as for the matching H100 rows (probe).
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::A100Sxm4_40GB,
+    slug: "a100-sxm4-40gb",
     name: "NVIDIA A100-SXM4-40GB",
     architecture: Architecture::Ampere,
     pci_device_id: 0x20B0_10DE,
@@ -111,6 +111,9 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    // NVIDIA's MIG user guide ("Supported MIG Profiles", A100 notes) and
+    // issue 16's review: the 1g.10gb profile exists only from R525 drivers.
+    profiles_since_driver: &[(15, 525)],
 };
 
 #[cfg(test)]

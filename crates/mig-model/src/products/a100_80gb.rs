@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA A100 80GB (reported by NVML as e.g. "NVIDIA A100-SXM4-80GB").
@@ -19,7 +19,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 // - Placements: those of NVIDIA's A100 `-lgipp` example (same chip and counts).
 // - sm_count 108 (the 7g.80gb profile has 98); `nvml_index` as for H100.
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::A100_80GB,
+    slug: "a100-80gb",
     name: "NVIDIA A100-SXM4-80GB",
     architecture: Architecture::Ampere,
     pci_device_id: 0x20B2_10DE,
@@ -113,6 +113,10 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    // As for the A100-40GB's 1g.10gb (NVIDIA's MIG user guide, A100 notes):
+    // its 1g.20gb, the same one-slice-two-memory-slots profile, from R525.
+    // The header comment above: only R525+ postings list a 1g.20gb row.
+    profiles_since_driver: &[(15, 525)],
 };
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA A30 24GB: quarter granularity, 4 SM slices over 4 memory slots.
@@ -16,7 +16,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 //   analogy with the H100 probe, where NVML index 7 is the `+me` profile.
 // - sm_count 56: the SM count of the 4g.24gb (whole-GPU) profile.
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::A30_24GB,
+    slug: "a30-24gb",
     name: "NVIDIA A30",
     architecture: Architecture::Ampere,
     pci_device_id: 0x20B7_10DE,
@@ -86,6 +86,9 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    // NVIDIA's MIG user guide, "Supported MIG Profiles", A30 notes: 1g.6gb+me
+    // only from R470 drivers, 2g.12gb+me only from R525.
+    profiles_since_driver: &[(21, 470), (6, 525)],
 };
 
 #[cfg(test)]

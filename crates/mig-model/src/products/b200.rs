@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA B200 180GB (NVML name "NVIDIA B200").
@@ -28,7 +28,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 //   instance counts).
 // - `nvml_index`: the same constants as for the matching H100 rows (probe).
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::B200_180GB,
+    slug: "b200-180gb",
     name: "NVIDIA B200",
     architecture: Architecture::Blackwell,
     pci_device_id: 0x2901_10DE,
@@ -122,6 +122,7 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    profiles_since_driver: &[],
 };
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// As read off a real H100 80GB HBM3, driver 580.159.04
 /// (`nvidia-smi mig -lgip`/`-lgipp` and `nvmlDeviceGetGpuInstanceProfileInfo`).
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::H100_80GB,
+    slug: "h100-80gb",
     name: "NVIDIA H100 80GB HBM3",
     architecture: Architecture::Hopper,
     pci_device_id: 0x2330_10DE,
@@ -98,6 +98,7 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    profiles_since_driver: &[],
 };
 
 #[cfg(test)]

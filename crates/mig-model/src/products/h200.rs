@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA H200 141GB (SXM, NVML name "NVIDIA H200").
@@ -15,7 +15,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 //   GH100 chip, same instance counts and memory fractions).
 // - `nvml_index`: the same constants as for the matching H100 rows (probe).
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::H200_141GB,
+    slug: "h200-141gb",
     name: "NVIDIA H200",
     architecture: Architecture::Hopper,
     pci_device_id: 0x2335_10DE,
@@ -109,6 +109,7 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    profiles_since_driver: &[],
 };
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use crate::product::{Architecture, Product, ProductSpec};
+use crate::product::{Architecture, ProductSpec};
 use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 
 /// NVIDIA RTX PRO 6000 Blackwell 96GB (Server Edition, PCI id 0x2BB510DE).
@@ -24,7 +24,7 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 // - `nvml_index`: from the NVML_GPU_INSTANCE_PROFILE_* names in nvml.h (GFX,
 //   NO_ME, ALL_ME); `+me` as 1_SLICE_REV1 (7), as on the H100 probe.
 pub static SPEC: ProductSpec = ProductSpec {
-    product: Product::RtxPro6000Blackwell96GB,
+    slug: "rtx-pro-6000-96gb",
     name: "NVIDIA RTX PRO 6000 Blackwell Server Edition",
     architecture: Architecture::Blackwell,
     pci_device_id: 0x2BB5_10DE,
@@ -166,6 +166,7 @@ pub static SPEC: ProductSpec = ProductSpec {
             placement_starts: &[0],
         },
     ],
+    profiles_since_driver: &[],
 };
 
 #[cfg(test)]
