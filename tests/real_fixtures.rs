@@ -4,7 +4,10 @@
 //! `mig-exporter geometry --output json --nvml`, must show what the node's
 //! `nvidia-smi` printed: MIG mode, each profile's free and total instances
 //! (`-lgip`), placements (`-lgipp`), GPU and compute instances (`-lgi`,
-//! `-lci`) and MIG device UUIDs (`-L`).
+//! `-lci`) and MIG device UUIDs (`-L`). The World names a product table
+//! built from the recording, not mig-model's compiled-in one, so the
+//! recording is the only truth; a separate test holds the compiled-in tables
+//! to the recordings of their GPUs.
 
 mod common;
 #[path = "real_fixtures/recording.rs"]
@@ -13,6 +16,7 @@ mod recording;
 use std::path::{Path, PathBuf};
 
 use common::{built, EXPORTER};
+use mig_model::ProductTable;
 use recording::{replay, Recording};
 
 fn recordings() -> Vec<PathBuf> {
@@ -177,8 +181,11 @@ fn the_h100_recording_reads_as_printed() {
 }
 
 /// A recording the exporter does not reproduce fails the replay, naming the
-/// profile and field: here the H100's recording with one `-lgip` count and
-/// one `-lgipp` placement size changed, as if the GPU had printed them.
+/// profile and field: here the H100's recording with two `-lgip` free counts
+/// changed, as if the GPU had printed them. What the World is built from
+/// (the profile rows, placements, instances) flows through to the exporter;
+/// what the driver works out (remaining capacity, slices in use, the order
+/// of `-lgip`) is what a replay can find wrong.
 #[test]
 fn a_recording_the_exporter_disagrees_with_fails_naming_the_difference() {
     let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real/h100-80gb-hbm3");
@@ -195,8 +202,8 @@ fn a_recording_the_exporter_disagrees_with_fails_naming_the_difference() {
             "MIG 1g.20gb         15     3/4 ",
         )
         .replace(
-            "Profile ID  9 Placements: {0,4}:4",
-            "Profile ID  9 Placements: {0,4}:2",
+            "MIG 7g.80gb          0     1/1 ",
+            "MIG 7g.80gb          0     0/1 ",
         );
     assert_ne!(changed, text, "the lines to change are in probe.txt");
     std::fs::write(&probe, changed).unwrap();
@@ -204,12 +211,50 @@ fn a_recording_the_exporter_disagrees_with_fails_naming_the_difference() {
     let error = replay(copy.path(), Path::new(EXPORTER), &built("libfake_nvml.so"))
         .expect_err("a changed recording must not replay");
     let message = format!("{error:#}");
-    assert!(
-        message.contains("GPU 0 profile (-lgip, -lgipp) 15 remaining_instances: exporter 4, recorded 3"),
-        "{message}"
-    );
-    assert!(
-        message.contains("GPU 0 profile (-lgip, -lgipp) 9 memory_slices: exporter 4, recorded 2"),
-        "{message}"
-    );
+    for line in [
+        "GPU 0 profile (-lgip, -lgipp) 15 remaining_instances: exporter 4, recorded 3",
+        "GPU 0 profile (-lgip, -lgipp) 0 remaining_instances: exporter 1, recorded 0",
+    ] {
+        assert!(message.contains(line), "{message}");
+    }
+}
+
+/// Where mig-model has a compiled-in table for a recorded GPU, the table is
+/// the one the GPU printed: every profile row (id, NVML index, name, slices,
+/// SMs, memory, instance count, engines, placements) and the GPU's slices,
+/// slots, memory, PCI id and architecture. The whole-GPU SM count is left
+/// out: no recording holds it (see `Recording::inline_product`).
+#[test]
+fn compiled_in_tables_match_the_gpus_recorded() {
+    let mut compared = 0;
+    for dir in recordings() {
+        let r = Recording::load(&dir).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        for gpu in &r.gpus {
+            let Some(known) = r.known_product(gpu) else {
+                continue;
+            };
+            let normalize = |mut table: ProductTable| {
+                table.slug.clear();
+                table.sm_count = 0;
+                // Recorded on one driver, which offered every profile it listed.
+                for p in &mut table.profiles {
+                    p.since_driver = None;
+                }
+                table.profiles.sort_by_key(|p| p.id);
+                table
+            };
+            let recorded: ProductTable =
+                serde_json::from_value(r.inline_product(gpu).unwrap_or_else(|e| panic!("{e:#}")))
+                    .unwrap_or_else(|e| panic!("{}: the inline table does not read: {e}", dir.display()));
+            assert_eq!(
+                normalize(ProductTable::from_spec(known.spec())),
+                normalize(recorded),
+                "{} GPU {}: mig-model's {known} table differs from what the GPU printed",
+                dir.display(),
+                gpu.index
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "no recording of a GPU with a compiled-in table");
 }

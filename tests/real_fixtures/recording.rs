@@ -280,7 +280,7 @@ impl Recording {
             }
             gpus.push(serde_json::json!({
                 "index": recorded.index,
-                "product": self.product(recorded)?,
+                "product": self.inline_product(recorded)?,
                 "uuid": recorded.uuid,
                 "pci_bus_id": recorded.pci_bus_id,
                 "mig": {"current": recorded.mig_current, "pending": recorded.mig_pending},
@@ -302,34 +302,20 @@ impl Recording {
         Ok(world)
     }
 
-    /// The product a World names for a recorded GPU: mig-model's known
-    /// product of the recorded name and PCI device id, by its slug.
-    ///
-    /// When mig-model takes inline product tables, this becomes
-    /// `self.inline_product(gpu)`, the table built from the recording alone,
-    /// so a GPU the project has no table for replays too.
-    fn product(&self, gpu: &RecordedGpu) -> Result<Value> {
-        Product::ALL
-            .into_iter()
-            .find(|p| {
-                let spec = p.spec();
-                spec.name == gpu.name && gpu.pci_device_id.is_none_or(|id| id == spec.pci_device_id)
-            })
-            .map(|p| Value::from(p.slug()))
-            .ok_or_else(|| {
-                anyhow!(
-                    "GPU {} '{}' (PCI device id {:?}) is no product mig-model knows",
-                    gpu.index,
-                    gpu.name,
-                    gpu.pci_device_id
-                )
-            })
+    /// mig-model's compiled-in product of a recorded GPU, by its recorded
+    /// name and PCI device id, when there is one.
+    pub fn known_product(&self, gpu: &RecordedGpu) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| {
+            let spec = p.spec();
+            spec.name == gpu.name && gpu.pci_device_id.is_none_or(|id| id == spec.pci_device_id)
+        })
     }
 
     /// The GPU's product as mig-model's inline product table, built from the
     /// recording alone: `-q` (or NVML) for the GPU, `-lgip` and `-lgipp` for
-    /// the profiles, NVML for each profile's index and exact memory. It is
-    /// what a World names when mig-model has no table for the GPU.
+    /// the profiles, NVML for each profile's index and exact memory. The
+    /// replayed World names it rather than a compiled-in table, so what the
+    /// GPU printed is the truth and GPUs without a table replay too.
     pub fn inline_product(&self, gpu: &RecordedGpu) -> Result<Value> {
         let profiles: Vec<&RecordedProfile> = self.profiles_of(gpu.index).collect();
         ensure!(!profiles.is_empty(), "GPU {}: no -lgip profiles", gpu.index);
@@ -431,6 +417,9 @@ impl Recording {
             at(&mut diff, "pci_bus_id", recorded.pci_bus_id.clone().into());
             at(&mut diff, "mig_current", recorded.mig_current.into());
             at(&mut diff, "mig_pending", recorded.mig_pending.into());
+            if let Some(id) = recorded.pci_device_id {
+                at(&mut diff, "pci_device_id", id.into());
+            }
             if let Some(mib) = recorded.memory_mib {
                 at(&mut diff, "memory_total_bytes", (mib * MIB).into());
             }
@@ -458,6 +447,7 @@ impl Recording {
                         "name": p.name,
                         "compute_slices": p.compute_slices()?,
                         "memory_slices": p.placement_size,
+                        "placement_starts": p.placement_starts,
                         "memory_gib": p.memory_gib,
                         "sm_count": p.sm_count,
                         "max_instances": p.total,
