@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::detect::canonical_profile;
-use crate::model::{DriftReason, GpuSnapshot};
+use crate::model::{ComputeInstanceSnapshot, DriftReason, GpuInstanceSnapshot, GpuSnapshot};
 use crate::source::kubelet::{Advertised, Strategy, GPU_RESOURCE, MIG_RESOURCE_PREFIX};
 
 use super::detect::Detected;
@@ -40,7 +40,7 @@ pub fn advertised_mismatch(gpus: &[GpuSnapshot], advertised: &Advertised) -> BTr
         }
         for gi in &gpu.gpu_instances {
             for ci in &gi.compute_instances {
-                let profile = canonical_profile(&ci.profile);
+                let profile = device_profile(gi, ci);
                 let resource = match strategy {
                     Strategy::Single => GPU_RESOURCE.to_string(),
                     Strategy::Mixed => format!("{MIG_RESOURCE_PREFIX}{profile}"),
@@ -144,6 +144,18 @@ fn describe(counts: &BTreeMap<String, u32>) -> String {
         .join(", ")
 }
 
+/// The profile a MIG device is advertised as: its GPU instance's when its
+/// compute instance spans the GPU instance (the driver names the CI of a
+/// `1g.10gb+me` GI `1g.10gb`, but the device is a `1g.10gb+me` device), its
+/// compute instance's (`1c.3g.40gb`) otherwise.
+fn device_profile(gi: &GpuInstanceSnapshot, ci: &ComputeInstanceSnapshot) -> String {
+    if ci.placement_size == gi.compute_slices {
+        canonical_profile(&gi.profile)
+    } else {
+        canonical_profile(&ci.profile)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,8 +177,8 @@ mod tests {
     fn mig_ids(gpu: &GpuSnapshot) -> Vec<(String, String)> {
         gpu.gpu_instances
             .iter()
-            .flat_map(|gi| gi.compute_instances.iter())
-            .map(|ci| (ci.mig_uuid.clone(), canonical_profile(&ci.profile)))
+            .flat_map(|gi| gi.compute_instances.iter().map(move |ci| (gi, ci)))
+            .map(|(gi, ci)| (ci.mig_uuid.clone(), device_profile(gi, ci)))
             .collect()
     }
 

@@ -237,12 +237,18 @@ pub struct CiProfile {
 }
 
 impl CiProfile {
-    /// `1c.3g.40gb` for a partial CI; the GI's own name when the CI spans it.
+    /// `1c.3g.40gb` for a partial CI; the GI's own name when the CI spans it,
+    /// less a media-engine suffix: the CI of a `1g.10gb+me` GI is a
+    /// `1g.10gb`, as a user's published `nvidia-smi mig -cgi 20 -C` on an
+    /// H100 printed ("created compute instance ... using profile MIG 1g.10gb
+    /// (ID 0)" in GPU instance 13, a `1g.10gb+me`). unverified: the same for
+    /// `-me` and `+me.all` (Blackwell), by analogy; `+gfx` is kept.
     pub fn name(&self, gi: &GiProfile) -> String {
+        let base = gi.name.with_media(MediaEngines::Proportional);
         if self.compute_slices == gi.compute_slices {
-            gi.name.to_string()
+            base.to_string()
         } else {
-            format!("{}c.{}", self.compute_slices, gi.name)
+            format!("{}c.{}", self.compute_slices, base)
         }
     }
 
@@ -256,6 +262,10 @@ impl CiProfile {
 ///
 /// A CI of `c` slices starts at offsets aligned to the next power of two of `c`
 /// (a `3c` in a `7g` GI may start at 0 or 4, as a `3g` GI does in the GPU).
+/// A `4g` GI offers no `3c`: NVIDIA's MIG user guide ("Getting Started with
+/// MIG") shows `nvidia-smi mig -lcip` on an A100's `4g.20gb` GI listing
+/// `1c.4g.20gb` (4/4), `2c.4g.20gb` (2/2) and `4g.20gb` (1/1) only.
+/// unverified: the same on Hopper and Blackwell `4g` GIs.
 /// A partial CI gets the SMs of the product's plain `c`-slice GI profile (a
 /// `1c.7g.80gb` has the 16 SMs of a `1g.10gb`, not 132/7), capped by the parent.
 pub fn ci_profiles(gi: &GiProfile, table: &[GiProfile]) -> Vec<CiProfile> {
@@ -273,7 +283,7 @@ pub fn ci_profiles(gi: &GiProfile, table: &[GiProfile]) -> Vec<CiProfile> {
     };
     let mut out = Vec::new();
     for c in [1u32, 2, 3, 4, 7] {
-        if c > g {
+        if c > g || (c == 3 && g == 4) {
             continue;
         }
         let Some(id) = compute_instance_profile_id(c) else {
@@ -352,6 +362,35 @@ mod tests {
             let e = s.parse::<ProfileName>().unwrap_err();
             assert_eq!(e.input, s);
         }
+    }
+
+    #[test]
+    fn a_4g_gi_offers_the_compute_profiles_nvidia_smi_lists() {
+        // NVIDIA's MIG user guide, `nvidia-smi mig -lcip` on an A100-40GB 4g.20gb GI.
+        let a100 = crate::Product::A100Sxm4_40GB;
+        let gi = a100.resolve_profile("4g.20gb").unwrap();
+        let rows: Vec<_> = a100
+            .ci_profiles(gi)
+            .iter()
+            .map(|c| (c.nvml_name(gi), c.id, c.max_instances, c.sm_count))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("MIG 1c.4g.20gb".to_string(), 0, 4, 14),
+                ("MIG 2c.4g.20gb".to_string(), 1, 2, 28),
+                ("MIG 4g.20gb".to_string(), 3, 1, 56),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_compute_instance_of_a_media_extended_gi_has_the_base_name() {
+        let h100 = crate::Product::H100_80GB;
+        let gi = h100.resolve_profile("1g.10gb+me").unwrap();
+        let cis = h100.ci_profiles(gi);
+        assert_eq!(cis.len(), 1);
+        assert_eq!((cis[0].nvml_name(gi), cis[0].id), ("MIG 1g.10gb".to_string(), 0));
     }
 
     #[test]
