@@ -132,12 +132,43 @@ mod tests {
     #[test]
     fn gb200_table_is_pinned() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.23gb", "MIG 1g.23gb+me", "MIG 1g.47gb", "MIG 2g.47gb", "MIG 3g.93gb", "MIG 4g.93gb", "MIG 7g.186gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.23gb",
+                "MIG 1g.23gb+me",
+                "MIG 1g.47gb",
+                "MIG 2g.47gb",
+                "MIG 3g.93gb",
+                "MIG 4g.93gb",
+                "MIG 7g.186gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 18, 22528, 7, (2, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 18, 22528, 1, (2, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    18,
+                    22528,
+                    7,
+                    (2, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    18,
+                    22528,
+                    1,
+                    (2, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 32, 46592, 4, (2, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 38, 46592, 3, (4, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 70, 93440, 2, (6, 3, 0, 3, 0), vec![0, 4]),

@@ -125,12 +125,43 @@ mod tests {
     #[test]
     fn gh200_144gb_table_is_pinned() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.18gb", "MIG 1g.18gb+me", "MIG 1g.36gb", "MIG 2g.36gb", "MIG 3g.72gb", "MIG 4g.72gb", "MIG 7g.144gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.18gb",
+                "MIG 1g.18gb+me",
+                "MIG 1g.36gb",
+                "MIG 2g.36gb",
+                "MIG 3g.72gb",
+                "MIG 4g.72gb",
+                "MIG 7g.144gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 16, 17920, 7, (1, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 16, 17920, 1, (1, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    16,
+                    17920,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    16,
+                    17920,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 26, 36096, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 32, 36096, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 60, 72448, 2, (3, 3, 0, 3, 0), vec![0, 4]),

@@ -121,12 +121,43 @@ mod tests {
     #[test]
     fn gh200_96gb_table_is_the_real_one() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.12gb", "MIG 1g.12gb+me", "MIG 1g.24gb", "MIG 2g.24gb", "MIG 3g.48gb", "MIG 4g.48gb", "MIG 7g.96gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.12gb",
+                "MIG 1g.12gb+me",
+                "MIG 1g.24gb",
+                "MIG 2g.24gb",
+                "MIG 3g.48gb",
+                "MIG 4g.48gb",
+                "MIG 7g.96gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 16, 11264, 7, (1, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 16, 11264, 1, (1, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    16,
+                    11264,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    16,
+                    11264,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 26, 23552, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 32, 23552, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 60, 47616, 2, (3, 3, 0, 3, 0), vec![0, 4]),

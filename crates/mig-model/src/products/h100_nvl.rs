@@ -7,10 +7,11 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 // MIG-device table): profile ids, instance counts, SMs, DEC/ENC/CE/JPEG/OFA,
 // the GiB column (10.75 / 21.62 / 46.38 / 93.12), the placements, the 95830
 // MiB total, and 11008 / 22144 / 47488 MiB for a 1g.12gb / 1g.24gb / 3g.47gb
-// MIG device (the same numbers GPU feature discovery labels
-// `nvidia.com/mig-*.memory` on an H100 NVL). The same `-lgip` is in
-// NVIDIA/gpu-operator PR #900 and NVIDIA/mig-parted PR #101; a vGPU host
-// driver prints 0.12 to 0.5 GiB less in every row. Name and PCI id 0x232110DE:
+// MIG device (GPU feature discovery labels `nvidia.com/mig-*.memory` of
+// another H100 NVL give the same 11008 and 22144). The same rows are in the
+// `-lgip` NVIDIA posted in NVIDIA/gpu-operator PR #900 and NVIDIA/mig-parted
+// PR #101; a posting from a MIG-backed vGPU host prints 0.12 to 0.5 GiB less
+// in every row (the column drifts between drivers). Name and PCI id 0x232110DE:
 // the NVIDIA Linux driver README's supported-GPU table ("NVIDIA H100 NVL",
 // 2321), also mig-parted's H100 NVL device filter.
 //
@@ -123,12 +124,43 @@ mod tests {
     #[test]
     fn h100_nvl_table_is_the_real_one() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.12gb", "MIG 1g.12gb+me", "MIG 1g.24gb", "MIG 2g.24gb", "MIG 3g.47gb", "MIG 4g.47gb", "MIG 7g.94gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.12gb",
+                "MIG 1g.12gb+me",
+                "MIG 1g.24gb",
+                "MIG 2g.24gb",
+                "MIG 3g.47gb",
+                "MIG 4g.47gb",
+                "MIG 7g.94gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 16, 11008, 7, (1, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 16, 11008, 1, (1, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    16,
+                    11008,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    16,
+                    11008,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 26, 22144, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 32, 22144, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 60, 47488, 2, (3, 3, 0, 3, 0), vec![0, 4]),

@@ -122,12 +122,43 @@ mod tests {
     #[test]
     fn h100_pcie_table_is_the_real_one() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.10gb", "MIG 1g.10gb+me", "MIG 1g.20gb", "MIG 2g.20gb", "MIG 3g.40gb", "MIG 4g.40gb", "MIG 7g.80gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.10gb",
+                "MIG 1g.10gb+me",
+                "MIG 1g.20gb",
+                "MIG 2g.20gb",
+                "MIG 3g.40gb",
+                "MIG 4g.40gb",
+                "MIG 7g.80gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 14, 9984, 7, (1, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 14, 9984, 1, (1, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    14,
+                    9984,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    14,
+                    9984,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 14, 20096, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 30, 20096, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 46, 40448, 2, (3, 3, 0, 3, 0), vec![0, 4]),

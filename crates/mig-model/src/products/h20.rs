@@ -6,9 +6,11 @@ use crate::profile::{Engines, GiProfile, MediaEngines, ProfileName};
 // 3g.48gb MIG devices (a published GPU Operator MIG walkthrough):
 // `nvidia.com/mig-*.memory` 12032 / 24192 / 48512 MiB, `.multiprocessors`
 // 8 / 8 / 32, and `.engines.*` (copy, decoder, encoder, jpeg, ofa) 1,1,0,1,0 /
-// 1,1,0,1,0 / 3,3,0,3,0. Profile names and instance counts: the MIG user
-// guide's 96GB Hopper table and mig-parted's default config, whose "H100-96GB,
-// PG506-96GB, GH200, H20" device filter lists 0x232910DE. Name, PCI id
+// 1,1,0,1,0 / 3,3,0,3,0. Profile names and instance counts: mig-parted's
+// default config, whose all-balanced section puts 0x232910DE in one device
+// filter with the 96GB GH100 parts ("H100-96GB, PG506-96GB, GH200, H20") and
+// whose all-1g.12gb ... all-7g.96gb sections give that table's counts
+// (7 / 1 / 4 / 3 / 2 / 1 / 1). Name, PCI id
 // (the NVIDIA Linux driver README's supported-GPU table: "NVIDIA H20", 2329)
 // and the 97871 MiB total: real `nvidia-smi`; 78 SMs: NVIDIA's H20 spec, as
 // users report it.
@@ -129,12 +131,43 @@ mod tests {
     #[test]
     fn h20_table_is_pinned() {
         let names: Vec<String> = SPEC.profiles.iter().map(|p| p.nvml_name()).collect();
-        assert_eq!(names, ["MIG 1g.12gb", "MIG 1g.12gb+me", "MIG 1g.24gb", "MIG 2g.24gb", "MIG 3g.48gb", "MIG 4g.48gb", "MIG 7g.96gb"]);
+        assert_eq!(
+            names,
+            [
+                "MIG 1g.12gb",
+                "MIG 1g.12gb+me",
+                "MIG 1g.24gb",
+                "MIG 2g.24gb",
+                "MIG 3g.48gb",
+                "MIG 4g.48gb",
+                "MIG 7g.96gb"
+            ]
+        );
         assert_eq!(
             super::super::pinned_rows(&SPEC),
             vec![
-                (19, 0, 1, 1, 8, 12032, 7, (1, 1, 0, 1, 0), vec![0, 1, 2, 3, 4, 5, 6]),
-                (20, 7, 1, 1, 8, 12032, 1, (1, 1, 0, 1, 1), vec![0, 1, 2, 3, 4, 5, 6]),
+                (
+                    19,
+                    0,
+                    1,
+                    1,
+                    8,
+                    12032,
+                    7,
+                    (1, 1, 0, 1, 0),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
+                (
+                    20,
+                    7,
+                    1,
+                    1,
+                    8,
+                    12032,
+                    1,
+                    (1, 1, 0, 1, 1),
+                    vec![0, 1, 2, 3, 4, 5, 6]
+                ),
                 (15, 9, 1, 2, 8, 24192, 4, (1, 1, 0, 1, 0), vec![0, 2, 4, 6]),
                 (14, 1, 2, 2, 16, 24192, 3, (2, 2, 0, 2, 0), vec![0, 2, 4]),
                 (9, 2, 3, 4, 32, 48512, 2, (3, 3, 0, 3, 0), vec![0, 4]),
