@@ -1159,8 +1159,9 @@ mig-configs:
     #[test]
     fn a_gpu_is_judged_by_the_profiles_and_placements_read_off_it_not_by_a_table() {
         let mut node = gpus(Product::H100_80GB, 1);
-        node[0].name = "NVIDIA H100 NVL (not in the tables)".into();
-        node[0].pci_device_id = 0x2321_10DE;
+        // H800 NVL (mig-parted's device filter 0x233A10DE): a GPU no compiled-in table describes.
+        node[0].name = "NVIDIA H800 NVL (not in the tables)".into();
+        node[0].pci_device_id = 0x233A_10DE;
         let check = |node: &[GpuSnapshot], devices: &str| {
             let text = format!(
                 "version: v1\nmig-configs:\n  c:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {devices}\n"
@@ -1204,7 +1205,7 @@ mig-configs:
             .unwrap()
             .gpus
             .is_empty());
-        let text = text.replace("0x233010DE", "0x232110DE");
+        let text = text.replace("0x233010DE", "0x233A10DE");
         let spec = parse(&text, Path::new(PATH)).unwrap();
         let (name, entries) = spec.select(None, Path::new(PATH)).unwrap();
         assert_eq!(

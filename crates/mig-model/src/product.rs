@@ -52,10 +52,19 @@ impl fmt::Display for Architecture {
 pub enum Product {
     A30_24GB,
     A100Sxm4_40GB,
+    A100Pcie40GB,
     A100_80GB,
+    A100Pcie80GB,
     H100_80GB,
+    H100Pcie80GB,
+    H100Nvl94GB,
+    Gh200_96GB,
+    Gh200_144GB,
+    H20_96GB,
     H200_141GB,
+    H200Nvl141GB,
     B200_180GB,
+    Gb200_186GB,
     RtxPro6000Blackwell96GB,
     /// A table read from a World file (`"product": { ... }`), not compiled in.
     Inline(&'static ProductSpec),
@@ -125,13 +134,22 @@ impl ProductSpec {
 
 impl Product {
     /// The compiled-in products.
-    pub const ALL: [Product; 7] = [
+    pub const ALL: [Product; 16] = [
         Product::A30_24GB,
         Product::A100Sxm4_40GB,
+        Product::A100Pcie40GB,
         Product::A100_80GB,
+        Product::A100Pcie80GB,
         Product::H100_80GB,
+        Product::H100Pcie80GB,
+        Product::H100Nvl94GB,
+        Product::Gh200_96GB,
+        Product::Gh200_144GB,
+        Product::H20_96GB,
         Product::H200_141GB,
+        Product::H200Nvl141GB,
         Product::B200_180GB,
+        Product::Gb200_186GB,
         Product::RtxPro6000Blackwell96GB,
     ];
 
@@ -139,10 +157,19 @@ impl Product {
         match self {
             Product::A30_24GB => &products::a30::SPEC,
             Product::A100Sxm4_40GB => &products::a100_40gb::SPEC,
+            Product::A100Pcie40GB => &products::a100_pcie_40gb::SPEC,
             Product::A100_80GB => &products::a100_80gb::SPEC,
+            Product::A100Pcie80GB => &products::a100_pcie_80gb::SPEC,
             Product::H100_80GB => &products::h100::SPEC,
+            Product::H100Pcie80GB => &products::h100_pcie::SPEC,
+            Product::H100Nvl94GB => &products::h100_nvl::SPEC,
+            Product::Gh200_96GB => &products::gh200_96gb::SPEC,
+            Product::Gh200_144GB => &products::gh200_144gb::SPEC,
+            Product::H20_96GB => &products::h20::SPEC,
             Product::H200_141GB => &products::h200::SPEC,
+            Product::H200Nvl141GB => &products::h200_nvl::SPEC,
             Product::B200_180GB => &products::b200::SPEC,
+            Product::Gb200_186GB => &products::gb200::SPEC,
             Product::RtxPro6000Blackwell96GB => &products::rtx_pro_6000::SPEC,
             Product::Inline(spec) => spec,
         }

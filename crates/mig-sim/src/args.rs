@@ -36,6 +36,8 @@ pub enum Command {
     },
     Load(LoadArgs),
     Show,
+    /// `products`: the compiled-in products; reads no World file.
+    Products,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +306,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation> {
         "mig" => parse_mig(&mut toks)?,
         "reboot" => Command::Reboot,
         "show" => Command::Show,
+        "products" => Command::Products,
         "clients" => parse_clients(&mut toks)?,
         "load" => Command::Load(parse_load(&mut toks)?),
         other if other.starts_with('-') => return Err(Failure::usage(format!("unknown option '{other}'"))),
@@ -604,10 +607,11 @@ Usage:
   mig-sim load --gpu N --gi GI [--ci CI] [--sm-active R] [--sm-occupancy R]
                [--tensor-active R] [--dram-active R] [--fb-used-mib MIB]
   mig-sim show
+  mig-sim products
 
 GPU is an index, a GPU UUID or a PCI bus id. Without -i, every GPU.
-Products: a30-24gb, a100-sxm4-40gb, a100-80gb, h100-80gb, h200-141gb,
-b200-180gb, rtx-pro-6000-96gb.
+'mig-sim products' lists every product init takes (--product NAME), with its
+NVML name, PCI device id and architecture; it needs no World file.
 ";
 
 pub const MIG_HELP: &str = "\
@@ -693,6 +697,8 @@ mod tests {
             &["init", "--gpus", "8", "--product", "h100-80gb"],
             &["-i", "0", "reboot"],
             &["show", "extra"],
+            &["products", "extra"],
+            &["-i", "0", "products"],
         ] {
             let e = p(bad).unwrap_err();
             let f = e.downcast_ref::<Failure>().unwrap();

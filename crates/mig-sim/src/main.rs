@@ -74,6 +74,7 @@ fn run(raw: Vec<OsString>) -> Result<String> {
         Command::Help(HelpTopic::Main) => Ok(args::HELP.to_string()),
         Command::Help(HelpTopic::Mig) => Ok(args::MIG_HELP.to_string()),
         Command::Init(ref a) => init(a),
+        Command::Products => Ok(render::products_table(&mig_model::Product::ALL)),
         _ => on_world(inv),
     }
 }
@@ -161,7 +162,7 @@ fn on_world(inv: Invocation) -> Result<String> {
             Command::Clients { gpu, count } => ops::clients(&mut world, &path, *gpu, *count),
             Command::Load(l) => ops::load(&mut world, &path, l),
             Command::Show => Ok(world.to_json()),
-            Command::Help(_) | Command::Init(_) => Ok(String::new()),
+            Command::Help(_) | Command::Init(_) | Command::Products => Ok(String::new()),
         }
     })();
     match result {

@@ -197,6 +197,50 @@ pub fn mig_device_line(profile: &str, device: u32, uuid: &str) -> String {
     format!("  MIG {profile:<11} Device {device:>2}: (UUID: {uuid})\n")
 }
 
+/// `mig-sim products`: every compiled-in product, one per line. nvidia-smi has
+/// no such command, so this is mig-sim's own layout: left-aligned columns two
+/// spaces apart, the PCI device id as NVML's `pciDeviceId` (device id in the
+/// high half, vendor 10DE in the low half), as mig-parted's device filters write it.
+pub fn products_table(products: &[mig_model::Product]) -> String {
+    let header = ["PRODUCT", "NVML NAME", "PCI DEVICE ID", "ARCHITECTURE"];
+    let rows: Vec<[String; 4]> = products
+        .iter()
+        .map(|p| {
+            let spec = p.spec();
+            [
+                spec.slug.to_string(),
+                spec.name.to_string(),
+                format!("0x{:08X}", spec.pci_device_id),
+                spec.architecture.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; 4]| {
+        let text = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        format!("{}\n", text.trim_end())
+    };
+    let mut out = line(header);
+    for row in &rows {
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +391,20 @@ mod tests {
 |   0      2       MIG 3g.20gb          2*     1/1           42        2     0     0   |
 |                                                                      3     0         |
 +--------------------------------------------------------------------------------------+
+"
+        );
+    }
+
+    #[test]
+    fn products_table_aligns_columns_and_writes_ids_as_device_filters_do() {
+        use mig_model::Product;
+        let t = products_table(&[Product::A30_24GB, Product::H100_80GB]);
+        assert_eq!(
+            t,
+            "\
+PRODUCT    NVML NAME              PCI DEVICE ID  ARCHITECTURE
+a30-24gb   NVIDIA A30             0x20B710DE     Ampere
+h100-80gb  NVIDIA H100 80GB HBM3  0x233010DE     Hopper
 "
         );
     }

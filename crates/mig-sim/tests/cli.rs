@@ -559,3 +559,71 @@ fn lgip_free_counts_follow_the_placer() {
     );
     assert!(lcip.contains("MIG 1c.3g.40gb       0      0/3"), "{lcip}");
 }
+
+#[test]
+fn products_lists_every_compiled_in_product_without_a_world_file() {
+    // No --world and no MIG_WORLD: the listing reads no World file.
+    let out = Command::new(BIN)
+        .env_remove(WORLD_ENV)
+        .arg("products")
+        .output()
+        .expect("run mig-sim");
+    let r = finish(out);
+    assert_eq!(r.code, 0, "mig-sim products failed: {}", r.stderr);
+    let mut lines = r.stdout.lines();
+    let header = lines.next().expect("a header line");
+    assert!(
+        header.starts_with("PRODUCT") && header.contains("NVML NAME") && header.contains("PCI DEVICE ID"),
+        "{header}"
+    );
+    // Columns are two or more spaces apart; NVML names hold single spaces.
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    let expected: Vec<Vec<String>> = mig_model::Product::ALL
+        .iter()
+        .map(|p| {
+            let spec = p.spec();
+            vec![
+                spec.slug.to_string(),
+                spec.name.to_string(),
+                format!("0x{:08X}", spec.pci_device_id),
+                spec.architecture.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, expected);
+    assert!(rows.len() >= 16, "only {} products", rows.len());
+    // Spot checks against the sources the product files cite.
+    for (slug, name, id) in [
+        ("h100-80gb", "NVIDIA H100 80GB HBM3", "0x233010DE"),
+        ("h100-nvl-94gb", "NVIDIA H100 NVL", "0x232110DE"),
+        ("gb200-186gb", "NVIDIA GB200", "0x294110DE"),
+    ] {
+        assert!(
+            rows.iter().any(|r| r[0] == slug && r[1] == name && r[2] == id),
+            "{slug} missing or wrong:\n{}",
+            r.stdout
+        );
+    }
+    // Every listed slug is one init accepts.
+    let dir = tempfile::tempdir().expect("temp dir");
+    for row in &rows {
+        let path = dir.path().join(format!("{}.json", row[0]));
+        let out = Command::new(BIN)
+            .env_remove(WORLD_ENV)
+            .args(["init", "--gpus", "1", "--product", &row[0]])
+            .arg(&path)
+            .output()
+            .expect("run mig-sim");
+        let init = finish(out);
+        assert_eq!(init.code, 0, "init --product {} failed: {}", row[0], init.stderr);
+        assert!(init.stdout.contains(&row[1]), "{}", init.stdout);
+    }
+}
