@@ -25,7 +25,7 @@ pub use placement::{Placement, Placer};
 pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
 pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
 pub use world::{
-    CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange,
+    CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, MigUuids, ModeChange,
     RemappedRows, Telemetry, World,
 };
 
