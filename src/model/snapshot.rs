@@ -43,7 +43,9 @@ pub struct GpuSnapshot {
     pub uuid: String,
     pub name: String,
     pub pci_bus_id: String,
-    pub memory_total_bytes: u64,
+    /// `None` where NVML would not say (the aggregate memory of a GPU in MIG
+    /// mode needs privileges the exporter may lack).
+    pub memory_total_bytes: Option<u64>,
     pub mig_current: bool,
     pub mig_pending: bool,
     pub compute_slices_capacity: u32,

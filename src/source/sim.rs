@@ -164,7 +164,7 @@ fn gpu_snapshot(gpu: &Gpu) -> GpuSnapshot {
         uuid: gpu.uuid.clone(),
         name: spec.name.to_string(),
         pci_bus_id: gpu.pci_bus_id.clone(),
-        memory_total_bytes: spec.memory_mib * MIB,
+        memory_total_bytes: Some(spec.memory_mib * MIB),
         mig_current: gpu.mig.current,
         mig_pending: gpu.mig.pending,
         compute_slices_capacity: spec.compute_slices,

@@ -308,7 +308,7 @@ fn snapshot() -> GpuSnapshot {
         uuid: "GPU-a".into(),
         name: "H100".into(),
         pci_bus_id: String::new(),
-        memory_total_bytes: 0,
+        memory_total_bytes: Some(0),
         mig_current: true,
         mig_pending: true,
         compute_slices_capacity: 7,
