@@ -347,7 +347,9 @@ fn h100_reusing_mig_uuids() -> World {
     let gpu = &mut w.gpus[0];
     gpu.set_mig_mode(true);
     for gi in &loaded.gpus[0].gpu_instances {
-        let id = gpu.create_gpu_instance(gi.profile_id, Some(gi.placement.start)).unwrap();
+        let id = gpu
+            .create_gpu_instance(gi.profile_id, Some(gi.placement.start))
+            .unwrap();
         gpu.create_compute_instance(id, None).unwrap();
         let mine = gpu.gpu_instance_mut(id).unwrap();
         mine.load = gi.load;
@@ -369,13 +371,19 @@ fn a_compute_instance_recreated_with_its_old_mig_uuid_gets_no_rate_across_its_tw
         let gpu = &mut w.gpus[0];
         gpu.destroy_compute_instance(2, 0).unwrap();
         gpu.create_compute_instance(2, Some(0)).unwrap();
-        gpu.gpu_instance_mut(2).unwrap().compute_instances[0].load.sm_active = 0.9;
+        gpu.gpu_instance_mut(2).unwrap().compute_instances[0]
+            .load
+            .sm_active = 0.9;
     });
     std::thread::sleep(INTERVAL);
     let metrics_before = node.calls("nvmlGpmMetricsGet");
     let after = poller.poll_once();
     let new = &after.gpus[0].gpu_instance(2).unwrap().compute_instances[0];
-    assert_eq!((new.id, &new.mig_uuid), (old.id, &old.mig_uuid), "the UUID came back");
+    assert_eq!(
+        (new.id, &new.mig_uuid),
+        (old.id, &old.mig_uuid),
+        "the UUID came back"
+    );
     assert_ne!(new.profile_id, old.profile_id, "the new profile is read");
     assert_eq!(
         gi_activity(&after, 2),
@@ -390,7 +398,11 @@ fn a_compute_instance_recreated_with_its_old_mig_uuid_gets_no_rate_across_its_tw
     std::thread::sleep(INTERVAL);
     let next = poller.poll_once();
     // One slice of three at 0.9.
-    assert!(close(gi_activity(&next, 2).sm_active_ratio, 0.3), "{:?}", gi_activity(&next, 2));
+    assert!(
+        close(gi_activity(&next, 2).sm_active_ratio, 0.3),
+        "{:?}",
+        gi_activity(&next, 2)
+    );
 }
 
 #[test]
@@ -452,7 +464,10 @@ fn polls_faster_than_gpms_100_ms_publish_the_latest_rate_every_time() {
         let big = gi_activity(&snapshot, 2);
         assert!(close(big.sm_active_ratio, 0.75), "poll {poll}: {big:?}");
         let gpu = snapshot.gpus[0].health.activity;
-        assert!(close(gpu.sm_active_ratio, (0.75 * 3.0 + 0.25) / 7.0), "poll {poll}: {gpu:?}");
+        assert!(
+            close(gpu.sm_active_ratio, (0.75 * 3.0 + 0.25) / 7.0),
+            "poll {poll}: {gpu:?}"
+        );
     }
     assert_eq!(node.live_samples(), 3, "one held sample per instance");
 }

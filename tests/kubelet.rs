@@ -458,7 +458,16 @@ fn through_nvml_a_pod_owner_follows_its_mig_uuid_to_the_gpu_instance_that_has_it
     // old MIG UUID: two 1g.10gb at 0:1 (GI 7) and 1:1 (GI 8).
     mig_sim(
         &world,
-        &["init", "--gpus", "1", "--product", "h100-80gb", "--mig-uuids", "reused", path],
+        &[
+            "init",
+            "--gpus",
+            "1",
+            "--product",
+            "h100-80gb",
+            "--mig-uuids",
+            "reused",
+            path,
+        ],
     );
     mig_sim(&world, &["-mig", "1"]);
     edit_world(&world, |w| {
@@ -470,7 +479,9 @@ fn through_nvml_a_pod_owner_follows_its_mig_uuid_to_the_gpu_instance_that_has_it
     });
     let at = |gi: u32| {
         let w = mig_model::World::load(&world).unwrap();
-        w.gpus[0].gpu_instance(gi).unwrap().compute_instances[0].uuid.clone()
+        w.gpus[0].gpu_instance(gi).unwrap().compute_instances[0]
+            .uuid
+            .clone()
     };
     let held = at(7);
     let kubelet = FakeKubelet::start(dir.path());

@@ -290,7 +290,16 @@ fn mixed_world_reusing_mig_uuids(dir: &Path) -> PathBuf {
     let path = world.to_str().unwrap();
     mig_sim(
         &world,
-        &["init", "--gpus", "2", "--product", "h100-80gb", "--mig-uuids", "reused", path],
+        &[
+            "init",
+            "--gpus",
+            "2",
+            "--product",
+            "h100-80gb",
+            "--mig-uuids",
+            "reused",
+            path,
+        ],
     );
     mig_sim(&world, &["-i", "0", "-mig", "1"]);
     mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,14,19", "-C"]);
@@ -304,7 +313,9 @@ fn a_compute_instance_recreated_with_its_old_mig_uuid_shows_its_new_profile_on_t
     let world = mixed_world_reusing_mig_uuids(dir.path());
     let uuid_of_gi_2 = |w: &Path| {
         let world = mig_model::World::load(w).unwrap();
-        world.gpus[0].gpu_instance(2).unwrap().compute_instances[0].uuid.clone()
+        world.gpus[0].gpu_instance(2).unwrap().compute_instances[0]
+            .uuid
+            .clone()
     };
     let before = uuid_of_gi_2(&world);
     let steps: [&[&[&str]]; 3] = [

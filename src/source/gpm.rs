@@ -707,7 +707,11 @@ mod tests {
         assert_ne!(InstanceKey::of(&same_uuid), key, "same UUID, another CI profile");
         let mut same_uuid = gi.clone();
         same_uuid.compute_instances[0].placement_size += 1;
-        assert_ne!(InstanceKey::of(&same_uuid), key, "same UUID, another CI placement");
+        assert_ne!(
+            InstanceKey::of(&same_uuid),
+            key,
+            "same UUID, another CI placement"
+        );
         let mut same_uuid = gi.clone();
         same_uuid.compute_instances[0].id += 1;
         assert_ne!(InstanceKey::of(&same_uuid), key, "same UUID, another CI id");

@@ -332,13 +332,19 @@ fn samples_within_one_refresh_are_the_same_copy_and_give_no_metrics() {
     let refused = (0..3).any(|_| {
         let a = dev.gpm_mig_sample(2).unwrap();
         let b = dev.gpm_mig_sample(2).unwrap();
-        matches!(gpm_metrics_get(&nvml, &a, &b, &METRICS), Err(NvmlError::InvalidArg))
+        matches!(
+            gpm_metrics_get(&nvml, &a, &b, &METRICS),
+            Err(NvmlError::InvalidArg)
+        )
     });
     assert!(refused, "two samples of one refresh give no metrics");
     let a = dev.gpm_sample().unwrap();
     std::thread::sleep(GAP);
     let b = dev.gpm_sample().unwrap();
-    assert!(gpm_metrics_get(&nvml, &a, &b, &METRICS).is_ok(), "more than 100 ms apart");
+    assert!(
+        gpm_metrics_get(&nvml, &a, &b, &METRICS).is_ok(),
+        "more than 100 ms apart"
+    );
 }
 
 #[test]
@@ -350,7 +356,10 @@ fn a_gpu_instance_without_compute_instances_has_no_sample() {
     let nvml = fake.nvml();
     let dev = nvml.device_by_index(0).unwrap();
     assert!(matches!(dev.gpm_mig_sample(bare), Err(NvmlError::NotSupported)));
-    assert!(dev.gpm_mig_sample(2).is_ok(), "GIs with compute instances still sample");
+    assert!(
+        dev.gpm_mig_sample(2).is_ok(),
+        "GIs with compute instances still sample"
+    );
 }
 
 const NVML_GPM_METRIC_MAX_PLUS_ONE: c_uint = nvmlGpmMetricId_t_NVML_GPM_METRIC_MAX + 1;

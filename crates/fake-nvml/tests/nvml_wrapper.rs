@@ -999,13 +999,23 @@ fn mig_device_indexes_keep_their_place_and_leave_holes() {
     let fake = Fake::new(&world);
     let uuid = |w: &World, gi: u32, ci: u32| {
         let gi = w.gpus[0].gpu_instance(gi).unwrap();
-        Some(gi.compute_instances.iter().find(|c| c.id == ci).unwrap().uuid.clone())
+        Some(
+            gi.compute_instances
+                .iter()
+                .find(|c| c.id == ci)
+                .unwrap()
+                .uuid
+                .clone(),
+        )
     };
     {
         let nvml = fake.nvml();
         let dev = nvml.device_by_index(0).unwrap();
         let first = mig_uuids_by_index(&dev);
-        assert_eq!(&first[..3], &[uuid(&world, 2, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]);
+        assert_eq!(
+            &first[..3],
+            &[uuid(&world, 2, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]
+        );
         assert!(first[3..].iter().all(Option::is_none));
 
         // The first device goes: its index is a hole, the others keep theirs.
@@ -1018,7 +1028,10 @@ fn mig_device_indexes_keep_their_place_and_leave_holes() {
         world.gpus[0].create_compute_instance(3, None).unwrap();
         fake.save(&world);
         let filled = mig_uuids_by_index(&dev);
-        assert_eq!(&filled[..3], &[uuid(&world, 3, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]);
+        assert_eq!(
+            &filled[..3],
+            &[uuid(&world, 3, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]
+        );
     }
     // After the last nvmlShutdown, a new session numbers them from 0 in id order.
     world.gpus[0].destroy_compute_instance(3, 0).unwrap();

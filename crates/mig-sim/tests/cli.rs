@@ -575,10 +575,14 @@ fn init_chooses_whether_recreated_instances_keep_their_mig_uuid() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         let sim = Sim { _dir: dir, path };
         sim.ok(&["mig", "-cgi", "9", "-C"]);
-        let before = sim.world().gpus[0].gpu_instances[0].compute_instances[0].uuid.clone();
+        let before = sim.world().gpus[0].gpu_instances[0].compute_instances[0]
+            .uuid
+            .clone();
         sim.ok(&["mig", "-dci"]);
         sim.ok(&["mig", "-cci", "0", "-gi", "2"]);
-        let after = sim.world().gpus[0].gpu_instances[0].compute_instances[0].uuid.clone();
+        let after = sim.world().gpus[0].gpu_instances[0].compute_instances[0]
+            .uuid
+            .clone();
         (before, after)
     };
     let (before, after) = uuids_after_recreating(Some("reused"));
@@ -592,11 +596,23 @@ fn init_chooses_whether_recreated_instances_keep_their_mig_uuid() {
     let r = finish(
         Command::new(BIN)
             .env_remove(WORLD_ENV)
-            .args(["init", "--gpus", "1", "--product", "h100-80gb", "--mig-uuids", "sometimes"])
+            .args([
+                "init",
+                "--gpus",
+                "1",
+                "--product",
+                "h100-80gb",
+                "--mig-uuids",
+                "sometimes",
+            ])
             .arg(dir.path().join("w.json"))
             .output()
             .unwrap(),
     );
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("--mig-uuids") && r.stderr.contains("new or reused"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--mig-uuids") && r.stderr.contains("new or reused"),
+        "{}",
+        r.stderr
+    );
 }

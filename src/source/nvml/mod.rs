@@ -379,10 +379,7 @@ fn read_gpu(
             Some((false, _, remaining)) => remaining.clone(),
             _ => {
                 let remaining = remaining_capacities(nvml, handle, &table)?;
-                *memo = GeometryMemo {
-                    remaining: Some((false, Vec::new(), remaining.clone())),
-                    ..GeometryMemo::default()
-                };
+                memo.remaining = Some((false, Vec::new(), remaining.clone()));
                 remaining
             }
         };
