@@ -259,7 +259,8 @@ pub struct ServeArgs {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     pub telemetry_path: String,
-    /// How often to read the node (e.g. 500ms, 5s, 1m).
+    /// How often to read the node (e.g. 500ms, 5s, 1m). NVML GPM samples at
+    /// most every 100 ms whatever this says; a faster poll shows its latest rate.
     #[arg(long = "poll.interval", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Only log messages with the given severity or above: debug, info, warn, error.

@@ -16,7 +16,9 @@
 //!   library path that never exists, `tests/e2e.rs`
 //!   `a_missing_nvml_library_keeps_the_exporter_serving_and_says_why`; no
 //!   permission for the MIG monitor capability, `tests/nvml.rs`
-//!   `no_permission_for_mig_instances_names_the_capability`.
+//!   `no_permission_for_mig_instances_names_the_capability`; no permission
+//!   for a MIG GPU's aggregate memory (a non-root caller), here
+//!   (`an_unprivileged_exporter_keeps_a_mig_gpus_series_but_its_memory`).
 //! * DCGM host engine killed and restarted: here, with the error counter and
 //!   GPM carrying on (`a_killed_host_engine_…`); reconnection in the source,
 //!   `tests/dcgm.rs` `a_host_engine_restart_heals_without_a_new_source`; NVML
@@ -162,6 +164,56 @@ fn assert_errors_stopped(exporter: &Exporter, source: &str) {
         errors(&exporter.metrics(), source),
         at,
         "{source} errors stop growing once it is up"
+    );
+}
+
+/// The GPUs (`gpu` label values) that have a series of `family`.
+fn gpus_with(text: &str, family: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| l.split("gpu=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn an_unprivileged_exporter_keeps_a_mig_gpus_series_but_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = h100_world(dir.path(), 2);
+    // GPU 1 without MIG; the exporter lacks the privileges NVML asks for the
+    // memory of a GPU in MIG mode (nvml.h, nvmlDeviceGetMemoryInfo).
+    edit_world(&world, |w| {
+        w.gpus[1].set_mig_mode(false);
+        w.faults.unprivileged = true;
+    });
+    let exporter = nvml_exporter(&world, &["--no-dcgm"]);
+    let both: BTreeSet<String> = ["0".into(), "1".into()].into();
+    wait_for(
+        || gpus_shown(&exporter.metrics()) == both,
+        "both GPUs in /metrics",
+    );
+    let text = exporter.metrics();
+    assert_eq!(up(&text, "nvml").as_deref(), Some("1"), "{text}");
+    for family in ["nvidia_gpu_memory_total_bytes", "nvidia_gpu_memory_used_bytes"] {
+        assert_eq!(
+            gpus_with(&text, family),
+            ["1".to_string()].into(),
+            "{family}: only the GPU without MIG"
+        );
+    }
+    for family in ["nvidia_gpu_temperature_celsius", "nvidia_mig_mode_current"] {
+        assert_eq!(gpus_with(&text, family), both, "{family}");
+    }
+    assert!(
+        gauge(&text, "nvidia_mig_gpu_instance_memory_used_bytes", Some(2)).is_some(),
+        "per-instance memory is still read"
+    );
+    assert!(gauge(&text, "nvidia_mig_compute_instance_info", Some(7)).is_some());
+    assert_errors_stopped(&exporter, "nvml");
+
+    edit_world(&world, |w| w.faults = Default::default());
+    wait_for(
+        || gpus_with(&exporter.metrics(), "nvidia_gpu_memory_total_bytes") == both,
+        "GPU 0's memory once permitted",
     );
 }
 

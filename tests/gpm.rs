@@ -22,8 +22,9 @@ use mig_model::{Product, World};
 
 static TURN: Mutex<()> = Mutex::new(());
 
-/// The time between two polls: GPM rates are over it.
-const INTERVAL: Duration = Duration::from_millis(20);
+/// The time between two polls: GPM rates are over it. More than the 100 ms
+/// nvml.h asks between two samples, so every poll takes new ones.
+const INTERVAL: Duration = Duration::from_millis(150);
 
 /// A World and a private copy of `libfake_nvml.so`, held open so that its
 /// state (the live-sample count) lasts the whole test.
@@ -269,6 +270,8 @@ fn a_gpu_instance_recreated_while_the_poll_samples_it_gets_no_rate_across_its_tw
     let mut recreated = World::load(&node.world).unwrap();
     recreate_gi_7(&mut recreated);
     let path = node.world.clone();
+    // Samples are due again (none is taken sooner than 100 ms after the last).
+    std::thread::sleep(INTERVAL);
     let swap = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
         recreated.save(&path).unwrap();
@@ -298,12 +301,12 @@ fn a_gpu_instance_recreated_while_the_poll_samples_it_gets_no_rate_across_its_tw
 }
 
 #[test]
-fn hundreds_of_polls_and_reconfigurations_keep_the_samples_bounded() {
+fn many_polls_and_reconfigurations_keep_the_samples_bounded() {
     let node = Node::new(&h100());
     let mut poller = node.poller();
-    for poll in 0..300 {
-        // Every 25 polls, GI 7 is destroyed or created again.
-        if poll % 25 == 24 {
+    for poll in 0..60 {
+        // Every 5 polls, GI 7 is destroyed or created again.
+        if poll % 5 == 4 {
             node.edit(|w| {
                 let gpu = &mut w.gpus[0];
                 if gpu.gpu_instance(7).is_ok() {
@@ -320,9 +323,10 @@ fn hundreds_of_polls_and_reconfigurations_keep_the_samples_bounded() {
         // One held sample per instance measured: the GPU and each GI.
         let instances = 1 + snapshot.gpus[0].gpu_instances.len() as u64;
         assert_eq!(node.live_samples(), instances, "poll {poll}");
+        std::thread::sleep(Duration::from_millis(110));
     }
     let taken = node.calls("nvmlGpmSampleGet") + node.calls("nvmlGpmMigSampleGet");
-    assert!(taken >= 600, "samples were taken all along: {taken}");
+    assert!(taken >= 120, "samples were taken all along: {taken}");
     let allocated = node.calls("nvmlGpmSampleAlloc");
     assert!(
         allocated < taken / 2,
@@ -330,6 +334,142 @@ fn hundreds_of_polls_and_reconfigurations_keep_the_samples_bounded() {
     );
     drop(poller);
     assert_eq!(node.live_samples(), 0, "every sample freed with the source");
+}
+
+/// [`h100`] where a compute instance created again in its place gets its old
+/// MIG UUID back (`mig_uuids: reused_per_placement`).
+fn h100_reusing_mig_uuids() -> World {
+    let mut w = World::new("node", Product::H100_80GB, 1);
+    w.gpus[0].mig_uuids = mig_model::MigUuids::ReusedPerPlacement;
+    let mut loaded = h100();
+    loaded.gpus[0].mig_uuids = mig_model::MigUuids::ReusedPerPlacement;
+    // Rebuilt under the new rule, with the same layout and load.
+    let gpu = &mut w.gpus[0];
+    gpu.set_mig_mode(true);
+    for gi in &loaded.gpus[0].gpu_instances {
+        let id = gpu
+            .create_gpu_instance(gi.profile_id, Some(gi.placement.start))
+            .unwrap();
+        gpu.create_compute_instance(id, None).unwrap();
+        let mine = gpu.gpu_instance_mut(id).unwrap();
+        mine.load = gi.load;
+        mine.compute_instances[0].load = gi.compute_instances[0].load;
+    }
+    w
+}
+
+#[test]
+fn a_compute_instance_recreated_with_its_old_mig_uuid_gets_no_rate_across_its_two_lives() {
+    let node = Node::new(&h100_reusing_mig_uuids());
+    let (mut poller, before) = polled_twice(&node);
+    assert!(close(gi_activity(&before, 2).sm_active_ratio, 0.75));
+    let old = before.gpus[0].gpu_instance(2).unwrap().compute_instances[0].clone();
+
+    // GI 2 stays; its compute instance is destroyed and another profile
+    // (1c.3g.40gb) created in its place, with the same id and MIG UUID.
+    node.edit(|w| {
+        let gpu = &mut w.gpus[0];
+        gpu.destroy_compute_instance(2, 0).unwrap();
+        gpu.create_compute_instance(2, Some(0)).unwrap();
+        gpu.gpu_instance_mut(2).unwrap().compute_instances[0]
+            .load
+            .sm_active = 0.9;
+    });
+    std::thread::sleep(INTERVAL);
+    let metrics_before = node.calls("nvmlGpmMetricsGet");
+    let after = poller.poll_once();
+    let new = &after.gpus[0].gpu_instance(2).unwrap().compute_instances[0];
+    assert_eq!(
+        (new.id, &new.mig_uuid),
+        (old.id, &old.mig_uuid),
+        "the UUID came back"
+    );
+    assert_ne!(new.profile_id, old.profile_id, "the new profile is read");
+    assert_eq!(
+        gi_activity(&after, 2),
+        Activity::default(),
+        "no rate across the compute instance's two lives"
+    );
+    assert_eq!(
+        node.calls("nvmlGpmMetricsGet") - metrics_before,
+        2,
+        "rates for the GPU and GI 7 only"
+    );
+    std::thread::sleep(INTERVAL);
+    let next = poller.poll_once();
+    // One slice of three at 0.9.
+    assert!(
+        close(gi_activity(&next, 2).sm_active_ratio, 0.3),
+        "{:?}",
+        gi_activity(&next, 2)
+    );
+}
+
+#[test]
+fn a_gpu_instance_without_compute_instances_is_not_sampled_and_the_others_are() {
+    let mut world = h100();
+    let bare = world.gpus[0].create_gpu_instance(19, Some(1)).unwrap();
+    let node = Node::new(&world);
+    let (mut poller, second) = polled_twice(&node);
+    assert!(source_up(&second, "gpm"), "{:?}", second.sources);
+    assert!(close(gi_activity(&second, 2).sm_active_ratio, 0.75));
+    assert!(close(gi_activity(&second, 7).sm_active_ratio, 0.25));
+    assert_eq!(gi_activity(&second, bare), Activity::default());
+    // As NVIDIA's DCGM does: no sample is asked for it at all.
+    let asked = node.calls("nvmlGpmMigSampleGet");
+    std::thread::sleep(INTERVAL);
+    let third = poller.poll_once();
+    assert!(source_up(&third, "gpm"));
+    assert_eq!(node.calls("nvmlGpmMigSampleGet") - asked, 2, "GI 2 and GI 7 only");
+    assert_eq!(node.live_samples(), 3, "the GPU, GI 2 and GI 7");
+}
+
+#[test]
+fn a_gpu_instance_whose_sample_fails_leaves_the_source_and_the_gpu_measured() {
+    let mut world = h100();
+    // NVML_ERROR_UNKNOWN for every GPU-instance sample.
+    world
+        .faults
+        .failing_calls
+        .insert("nvmlGpmMigSampleGet".into(), 999);
+    let node = Node::new(&world);
+    let (mut poller, second) = polled_twice(&node);
+    assert!(source_up(&second, "gpm"), "{:?}", second.sources);
+    let gpu = second.gpus[0].health.activity;
+    assert!(close(gpu.sm_active_ratio, (0.75 * 3.0 + 0.25) / 7.0), "{gpu:?}");
+    for gi in [2, 7] {
+        assert_eq!(gi_activity(&second, gi), Activity::default(), "GI {gi}");
+    }
+    assert_eq!(node.live_samples(), 1, "only the GPU's sample is held");
+
+    // Once it samples again, it measures again from its next pair.
+    node.edit(|w| w.faults = Default::default());
+    std::thread::sleep(INTERVAL);
+    poller.poll_once();
+    std::thread::sleep(INTERVAL);
+    let healed = poller.poll_once();
+    assert!(close(gi_activity(&healed, 2).sm_active_ratio, 0.75));
+}
+
+#[test]
+fn polls_faster_than_gpms_100_ms_publish_the_latest_rate_every_time() {
+    let node = Node::new(&h100());
+    let (mut poller, _) = polled_twice(&node);
+    // Far faster than samples may be taken: nvml.h asks for more than 100 ms
+    // between two, and two within one of the counters' refreshes give no rate.
+    for poll in 0..15 {
+        std::thread::sleep(Duration::from_millis(20));
+        let snapshot = poller.poll_once();
+        assert!(source_up(&snapshot, "gpm"), "poll {poll}");
+        let big = gi_activity(&snapshot, 2);
+        assert!(close(big.sm_active_ratio, 0.75), "poll {poll}: {big:?}");
+        let gpu = snapshot.gpus[0].health.activity;
+        assert!(
+            close(gpu.sm_active_ratio, (0.75 * 3.0 + 0.25) / 7.0),
+            "poll {poll}: {gpu:?}"
+        );
+    }
+    assert_eq!(node.live_samples(), 3, "one held sample per instance");
 }
 
 #[test]

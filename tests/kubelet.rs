@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{h100_world, value, wait_for, Exporter};
+use common::{built, edit_world, h100_world, mig_sim, value, wait_for, Exporter};
 use mig_exporter::source::kubelet::proto::AllocatableResourcesResponse;
 use mig_exporter::source::kubelet::{Advertised, KubeletSource, Strategy};
 
@@ -439,4 +439,97 @@ fn an_absent_socket_marks_only_the_kubelet_down() {
         !text.contains("nvidia_mig_instance_pod_info"),
         "no owners without a kubelet"
     );
+}
+
+/// The `gi` label of the owner series of `mig_uuid`, if there is one.
+fn owner_gi(exposition: &str, mig_uuid: &str) -> Option<String> {
+    pod_info_lines(exposition)
+        .into_iter()
+        .find(|l| l.contains(&format!("mig_uuid=\"{mig_uuid}\"")))
+        .and_then(|l| l.split("gi=\"").nth(1)?.split('"').next().map(str::to_string))
+}
+
+#[test]
+fn through_nvml_a_pod_owner_follows_its_mig_uuid_to_the_gpu_instance_that_has_it_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.json");
+    let path = world.to_str().unwrap();
+    // A driver that gives a compute instance created again in its place its
+    // old MIG UUID: two 1g.10gb at 0:1 (GI 7) and 1:1 (GI 8).
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            "1",
+            "--product",
+            "h100-80gb",
+            "--mig-uuids",
+            "reused",
+            path,
+        ],
+    );
+    mig_sim(&world, &["-mig", "1"]);
+    edit_world(&world, |w| {
+        let gpu = &mut w.gpus[0];
+        assert_eq!(gpu.create_gpu_instance(19, Some(0)).unwrap(), 7);
+        assert_eq!(gpu.create_gpu_instance(19, Some(1)).unwrap(), 8);
+        gpu.create_compute_instance(7, None).unwrap();
+        gpu.create_compute_instance(8, None).unwrap();
+    });
+    let at = |gi: u32| {
+        let w = mig_model::World::load(&world).unwrap();
+        w.gpus[0].gpu_instance(gi).unwrap().compute_instances[0]
+            .uuid
+            .clone()
+    };
+    let held = at(7);
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod(
+            "ml",
+            "trainer-0",
+            "main",
+            vec![devices("nvidia.com/mig-1g.10gb", &[&held])],
+        )]
+    });
+    let library = built("libfake_nvml.so");
+    let exporter = Exporter::start_with_env(
+        &[
+            "--nvml",
+            "--nvml.library",
+            library.to_str().unwrap(),
+            "--no-dcgm",
+            "--kubelet.pod-resources-socket",
+            kubelet.socket.to_str().unwrap(),
+        ],
+        &[("MIG_WORLD", &world)],
+    );
+    wait_for(
+        || owner_gi(&exporter.metrics(), &held).as_deref() == Some("7"),
+        "the owner on GI 7",
+    );
+
+    // Both destroyed and created again in the same places, but numbered the
+    // other way round (GI ids a real H100 also shows): the held UUID is now
+    // GI 8's, and the other GI's UUID is the one GI 8 had.
+    edit_world(&world, |w| {
+        let gpu = &mut w.gpus[0];
+        for gi in [7, 8] {
+            gpu.destroy_compute_instance(gi, 0).unwrap();
+            gpu.destroy_gpu_instance(gi).unwrap();
+        }
+        assert_eq!(gpu.create_gpu_instance(19, Some(1)).unwrap(), 8);
+        gpu.gpu_instances[0].id = 7;
+        assert_eq!(gpu.create_gpu_instance(19, Some(0)).unwrap(), 8);
+        gpu.create_compute_instance(7, None).unwrap();
+        gpu.create_compute_instance(8, None).unwrap();
+    });
+    assert_eq!(at(8), held, "the UUID came back at its place, now GI 8");
+    wait_for(
+        || owner_gi(&exporter.metrics(), &held).as_deref() == Some("8"),
+        "the owner on GI 8, where its device is now",
+    );
+    let text = exporter.metrics();
+    assert_eq!(pod_info_lines(&text).len(), 1, "{text}");
 }

@@ -232,15 +232,37 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
     assert!(!seen.is_empty(), "at least one complete geometry was published");
 }
 
+/// Applies each step's `mig-sim` commands to `world` in turn; after each, the
+/// exporter in NVML mode must come to publish what the simulator does.
+fn nvml_follows_the_simulator_through(world: &Path, steps: &[&[&[&str]]]) {
+    let sim = Exporter::start(&["--world", world.to_str().unwrap()]);
+    let nvml = nvml_exporter(world, &["--nvml.pcie-throughput"]);
+    for commands in steps {
+        wait_for(
+            || comparable(&nvml.metrics()) == comparable(&sim.metrics()),
+            "NVML mode as the simulator",
+        );
+        let before = comparable(&sim.metrics());
+        for command in commands.iter() {
+            mig_sim(world, command);
+        }
+        wait_for(
+            || {
+                let from_sim = comparable(&sim.metrics());
+                from_sim != before && comparable(&nvml.metrics()) == from_sim
+            },
+            &format!("NVML mode as the simulator after {commands:?}"),
+        );
+    }
+}
+
 #[test]
 fn what_a_poll_keeps_for_the_next_never_hides_a_reconfiguration() {
     let dir = tempfile::tempdir().unwrap();
     let world = mixed_world(dir.path());
-    let sim = Exporter::start(&["--world", world.to_str().unwrap()]);
-    let nvml = nvml_exporter(&world, &["--nvml.pcie-throughput"]);
-    // Compute instances, MIG device ids and remaining capacity are reused
-    // while the GI list and MIG UUIDs stay the same; each step changes only
-    // what one of those keys covers, and NVML mode must follow the simulator.
+    // Remaining capacity is reused while the GI list stays the same; each
+    // step changes what a key of something kept could miss, and NVML mode
+    // must follow the simulator.
     let steps: [&[&[&str]]; 5] = [
         // A compute instance of another profile in the old one's place (same id).
         &[
@@ -258,23 +280,84 @@ fn what_a_poll_keeps_for_the_next_never_hides_a_reconfiguration() {
         &[&["-i", "0", "mig", "-dgi", "-gi", "10"]],
         &[&["-i", "0", "mig", "-cgi", "19"]],
     ];
-    for commands in steps {
-        wait_for(
-            || comparable(&nvml.metrics()) == comparable(&sim.metrics()),
-            "NVML mode as the simulator",
-        );
-        let before = comparable(&sim.metrics());
-        for command in commands {
-            mig_sim(&world, command);
-        }
-        wait_for(
-            || {
-                let from_sim = comparable(&sim.metrics());
-                from_sim != before && comparable(&nvml.metrics()) == from_sim
-            },
-            &format!("NVML mode as the simulator after {commands:?}"),
-        );
-    }
+    nvml_follows_the_simulator_through(&world, &steps);
+}
+
+/// [`mixed_world`]'s layout on a node whose driver gives a compute instance
+/// created again in its place its old MIG UUID (`mig-sim init --mig-uuids reused`).
+fn mixed_world_reusing_mig_uuids(dir: &Path) -> PathBuf {
+    let world = dir.join("world.json");
+    let path = world.to_str().unwrap();
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            "2",
+            "--product",
+            "h100-80gb",
+            "--mig-uuids",
+            "reused",
+            path,
+        ],
+    );
+    mig_sim(&world, &["-i", "0", "-mig", "1"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,14,19", "-C"]);
+    mig_sim(&world, &["-i", "0", "mig", "-cgi", "19"]);
+    world
+}
+
+#[test]
+fn a_compute_instance_recreated_with_its_old_mig_uuid_shows_its_new_profile_on_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world_reusing_mig_uuids(dir.path());
+    let uuid_of_gi_2 = |w: &Path| {
+        let world = mig_model::World::load(w).unwrap();
+        world.gpus[0].gpu_instance(2).unwrap().compute_instances[0]
+            .uuid
+            .clone()
+    };
+    let before = uuid_of_gi_2(&world);
+    let steps: [&[&[&str]]; 3] = [
+        // GI 2's full compute instance replaced by a 1c.3g.40gb in its place.
+        &[
+            &["-i", "0", "mig", "-dci", "-gi", "2"],
+            &["-i", "0", "mig", "-cci", "0", "-gi", "2"],
+        ],
+        // And back to the full one.
+        &[
+            &["-i", "0", "mig", "-dci", "-gi", "2"],
+            &["-i", "0", "mig", "-cci", "2", "-gi", "2"],
+        ],
+        // GI 9 destroyed and a 1g.10gb+me created in its place, with its CI.
+        &[
+            &["-i", "0", "mig", "-dci", "-gi", "9"],
+            &["-i", "0", "mig", "-dgi", "-gi", "9"],
+            &["-i", "0", "mig", "-cgi", "20", "-C"],
+        ],
+    ];
+    nvml_follows_the_simulator_through(&world, &steps);
+    assert_eq!(uuid_of_gi_2(&world), before, "the MIG UUID did come back");
+}
+
+#[test]
+fn mig_device_indexes_with_holes_still_list_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    // The MIG device of the lowest GI id goes first, leaving index 0 empty
+    // while the others keep theirs; a new one then fills it.
+    let steps: [&[&[&str]]; 2] = [
+        &[&["-i", "0", "mig", "-dci", "-gi", "2"]],
+        &[&["-i", "0", "mig", "-cci", "-gi", "10"]],
+    ];
+    let lowest = mig_model::World::load(&world).unwrap().gpus[0]
+        .gpu_instances
+        .iter()
+        .filter(|gi| !gi.compute_instances.is_empty())
+        .map(|gi| gi.id)
+        .min();
+    assert_eq!(lowest, Some(2), "the layout this test assumes");
+    nvml_follows_the_simulator_through(&world, &steps);
 }
 
 fn nvml_up(exporter: &Exporter) -> Option<String> {

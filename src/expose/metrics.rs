@@ -244,7 +244,9 @@ fn encode_gpus(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt:
         enc,
         "nvidia_gpu_memory_total_bytes",
         "Framebuffer of the physical GPU.",
-        s.gpus.iter().map(|g| (gpu_labels(g), g.memory_total_bytes)),
+        s.gpus
+            .iter()
+            .filter_map(|g| Some((gpu_labels(g), g.memory_total_bytes?))),
     )?;
     gauge(
         enc,

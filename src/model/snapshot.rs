@@ -45,7 +45,9 @@ pub struct GpuSnapshot {
     pub pci_bus_id: String,
     /// `pciDeviceId` (`0x233010DE`): what mig-parted's `device-filter` selects by.
     pub pci_device_id: u32,
-    pub memory_total_bytes: u64,
+    /// `None` where NVML would not say (the aggregate memory of a GPU in MIG
+    /// mode needs privileges the exporter may lack).
+    pub memory_total_bytes: Option<u64>,
     pub mig_current: bool,
     pub mig_pending: bool,
     pub compute_slices_capacity: u32,

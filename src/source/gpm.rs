@@ -11,9 +11,20 @@
 //! * the first sample of an instance gives nothing (`None`, not zero);
 //! * samples are kept per instance identity: a GPU by UUID and MIG mode, a
 //!   GPU instance by GPU UUID, id, profile, placement and its compute
-//!   instances' MIG UUIDs. A GPU instance destroyed and recreated (same id,
-//!   another shape, or new MIG devices) is another instance and starts over,
-//!   so no rate is ever computed across a reconfiguration;
+//!   instances' ids, profiles, placements and MIG UUIDs (a UUID alone is no
+//!   identity: a driver may give a recreated compute instance its old one).
+//!   A GPU instance destroyed and recreated (same id, another shape, or other
+//!   compute instances) is another instance and starts over, so no rate is
+//!   ever computed across a reconfiguration;
+//! * samples of one instance are at least [`MIN_SAMPLE_GAP`] (100 ms) apart,
+//!   as nvml.h asks ("due to the internal sample refresh rate"): a poll
+//!   sooner than that keeps the held sample and publishes the rate its
+//!   latest pair measured, whatever `--poll.interval` says;
+//! * a GPU instance without compute instances is not sampled: its sample
+//!   would aggregate no compute-instance counters, and NVIDIA's DCGM skips
+//!   it too (`dcgmlib/src/DcgmGpmManager.cpp`, `MaybeFetchNewSample`);
+//! * a sample that fails for one GPU instance leaves that instance without a
+//!   rate (it starts over) and is logged; the others are still measured;
 //! * a sample is freed as soon as a newer one replaces it, when its instance
 //!   disappears from the geometry, and when NVML is opened again: at most one
 //!   sample per instance is held between polls.
@@ -39,6 +50,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use nvml_wrapper::error::NvmlError;
@@ -58,6 +70,11 @@ use super::nvml::raw::{self, GpmSample};
 use super::nvml::NvmlSource;
 use super::UtilizationSource;
 use crate::model::{Activity, GpuInstanceSnapshot, GpuSnapshot};
+
+/// The least time between two samples of one GPU or GPU instance: nvml.h
+/// (NVIDIA/go-nvml `gen/nvml/nvml.h`, `nvmlGpmSampleGet` and
+/// `nvmlGpmMigSampleGet`) asks for more than 100 ms.
+pub const MIN_SAMPLE_GAP: Duration = Duration::from_millis(100);
 
 /// The [`Activity`] field a metric fills.
 type Field = fn(&mut Activity) -> &mut Option<f64>;
@@ -89,8 +106,10 @@ struct InstanceKey {
     id: u32,
     profile_id: u32,
     placement: (u32, u32),
-    /// Its compute instances' MIG UUIDs, hashed in any order: a compute
-    /// instance created again gets a new UUID (driver R470 and newer).
+    /// Its compute instances' ids, profiles, placements and MIG UUIDs, hashed
+    /// in any order. The UUID alone would not do: a compute instance created
+    /// again in its place may get the old one back (users' published
+    /// `nvidia-smi -L` output, RTX PRO 6000 and A100 80GB PCIe on R515).
     mig_devices: u64,
 }
 
@@ -98,7 +117,14 @@ impl InstanceKey {
     fn of(gi: &GpuInstanceSnapshot) -> InstanceKey {
         let mig_devices = gi.compute_instances.iter().fold(0u64, |sum, ci| {
             let mut hasher = DefaultHasher::new();
-            ci.mig_uuid.hash(&mut hasher);
+            (
+                ci.id,
+                ci.profile_id,
+                ci.placement_start,
+                ci.placement_size,
+                &ci.mig_uuid,
+            )
+                .hash(&mut hasher);
             sum.wrapping_add(hasher.finish())
         });
         InstanceKey {
@@ -113,8 +139,14 @@ impl InstanceKey {
 struct InstanceSample {
     key: InstanceKey,
     sample: GpmSample,
-    /// Sampled on the poll under way; `activity` is what that sample measured.
-    sampled_this_poll: bool,
+    /// When `sample` was taken (after the call returned, so the next one is
+    /// at least this long after it in the driver too).
+    taken: Instant,
+    /// What the pair ending in `sample` measured.
+    latest: Option<Activity>,
+    /// Listed on the poll under way, and sampled or kept for it; `activity`
+    /// is what it publishes.
+    seen_this_poll: bool,
     activity: Option<Activity>,
     /// Its position in the GPU-instance list the NVML source read last (the
     /// one it returns), so the reading is put on the snapshot without a lookup.
@@ -128,11 +160,20 @@ struct GpuState {
     /// while the library stays open.
     supported: bool,
     /// The GPU's latest sample, with the MIG mode it was taken in.
-    sample: Option<(bool, GpmSample)>,
+    sample: Option<GpuSample>,
     instances: Vec<InstanceSample>,
     /// Read on the poll under way, and the activity its sample measured.
     read_this_poll: bool,
     activity: Option<Activity>,
+}
+
+/// A GPU's held sample.
+struct GpuSample {
+    mig_current: bool,
+    sample: GpmSample,
+    taken: Instant,
+    /// What the pair ending in `sample` measured.
+    latest: Option<Activity>,
 }
 
 /// GPUs and samples held between polls, all from one library instance.
@@ -144,6 +185,9 @@ struct Held {
     spare: Option<GpmSample>,
     /// The keys of the GPU instances being sampled, kept to reuse the memory.
     keys: Vec<InstanceKey>,
+    /// `(GPU UUID, GI id)` of the GPU instances whose sample failed and was
+    /// logged; one is logged again only after it sampled once more.
+    failing: Vec<(String, u32)>,
     nvml: Arc<Nvml>,
 }
 
@@ -191,15 +235,32 @@ impl Held {
         if !state.supported {
             return Ok(());
         }
+        if let Some(held) = &state.sample {
+            if held.mig_current == mig_current && held.taken.elapsed() < MIN_SAMPLE_GAP {
+                state.activity = held.latest;
+                return Ok(());
+            }
+        }
         let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
         sample
             .read_gpu(device)
             .with_context(|| format!("{}: nvmlGpmSampleGet", which_gpu(index, uuid)))?;
+        let taken = Instant::now();
         match &mut state.sample {
-            Some((mig, latest)) if *mig == mig_current => {
-                state.activity = advance(latest, sample, &mut self.spare);
+            Some(held) if held.mig_current == mig_current => {
+                held.latest = advance(&mut held.sample, sample, &mut self.spare);
+                held.taken = taken;
+                state.activity = held.latest;
             }
-            first => self.spare = first.replace((mig_current, sample)).map(|(_, old)| old),
+            first => {
+                let fresh = GpuSample {
+                    mig_current,
+                    sample,
+                    taken,
+                    latest: None,
+                };
+                self.spare = first.replace(fresh).map(|old| old.sample);
+            }
         }
         Ok(())
     }
@@ -220,42 +281,75 @@ impl Held {
         // The list read again after a change: what it no longer shows goes.
         state.instances.retain(|i| keys.contains(&i.key));
         for (at, (gi, key)) in gpu_instances.iter().zip(keys.iter()).enumerate() {
-            let known = state.instances.iter().position(|i| i.key == *key);
-            if let Some(i) = known.filter(|&i| state.instances[i].sampled_this_poll) {
-                // Already sampled from an earlier reading of this list.
-                state.instances[i].at = at;
+            if gi.compute_instances.is_empty() {
                 continue;
+            }
+            let known = state.instances.iter().position(|i| i.key == *key);
+            if let Some(i) = known {
+                let instance = &mut state.instances[i];
+                // Already sampled from an earlier reading of this list, or too
+                // recently for another sample: what its latest pair measured.
+                let recent = instance.taken.elapsed() < MIN_SAMPLE_GAP;
+                if instance.seen_this_poll || recent {
+                    if !instance.seen_this_poll {
+                        instance.seen_this_poll = true;
+                        instance.activity = instance.latest;
+                    }
+                    instance.at = at;
+                    continue;
+                }
             }
             let mut sample = spare_or_new(&mut self.spare, &self.nvml)?;
             match sample.read_gpu_instance(device, gi.id) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(failed) = self.failing.iter().position(|(u, g)| u == uuid && *g == gi.id) {
+                        self.failing.swap_remove(failed);
+                    }
+                }
                 // Destroyed since it was listed: the list check sees it too and
                 // reads again.
                 Err(NvmlError::NotFound | NvmlError::InvalidArg) => {
                     self.spare = Some(sample);
                     continue;
                 }
+                // This instance has no rate this time (and starts over); the
+                // others are still measured.
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "{}: GPU instance {}: nvmlGpmMigSampleGet",
-                            which_gpu(index, uuid),
-                            gi.id
-                        )
-                    })
+                    self.spare = Some(sample);
+                    if let Some(i) = known {
+                        let old = state.instances.swap_remove(i);
+                        drop(old.sample);
+                    }
+                    if !self.failing.iter().any(|(u, g)| u == uuid && *g == gi.id) {
+                        self.failing.push((uuid.to_string(), gi.id));
+                        tracing::warn!(
+                            source = "gpm",
+                            gpu = index,
+                            gpu_uuid = %uuid,
+                            gi = gi.id,
+                            error = %e,
+                            "nvmlGpmMigSampleGet failed: no GPM activity for this GPU instance until it samples again"
+                        );
+                    }
+                    continue;
                 }
             }
+            let taken = Instant::now();
             match known {
                 Some(i) => {
                     let instance = &mut state.instances[i];
-                    instance.sampled_this_poll = true;
-                    instance.activity = advance(&mut instance.sample, sample, &mut self.spare);
+                    instance.latest = advance(&mut instance.sample, sample, &mut self.spare);
+                    instance.taken = taken;
+                    instance.seen_this_poll = true;
+                    instance.activity = instance.latest;
                     instance.at = at;
                 }
                 None => state.instances.push(InstanceSample {
                     key: *key,
                     sample,
-                    sampled_this_poll: true,
+                    taken,
+                    latest: None,
+                    seen_this_poll: true,
                     activity: None,
                     at,
                 }),
@@ -290,7 +384,7 @@ impl Held {
             if !gpu.mig_current {
                 continue;
             }
-            for instance in state.instances.iter().filter(|i| i.sampled_this_poll) {
+            for instance in state.instances.iter().filter(|i| i.seen_this_poll) {
                 let in_place = gpu
                     .gpu_instances
                     .get(instance.at)
@@ -302,7 +396,7 @@ impl Held {
         }
         self.gpus.retain(|g| g.read_this_poll);
         for gpu in &mut self.gpus {
-            gpu.instances.retain(|i| i.sampled_this_poll);
+            gpu.instances.retain(|i| i.seen_this_poll);
         }
         self.spare = None;
         Ok((out, unsupported))
@@ -339,13 +433,14 @@ impl GpmSampling {
             gpus: Vec::new(),
             spare: None,
             keys: Vec::new(),
+            failing: Vec::new(),
             nvml: nvml.clone(),
         });
         for gpu in &mut held.gpus {
             gpu.read_this_poll = false;
             gpu.activity = None;
             for instance in &mut gpu.instances {
-                instance.sampled_this_poll = false;
+                instance.seen_this_poll = false;
                 instance.activity = None;
             }
         }
@@ -605,6 +700,21 @@ mod tests {
         let mut recreated = gi.clone();
         recreated.compute_instances[0].mig_uuid.push('x');
         assert_ne!(InstanceKey::of(&recreated), key, "same shape, new MIG device");
+        // A compute instance created again with its old MIG UUID is still
+        // another one when its profile, placement or id differs.
+        let mut same_uuid = gi.clone();
+        same_uuid.compute_instances[0].profile_id += 1;
+        assert_ne!(InstanceKey::of(&same_uuid), key, "same UUID, another CI profile");
+        let mut same_uuid = gi.clone();
+        same_uuid.compute_instances[0].placement_size += 1;
+        assert_ne!(
+            InstanceKey::of(&same_uuid),
+            key,
+            "same UUID, another CI placement"
+        );
+        let mut same_uuid = gi.clone();
+        same_uuid.compute_instances[0].id += 1;
+        assert_ne!(InstanceKey::of(&same_uuid), key, "same UUID, another CI id");
         let mut one_more = gi.clone();
         one_more.compute_instances.push(gi.compute_instances[0].clone());
         one_more.compute_instances[1].mig_uuid.push('y');

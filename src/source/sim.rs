@@ -169,7 +169,7 @@ fn gpu_snapshot(gpu: &Gpu, driver_version: &str) -> GpuSnapshot {
         name: spec.name.to_string(),
         pci_bus_id: gpu.pci_bus_id.clone(),
         pci_device_id: spec.pci_device_id,
-        memory_total_bytes: spec.memory_mib * MIB,
+        memory_total_bytes: Some(spec.memory_mib * MIB),
         mig_current: gpu.mig.current,
         mig_pending: gpu.mig.pending,
         compute_slices_capacity: spec.compute_slices,

@@ -13,6 +13,7 @@ use crate::write::{chars, nonnull, out, string};
 const INVALID_ARGUMENT: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_INVALID_ARGUMENT;
 const NOT_SUPPORTED: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED;
 const VERSION_MISMATCH: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+const NO_PERMISSION: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NO_PERMISSION;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -181,6 +182,18 @@ fn memory(dev: Dev<'_>) -> (u64, u64, u64) {
     }
 }
 
+/// nvml.h (`nvmlDeviceGetMemoryInfo`): "In MIG mode, if device handle is
+/// provided, the API returns aggregate information, only if the caller has
+/// appropriate privileges", else NVML_ERROR_NO_PERMISSION. The World's
+/// `unprivileged` fault makes the caller such a one; MIG device handles
+/// ("per-instance information") still answer.
+fn memory_permitted(w: &World, dev: &Dev<'_>) -> Res {
+    match dev {
+        Dev::Gpu(gpu) if w.faults.unprivileged && gpu.mig.current => Err(NO_PERMISSION),
+        _ => Ok(()),
+    }
+}
+
 /// Version 1 counts the reserved memory as used, so `free + used = total`.
 ///
 /// # Safety
@@ -190,7 +203,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
     device: nvmlDevice_t,
     memory_out: *mut nvmlMemory_t,
 ) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetMemoryInfo", device, |_, _, dev| {
+    with_device("nvmlDeviceGetMemoryInfo", device, |_, w, dev| {
+        memory_permitted(w, &dev)?;
         let (total, reserved, used) = memory(dev);
         let used = used.saturating_add(reserved).min(total);
         unsafe {
@@ -218,7 +232,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     device: nvmlDevice_t,
     memory_out: *mut nvmlMemory_v2_t,
 ) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetMemoryInfo_v2", device, |_, _, dev| {
+    with_device("nvmlDeviceGetMemoryInfo_v2", device, |_, w, dev| {
+        memory_permitted(w, &dev)?;
         nonnull(memory_out)?;
         // SAFETY: non-null; the caller passes an nvmlMemory_v2_t.
         if unsafe { (*memory_out).version } != MEMORY_V2 {

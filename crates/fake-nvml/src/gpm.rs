@@ -22,6 +22,21 @@
 //! integer pipes, the tensor kinds, PCIe, NVLink, media engines, ...) answer
 //! `NVML_ERROR_NOT_SUPPORTED` in their `nvmlReturn`, rather than a made-up 0.
 //!
+//! The counters a sample copies are refreshed every [`REFRESH_NS`] (100 ms):
+//! nvml.h asks for more than 100 ms between two `nvmlGpmSampleGet` (and
+//! `nvmlGpmMigSampleGet`) calls "due to the internal sample refresh rate".
+//! So a sample copies the counters as of the latest refresh, stamped with
+//! it, and two samples within one refresh period are the same copy, which
+//! `nvmlGpmMetricsGet` refuses as it refuses any pair that is not in time
+//! order. unverified: the real library's answer for such a pair; assumed
+//! NVML_ERROR_INVALID_ARGUMENT, the code nvml.h gives for bad arguments.
+//!
+//! A GPU instance without compute instances gets no sample: NVIDIA's DCGM
+//! skips `nvmlGpmMigSampleGet` for one (`dcgmlib/src/DcgmGpmManager.cpp`,
+//! `MaybeFetchNewSample`: "a MIG sample is a GPU-I level aggregation of
+//! GPU-CI counters"). unverified: what the driver answers if asked anyway;
+//! assumed NVML_ERROR_NOT_SUPPORTED.
+//!
 //! Like the hardware, `nvmlGpmMetricsGet` does not check that its two samples
 //! are of the same GPU or instance: counters of unrelated units give garbage
 //! (their difference wraps), which is what a client must never publish.
@@ -98,6 +113,10 @@ pub(crate) struct Gpm {
     counters: BTreeMap<Unit, Counters>,
 }
 
+/// How often the counters a sample copies are refreshed (nvml.h: samples
+/// more than 100 ms apart, "due to the internal sample refresh rate").
+pub const REFRESH_NS: u64 = 100_000_000;
+
 /// Nanoseconds on a monotonic clock, never 0.
 fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -105,6 +124,11 @@ fn now_ns() -> u64 {
     u64::try_from(start.elapsed().as_nanos())
         .unwrap_or(u64::MAX)
         .saturating_add(1)
+}
+
+/// The time of the latest counter refresh at `now`, never 0.
+fn refreshed_at(now: u64) -> u64 {
+    (now - now % REFRESH_NS).max(1)
 }
 
 /// `ratio` of `dt_ns`, rounded: the counter's advance.
@@ -173,10 +197,10 @@ impl Gpm {
             .ok_or(INVALID_ARGUMENT)
     }
 
-    /// Advances `unit`'s counters to now at `load` and returns them. A unit
-    /// sampled for the first time starts at zero now.
+    /// Advances `unit`'s counters to the latest refresh at `load` and returns
+    /// them. A unit sampled for the first time starts at zero then.
     fn read(&mut self, unit: Unit, load: Load) -> Counters {
-        let now = now_ns();
+        let now = refreshed_at(now_ns());
         let c = self.counters.entry(unit).or_insert(Counters {
             at_ns: now,
             ..Counters::default()
@@ -309,7 +333,9 @@ pub extern "C" fn nvmlGpmSampleGet(device: nvmlDevice_t, sample: nvmlGpmSample_t
 /// is the GPU (a MIG device handle is `NVML_ERROR_INVALID_ARGUMENT`);
 /// `NVML_ERROR_NOT_SUPPORTED` on Ampere; with MIG disabled no id is valid
 /// (`NVML_ERROR_INVALID_ARGUMENT`); an id no GPU instance has (destroyed) is
-/// `NVML_ERROR_NOT_FOUND`, as `nvmlDeviceGetGpuInstanceById` answers.
+/// `NVML_ERROR_NOT_FOUND`, as `nvmlDeviceGetGpuInstanceById` answers; a GPU
+/// instance without compute instances is `NVML_ERROR_NOT_SUPPORTED`
+/// (unverified, see the module's notes).
 #[no_mangle]
 pub extern "C" fn nvmlGpmMigSampleGet(
     device: nvmlDevice_t,
@@ -332,6 +358,10 @@ pub extern "C" fn nvmlGpmMigSampleGet(
             .iter()
             .find(|g| g.id == gpu_instance_id)
             .ok_or(NOT_FOUND)?;
+        // No compute instance, no counters to aggregate (see the module's notes).
+        if gi.compute_instances.is_empty() {
+            return Err(NOT_SUPPORTED);
+        }
         st.gpm.prune(gpu);
         let counters = st.gpm.read(
             Unit::Gi {
@@ -506,7 +536,7 @@ mod tests {
             ..Load::default()
         };
         let a = gpm.read(unit.clone(), load);
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_nanos(REFRESH_NS + 10_000_000));
         let b = gpm.read(unit.clone(), load);
         let dt = (b.at_ns - a.at_ns) as f64;
         assert!(dt > 0.0);
@@ -518,6 +548,25 @@ mod tests {
             c.sm_active >= b.sm_active && c.at_ns >= b.at_ns,
             "never backwards"
         );
+    }
+
+    #[test]
+    fn counters_are_copied_as_of_the_latest_refresh() {
+        assert_eq!(refreshed_at(1), 1, "never 0");
+        assert_eq!(refreshed_at(REFRESH_NS - 1), 1);
+        assert_eq!(refreshed_at(REFRESH_NS), REFRESH_NS);
+        assert_eq!(refreshed_at(3 * REFRESH_NS + 7), 3 * REFRESH_NS);
+        let mut gpm = Gpm::default();
+        let unit = Unit::Gpu { uuid: "GPU-a".into() };
+        let load = Load {
+            sm_active: 1.0,
+            ..Load::default()
+        };
+        // Two reads at once land in one refresh period: the same copy.
+        let a = gpm.read(unit.clone(), load);
+        let b = gpm.read(unit, load);
+        assert_eq!(a, b);
+        assert_eq!(a.at_ns % REFRESH_NS, if a.at_ns == 1 { 1 } else { 0 });
     }
 
     #[test]

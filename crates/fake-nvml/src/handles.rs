@@ -13,8 +13,10 @@ use nvml_wrapper_sys::bindings::{
 
 /// What a handle names. GPUs are named by UUID so that a handle keeps naming
 /// the same board whatever the World says about indexes; MIG devices and
-/// compute instances by their UUID, which is new for every created instance,
-/// so a handle to a destroyed instance never names its successor.
+/// compute instances by their ids and UUID, which is new for every created
+/// instance unless the World's GPU reuses MIG UUIDs: then a handle to a
+/// destroyed instance names the one created again in its place, as nvml.h
+/// allows ("Handles may be reused and their properties can change").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     Gpu {

@@ -52,6 +52,54 @@ pub(crate) fn mig_devices(gpu: &Gpu) -> Vec<(&GpuInstance, &ComputeInstance)> {
     out
 }
 
+/// A MIG device as an index slot remembers it: GPU instance id, compute
+/// instance id and MIG UUID.
+type MigSlot = (u32, u32, String);
+
+/// The indexes `nvmlDeviceGetMigDeviceHandleByIndex` numbers MIG devices by,
+/// per GPU UUID, while the library is initialised. nvml.h answers
+/// NVML_ERROR_NOT_FOUND "if no valid MIG device was found at index", NVIDIA's
+/// go-nvlib (`pkg/nvlib/device/device.go`, `VisitMigDevices`) walks every
+/// index up to the maximum and skips such ones, and an NVIDIA maintainer
+/// (NVIDIA/go-nvml issue 60) says the indexes that succeed are the MIG
+/// devices: so the indexes in use may have holes. unverified: where they
+/// come from; assumed a device keeps its index for its life, a destroyed one
+/// leaves a hole, and a new one takes the lowest free index (in GPU- then
+/// compute-instance id order). A fresh session numbers them from 0 without holes.
+#[derive(Debug, Default)]
+pub(crate) struct MigIndexes {
+    by_gpu: std::collections::BTreeMap<String, Vec<Option<MigSlot>>>,
+}
+
+impl MigIndexes {
+    /// `gpu`'s index slots brought up to date with its MIG devices now.
+    fn slots(&mut self, gpu: &Gpu) -> &[Option<MigSlot>] {
+        let live: Vec<MigSlot> = mig_devices(gpu)
+            .into_iter()
+            .map(|(gi, ci)| (gi.id, ci.id, ci.uuid.clone()))
+            .collect();
+        let slots = self.by_gpu.entry(gpu.uuid.clone()).or_default();
+        for slot in slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| !live.contains(s)) {
+                *slot = None;
+            }
+        }
+        for device in live {
+            if slots.iter().flatten().any(|s| *s == device) {
+                continue;
+            }
+            match slots.iter().position(Option::is_none) {
+                Some(free) => slots[free] = Some(device),
+                None => slots.push(Some(device)),
+            }
+        }
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        slots
+    }
+}
+
 /// # Safety
 /// `current` and `pending` are NULL or writable.
 #[no_mangle]
@@ -112,8 +160,8 @@ pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(
 }
 
 /// `NVML_ERROR_NOT_FOUND` when no MIG device has that index (always, while MIG
-/// is disabled, as on the fixture's H100); `NVML_ERROR_INVALID_ARGUMENT` when
-/// `device` is itself a MIG device.
+/// is disabled, as on the fixture's H100; and at the holes [`MigIndexes`]
+/// describes); `NVML_ERROR_INVALID_ARGUMENT` when `device` is itself a MIG device.
 ///
 /// # Safety
 /// `mig_device` is NULL or writable.
@@ -128,8 +176,17 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
             return Err(INVALID_ARGUMENT);
         };
         nonnull(mig_device)?;
-        let devices = mig_devices(gpu);
-        let (gi, ci) = devices.get(index as usize).ok_or(NOT_FOUND)?;
+        let (gi_id, ci_id, _) = st
+            .mig_indexes
+            .slots(gpu)
+            .get(index as usize)
+            .cloned()
+            .flatten()
+            .ok_or(NOT_FOUND)?;
+        let (gi, ci) = mig_devices(gpu)
+            .into_iter()
+            .find(|(gi, ci)| gi.id == gi_id && ci.id == ci_id)
+            .ok_or(NOT_FOUND)?;
         let h = st.handles.handle(mig_target(gpu, gi, ci));
         unsafe { out(mig_device, h as nvmlDevice_t) }
     })

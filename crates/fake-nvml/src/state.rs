@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub next_event_set: usize,
     /// GPM sample buffers and the per-instance counters they copy.
     pub gpm: crate::gpm::Gpm,
+    /// Which MIG device each `nvmlDeviceGetMigDeviceHandleByIndex` index names.
+    pub mig_indexes: crate::mig::MigIndexes,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -222,6 +224,7 @@ pub(crate) fn shutdown(name: &'static str) -> nvmlReturn_t {
         st.init_count = st.init_count.saturating_sub(1);
         if st.init_count == 0 {
             st.event_sets.clear();
+            st.mig_indexes = Default::default();
         }
         Ok(())
     })

@@ -100,6 +100,10 @@ fn metrics(
         .collect()
 }
 
+/// Longer than the 100 ms between counter refreshes (nvml.h asks for more
+/// than 100 ms between two samples), so two samples this far apart differ.
+const GAP: Duration = Duration::from_millis(110);
+
 fn close(got: Option<f64>, want: f64) -> bool {
     got.is_some_and(|g| (g - want).abs() < 1e-3)
 }
@@ -138,7 +142,7 @@ fn metrics_between_two_samples_are_the_worlds_load() {
         dev.gpm_mig_sample(2).unwrap(),
         dev.gpm_mig_sample(9).unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(GAP);
     let (gpu2, big2, small2) = (
         dev.gpm_sample().unwrap(),
         dev.gpm_mig_sample(2).unwrap(),
@@ -169,7 +173,7 @@ fn metrics_between_two_samples_are_the_worlds_load() {
         }
     }
     fake.save(&w);
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(GAP);
     let small3 = dev.gpm_mig_sample(9).unwrap();
     assert!(close(metrics(&nvml, &small2, &small3)[1], 100.0));
 }
@@ -186,8 +190,9 @@ fn samples_of_unrelated_units_give_garbage_as_on_the_hardware() {
     let nvml = fake.nvml();
     let dev = nvml.device_by_index(0).unwrap();
     let _start = dev.gpm_mig_sample(2).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(GAP);
     let first = dev.gpm_mig_sample(2).unwrap();
+    std::thread::sleep(GAP);
     // Another GPU instance's counters start at its first sample: the "rate"
     // from GI 2's counters to them is no load at all.
     let other = dev.gpm_mig_sample(9).unwrap();
@@ -253,7 +258,7 @@ fn metrics_get_checks_its_request() {
     let lib = nvml.lib();
     let metrics_get = lib.nvmlGpmMetricsGet.as_ref().unwrap();
     let a = dev.gpm_mig_sample(2).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    std::thread::sleep(GAP);
     let b = dev.gpm_mig_sample(2).unwrap();
     let empty = nvml_wrapper::GpmSample::into_handle(dev.gpm_mig_sample(2).unwrap());
     // SAFETY: zeroed is valid for this plain C struct.
@@ -315,6 +320,46 @@ fn metrics_get_checks_its_request() {
     let free = lib.nvmlGpmSampleFree.as_ref().unwrap();
     assert_eq!(unsafe { free(fresh) }, SUCCESS);
     assert_eq!(unsafe { free(empty) }, SUCCESS);
+}
+
+#[test]
+fn samples_within_one_refresh_are_the_same_copy_and_give_no_metrics() {
+    let fake = Fake::new(&node());
+    let nvml = fake.nvml();
+    let dev = nvml.device_by_index(0).unwrap();
+    // Back to back: almost always one refresh period; the odd pair that
+    // straddles a refresh is followed by one that does not.
+    let refused = (0..3).any(|_| {
+        let a = dev.gpm_mig_sample(2).unwrap();
+        let b = dev.gpm_mig_sample(2).unwrap();
+        matches!(
+            gpm_metrics_get(&nvml, &a, &b, &METRICS),
+            Err(NvmlError::InvalidArg)
+        )
+    });
+    assert!(refused, "two samples of one refresh give no metrics");
+    let a = dev.gpm_sample().unwrap();
+    std::thread::sleep(GAP);
+    let b = dev.gpm_sample().unwrap();
+    assert!(
+        gpm_metrics_get(&nvml, &a, &b, &METRICS).is_ok(),
+        "more than 100 ms apart"
+    );
+}
+
+#[test]
+fn a_gpu_instance_without_compute_instances_has_no_sample() {
+    let mut world = node();
+    let gpu = &mut world.gpus[0];
+    let bare = gpu.create_gpu_instance(19, Some(0)).unwrap();
+    let fake = Fake::new(&world);
+    let nvml = fake.nvml();
+    let dev = nvml.device_by_index(0).unwrap();
+    assert!(matches!(dev.gpm_mig_sample(bare), Err(NvmlError::NotSupported)));
+    assert!(
+        dev.gpm_mig_sample(2).is_ok(),
+        "GIs with compute instances still sample"
+    );
 }
 
 const NVML_GPM_METRIC_MAX_PLUS_ONE: c_uint = nvmlGpmMetricId_t_NVML_GPM_METRIC_MAX + 1;

@@ -983,3 +983,87 @@ fn every_world_product_answers_its_own_profiles() {
         }
     }
 }
+
+/// The MIG UUID at each `nvmlDeviceGetMigDeviceHandleByIndex` index up to the
+/// maximum, `None` where the index has no device.
+fn mig_uuids_by_index(dev: &Device<'_>) -> Vec<Option<String>> {
+    (0..dev.mig_device_count().unwrap())
+        .map(|i| match dev.mig_device_by_index(i) {
+            Ok(mig) => Some(mig.uuid().unwrap()),
+            Err(NvmlError::NotFound) => None,
+            Err(e) => panic!("index {i}: {e}"),
+        })
+        .collect()
+}
+
+#[test]
+fn mig_device_indexes_keep_their_place_and_leave_holes() {
+    let mut world = h100_mixed();
+    let fake = Fake::new(&world);
+    let uuid = |w: &World, gi: u32, ci: u32| {
+        let gi = w.gpus[0].gpu_instance(gi).unwrap();
+        Some(
+            gi.compute_instances
+                .iter()
+                .find(|c| c.id == ci)
+                .unwrap()
+                .uuid
+                .clone(),
+        )
+    };
+    {
+        let nvml = fake.nvml();
+        let dev = nvml.device_by_index(0).unwrap();
+        let first = mig_uuids_by_index(&dev);
+        assert_eq!(
+            &first[..3],
+            &[uuid(&world, 2, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]
+        );
+        assert!(first[3..].iter().all(Option::is_none));
+
+        // The first device goes: its index is a hole, the others keep theirs.
+        world.gpus[0].destroy_compute_instance(2, 0).unwrap();
+        fake.save(&world);
+        let holed = mig_uuids_by_index(&dev);
+        assert_eq!(&holed[..3], &[None, uuid(&world, 2, 1), uuid(&world, 9, 0)]);
+
+        // A new one fills the lowest free index.
+        world.gpus[0].create_compute_instance(3, None).unwrap();
+        fake.save(&world);
+        let filled = mig_uuids_by_index(&dev);
+        assert_eq!(
+            &filled[..3],
+            &[uuid(&world, 3, 0), uuid(&world, 2, 1), uuid(&world, 9, 0)]
+        );
+    }
+    // After the last nvmlShutdown, a new session numbers them from 0 in id order.
+    world.gpus[0].destroy_compute_instance(3, 0).unwrap();
+    fake.save(&world);
+    let nvml = fake.nvml();
+    let dense = mig_uuids_by_index(&nvml.device_by_index(0).unwrap());
+    assert_eq!(&dense[..2], &[uuid(&world, 2, 1), uuid(&world, 9, 0)]);
+    assert!(dense[2..].iter().all(Option::is_none));
+}
+
+#[test]
+fn an_unprivileged_caller_gets_no_aggregate_memory_of_a_mig_gpu() {
+    let mut world = h100_mixed();
+    world.faults.unprivileged = true;
+    let fake = Fake::new(&world);
+    let nvml = fake.nvml();
+    let mig_gpu = nvml.device_by_index(0).unwrap();
+    assert!(matches!(mig_gpu.memory_info(), Err(NvmlError::NoPermission)));
+    let mut v2: nvmlMemory_v2_t = unsafe { std::mem::zeroed() };
+    v2.version = (std::mem::size_of::<nvmlMemory_v2_t>() as c_uint) | (2 << 24);
+    let lib = nvml.lib();
+    assert_eq!(
+        unsafe { lib.nvmlDeviceGetMemoryInfo_v2(raw(&mig_gpu), &mut v2) },
+        nvmlReturn_enum_NVML_ERROR_NO_PERMISSION
+    );
+    // Per-instance memory and a GPU without MIG still answer.
+    let mig = mig_gpu.mig_device_by_index(0).unwrap();
+    assert_eq!(mig.memory_info().unwrap().used, 1002 * MIB);
+    assert!(nvml.device_by_index(1).unwrap().memory_info().is_ok());
+    // Everything else about the MIG GPU answers too.
+    assert!(mig_gpu.temperature(TemperatureSensor::Gpu).is_ok());
+}

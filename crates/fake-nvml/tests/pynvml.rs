@@ -273,6 +273,11 @@ fn pynvml_reads_exactly_the_world() {
         1 + 1 + 3,
         "supported, gpu, 3 GIs"
     );
+    assert_eq!(
+        gpm(0)["gi3"]["sample_rc"],
+        3,
+        "GI 3 has no compute instance: Not Supported (unverified, see fake-nvml's gpm.rs)"
+    );
 
     // The World is not trivial: GIs with and without CIs, partial CIs, two products.
     assert_eq!(gpus[0]["gpu_instances"].as_array().unwrap().len(), 3);

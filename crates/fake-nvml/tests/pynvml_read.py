@@ -132,8 +132,11 @@ GPM_METRICS = [
 
 
 def gpm(h, gpu_instances):
-    """GPM support and, where supported, the metrics between two samples 50 ms
-    apart of the GPU ("gpu") and of each GPU instance ("gi<id>")."""
+    """GPM support and, where supported, the metrics between two samples 150 ms
+    apart (nvml.h asks for more than 100) of the GPU ("gpu") and of each GPU
+    instance with compute instances ("gi<id>"); for one without, only what
+    asking for a sample answers ("gi<id>": {"sample_rc": ...}): NVIDIA's DCGM
+    does not ask."""
     out = {"supported": n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice}
     if not out["supported"]:
         s = n.nvmlGpmSampleAlloc()
@@ -142,11 +145,18 @@ def gpm(h, gpu_instances):
         return out
     scopes = [("gpu", lambda s: n.nvmlGpmSampleGet(h, s))]
     for gi in gpu_instances:
+        if not gi["compute_instances"]:
+            s = n.nvmlGpmSampleAlloc()
+            out["gi%d" % gi["id"]] = {
+                "sample_rc": error_code(lambda i=gi["id"]: n.nvmlGpmMigSampleGet(h, i, s))
+            }
+            n.nvmlGpmSampleFree(s)
+            continue
         scopes.append(("gi%d" % gi["id"], lambda s, i=gi["id"]: n.nvmlGpmMigSampleGet(h, i, s)))
     pairs = {}
     for name, get in scopes:
         pairs[name] = [get(n.nvmlGpmSampleAlloc())]
-    time.sleep(0.05)
+    time.sleep(0.15)
     for name, get in scopes:
         pairs[name].append(get(n.nvmlGpmSampleAlloc()))
     for name, (first, second) in pairs.items():

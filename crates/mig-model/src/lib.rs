@@ -29,8 +29,8 @@ pub use product::{Architecture, Product, ProductSpec, UnknownProfile};
 pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
 pub use table::ProductTable;
 pub use world::{
-    CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, ModeChange,
-    RemappedRows, Telemetry, World,
+    CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, MigUuids,
+    ModeChange, RemappedRows, Telemetry, World,
 };
 
 /// Environment variable naming the World file that `mig-sim`, `fake-nvml` and

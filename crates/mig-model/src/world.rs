@@ -63,6 +63,13 @@ pub struct Faults {
     /// garbage rate, as the hardware would.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gpm_clock_offset_ns: i64,
+    /// fake-nvml: the caller lacks the privileges NVML asks for the aggregate
+    /// memory of a GPU in MIG mode, so `nvmlDeviceGetMemoryInfo` (and `_v2`)
+    /// on a MIG-enabled GPU answers NVML_ERROR_NO_PERMISSION (nvml.h, the
+    /// note on `nvmlDeviceGetMemoryInfo`). MIG device handles and GPUs with
+    /// MIG disabled still answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprivileged: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -98,9 +105,13 @@ pub struct Gpu {
     /// Processes holding the GPU open; they block an Ampere MIG-mode reset.
     #[serde(default)]
     pub clients: u32,
-    /// Counter that makes every new MIG device UUID unique.
+    /// Counter that makes every new MIG device UUID unique under
+    /// [`MigUuids::NewEachCreation`].
     #[serde(default)]
     pub uuid_serial: u64,
+    /// Whether a compute instance created again gets a new MIG UUID.
+    #[serde(default, skip_serializing_if = "MigUuids::is_default")]
+    pub mig_uuids: MigUuids,
     #[serde(default)]
     pub gpu_instances: Vec<GpuInstance>,
     #[serde(default)]
@@ -109,6 +120,28 @@ pub struct Gpu {
 
 fn yes() -> bool {
     true
+}
+
+/// How the driver names a new compute instance's MIG device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigUuids {
+    /// A new UUID for every creation, as R470 and newer drivers mostly do.
+    #[default]
+    NewEachCreation,
+    /// A compute instance created again in the same place gets the UUID the
+    /// one before it had: users' published `nvidia-smi -L` output (RTX PRO
+    /// 6000; A100 80GB PCIe, R515) shows a destroyed and recreated instance
+    /// with its old MIG UUID. unverified: what the driver keys the UUID on;
+    /// assumed here the GPU instance's placement (start and size) and the
+    /// compute instance's id, not the GPU instance's id nor either profile.
+    ReusedPerPlacement,
+}
+
+impl MigUuids {
+    pub fn is_default(&self) -> bool {
+        *self == MigUuids::default()
+    }
 }
 
 /// Whole-GPU readings NVML gives besides geometry. Defaults are what the
@@ -359,6 +392,7 @@ impl Gpu {
             ecc_enabled: true,
             clients: 0,
             uuid_serial: 0,
+            mig_uuids: MigUuids::default(),
             gpu_instances: Vec::new(),
             telemetry: Telemetry::default(),
         }
@@ -529,11 +563,8 @@ impl Gpu {
         let id = (0..)
             .find(|id| !instance.compute_instances.iter().any(|c| c.id == *id))
             .unwrap_or(0);
-        self.uuid_serial += 1;
-        let uuid = format!(
-            "MIG-{}",
-            uuid_from(&["mig", &self.uuid, &self.uuid_serial.to_string()], 5)
-        );
+        let gi_placement = instance.placement;
+        let uuid = self.new_mig_uuid(gi_placement, id);
         let profile_id = profile.id;
         let instance = self.gpu_instance_mut(gi)?;
         instance.compute_instances.push(ComputeInstance {
@@ -545,6 +576,28 @@ impl Gpu {
         });
         instance.compute_instances.sort_by_key(|c| c.id);
         Ok(id)
+    }
+
+    /// The MIG UUID of a compute instance created now with id `ci` in the GPU
+    /// instance at `gi_placement`, by this GPU's [`MigUuids`].
+    fn new_mig_uuid(&mut self, gi_placement: Placement, ci: u32) -> String {
+        let name = match self.mig_uuids {
+            MigUuids::NewEachCreation => {
+                self.uuid_serial += 1;
+                uuid_from(&["mig", &self.uuid, &self.uuid_serial.to_string()], 5)
+            }
+            MigUuids::ReusedPerPlacement => uuid_from(
+                &[
+                    "mig-at",
+                    &self.uuid,
+                    &gi_placement.start.to_string(),
+                    &gi_placement.size.to_string(),
+                    &ci.to_string(),
+                ],
+                5,
+            ),
+        };
+        format!("MIG-{name}")
     }
 
     /// `nvidia-smi mig -dci -ci CI -gi GI`.
@@ -710,6 +763,37 @@ mod tests {
         gpu.destroy_compute_instance(gi, 0).unwrap();
         gpu.create_compute_instance(gi, None).unwrap();
         assert_ne!(gpu.gpu_instance(gi).unwrap().compute_instances[0].uuid, first);
+        assert_eq!(gpu.mig_uuids, MigUuids::NewEachCreation, "the default");
+    }
+
+    #[test]
+    fn reused_uuids_come_back_for_the_same_place_and_ci_id_only() {
+        let mut w = h100_node();
+        let gpu = w.gpu_mut(0).unwrap();
+        gpu.mig_uuids = MigUuids::ReusedPerPlacement;
+        let gi = gpu.create_gpu_instance(9, Some(4)).unwrap();
+        gpu.create_compute_instance(gi, None).unwrap();
+        let first = gpu.gpu_instance(gi).unwrap().compute_instances[0].clone();
+        // Recreated in place with another profile: the same UUID.
+        gpu.destroy_compute_instance(gi, 0).unwrap();
+        gpu.create_compute_instance(gi, Some(0)).unwrap();
+        let again = gpu.gpu_instance(gi).unwrap().compute_instances[0].clone();
+        assert_eq!((again.id, again.uuid.as_str()), (0, first.uuid.as_str()));
+        assert_ne!(again.profile_id, first.profile_id);
+        // Another compute instance beside it, and a GI elsewhere: other UUIDs.
+        gpu.create_compute_instance(gi, Some(0)).unwrap();
+        let second = gpu.gpu_instance(gi).unwrap().compute_instances[1].uuid.clone();
+        let other = gpu.create_gpu_instance(9, Some(0)).unwrap();
+        gpu.create_compute_instance(other, None).unwrap();
+        let elsewhere = gpu.gpu_instance(other).unwrap().compute_instances[0].uuid.clone();
+        assert!(second != first.uuid && elsewhere != first.uuid && elsewhere != second);
+        assert_eq!(gpu.uuid_serial, 0, "no serial is spent");
+        // The switch is kept in the file; the default stays out of it.
+        let text = serde_json::to_string(&w).unwrap();
+        assert!(text.contains("\"mig_uuids\":\"reused_per_placement\""), "{text}");
+        let back: World = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, w);
+        assert!(!serde_json::to_string(&h100_node()).unwrap().contains("mig_uuids"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use mig_model::Product;
+use mig_model::{MigUuids, Product};
 
 use crate::error::Failure;
 
@@ -54,6 +54,8 @@ pub struct InitArgs {
     pub hostname: String,
     pub mig: bool,
     pub force: bool,
+    /// `--mig-uuids new|reused`: whether a recreated compute instance gets a new MIG UUID.
+    pub mig_uuids: MigUuids,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,6 +340,7 @@ fn parse_init(toks: &mut Tokens, world: Option<PathBuf>) -> Result<InitArgs> {
     let mut hostname: Option<String> = None;
     let mut mig = false;
     let mut force = false;
+    let mut mig_uuids = MigUuids::default();
     while let Some(arg) = toks.next() {
         let (name, inline) = split_inline(&arg);
         match name.as_str() {
@@ -364,6 +367,17 @@ fn parse_init(toks: &mut Tokens, world: Option<PathBuf>) -> Result<InitArgs> {
                 hostname = Some(v);
             }
             "--mig" => mig = parse_switch(&toks.value(&name, inline)?, "--mig")?,
+            "--mig-uuids" => {
+                mig_uuids = match toks.value(&name, inline)?.as_str() {
+                    "new" => MigUuids::NewEachCreation,
+                    "reused" => MigUuids::ReusedPerPlacement,
+                    v => {
+                        return Err(Failure::usage(format!(
+                            "invalid value '{v}' for --mig-uuids: must be new or reused"
+                        )))
+                    }
+                }
+            }
             "--force" => {
                 no_inline(&name, &inline)?;
                 force = true;
@@ -405,6 +419,7 @@ fn parse_init(toks: &mut Tokens, world: Option<PathBuf>) -> Result<InitArgs> {
         hostname: hostname.unwrap_or_else(|| "sim-node".to_string()),
         mig,
         force,
+        mig_uuids,
     })
 }
 
@@ -598,7 +613,8 @@ MIG_WORLD environment variable. Every change is written atomically, and only
 when the whole command succeeds.
 
 Usage:
-  mig-sim init --gpus N --product NAME [--hostname NAME] [--mig 0|1] [--force] FILE
+  mig-sim init --gpus N --product NAME [--hostname NAME] [--mig 0|1]
+               [--mig-uuids new|reused] [--force] FILE
   mig-sim [-i GPU[,GPU...]] -mig 0|1
   mig-sim [-i GPU[,GPU...]] -L
   mig-sim [-i GPU[,GPU...]] mig OPERATION ...      (see 'mig-sim mig --help')
@@ -612,6 +628,9 @@ Usage:
 GPU is an index, a GPU UUID or a PCI bus id. Without -i, every GPU.
 'mig-sim products' lists every product init takes (--product NAME), with its
 NVML name, PCI device id and architecture; it needs no World file.
+--mig-uuids reused: a compute instance created again where one was (same GPU
+instance placement, same compute instance id) gets that one's MIG UUID back,
+as some drivers do; new (the default): a new MIG UUID for every creation.
 ";
 
 pub const MIG_HELP: &str = "\

@@ -103,6 +103,9 @@ fn init(a: &InitArgs) -> Result<String> {
         ));
     }
     let mut world = World::new(&a.hostname, a.product, a.gpus);
+    for gpu in &mut world.gpus {
+        gpu.mig_uuids = a.mig_uuids;
+    }
     if a.mig {
         for gpu in &mut world.gpus {
             gpu.set_mig_mode(true);

@@ -627,3 +627,60 @@ fn products_lists_every_compiled_in_product_without_a_world_file() {
         assert!(init.stdout.contains(&row[1]), "{}", init.stdout);
     }
 }
+
+#[test]
+fn init_chooses_whether_recreated_instances_keep_their_mig_uuid() {
+    let uuids_after_recreating = |mode: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("world.json");
+        let mut init = Command::new(BIN);
+        init.env_remove(WORLD_ENV)
+            .args(["init", "--gpus", "1", "--product", "h100-80gb", "--mig", "1"]);
+        if let Some(mode) = mode {
+            init.args(["--mig-uuids", mode]);
+        }
+        let r = finish(init.arg(&path).output().unwrap());
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let sim = Sim { _dir: dir, path };
+        sim.ok(&["mig", "-cgi", "9", "-C"]);
+        let before = sim.world().gpus[0].gpu_instances[0].compute_instances[0]
+            .uuid
+            .clone();
+        sim.ok(&["mig", "-dci"]);
+        sim.ok(&["mig", "-cci", "0", "-gi", "2"]);
+        let after = sim.world().gpus[0].gpu_instances[0].compute_instances[0]
+            .uuid
+            .clone();
+        (before, after)
+    };
+    let (before, after) = uuids_after_recreating(Some("reused"));
+    assert_eq!(before, after, "the place's UUID comes back");
+    let (before, after) = uuids_after_recreating(None);
+    assert_ne!(before, after, "the default: a new UUID");
+    let (before, after) = uuids_after_recreating(Some("new"));
+    assert_ne!(before, after);
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = finish(
+        Command::new(BIN)
+            .env_remove(WORLD_ENV)
+            .args([
+                "init",
+                "--gpus",
+                "1",
+                "--product",
+                "h100-80gb",
+                "--mig-uuids",
+                "sometimes",
+            ])
+            .arg(dir.path().join("w.json"))
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--mig-uuids") && r.stderr.contains("new or reused"),
+        "{}",
+        r.stderr
+    );
+}

@@ -187,7 +187,7 @@ pub fn all() -> Vec<Family> {
             "By",
             UpDownCounter,
             "Framebuffer of the physical GPU.",
-            |g| Some(g.memory_total_bytes as f64),
+            |g| g.memory_total_bytes.map(|b| b as f64),
         ),
         per_gpu(
             "nvidia_mig_mode_current",

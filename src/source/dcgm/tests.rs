@@ -309,7 +309,7 @@ fn snapshot() -> GpuSnapshot {
         name: "H100".into(),
         pci_bus_id: String::new(),
         pci_device_id: 0x2330_10DE,
-        memory_total_bytes: 0,
+        memory_total_bytes: Some(0),
         mig_current: true,
         mig_pending: true,
         compute_slices_capacity: 7,

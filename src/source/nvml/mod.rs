@@ -285,6 +285,8 @@ struct GpuIdentity {
     pci_device_id: u32,
     /// `nvmlDeviceGetMaxMigDeviceCount`, read at the first poll with MIG on.
     max_mig_devices: Option<u32>,
+    /// Whether the lack of permission to read its memory was logged.
+    told_no_memory_permission: bool,
 }
 
 impl GpuIdentity {
@@ -296,6 +298,7 @@ impl GpuIdentity {
             pci_bus_id: pci.bus_id,
             pci_device_id: pci.pci_device_id,
             max_mig_devices: None,
+            told_no_memory_permission: false,
         })
     }
 }
@@ -303,18 +306,17 @@ impl GpuIdentity {
 /// What the last poll of a GPU read that stays true until its geometry
 /// changes, so the next poll need not ask again. Each entry is used only
 /// where its key matches a fresh reading.
+///
+/// Compute instances and the ids of MIG devices are read on every poll: a
+/// MIG UUID is no key for them, since a driver may give a compute instance
+/// created again in its place the UUID of the one before (users' published
+/// `nvidia-smi -L` output, RTX PRO 6000 and A100 80GB PCIe on R515), with
+/// another profile or in another GPU instance.
 #[derive(Default)]
 struct GeometryMemo {
     /// Remaining capacity per profile-table row, for this MIG mode and GI list
     /// (it depends on nothing else).
     remaining: Option<(bool, Vec<raw::GiInfo>, Vec<u32>)>,
-    /// `(GI id, CI id)` of each MIG device by its UUID: fixed for the device's life.
-    mig_ids: BTreeMap<String, (u32, u32)>,
-    /// Each GI's compute instances by GI id, with the GI and its MIG devices'
-    /// UUIDs (in CI order) they were read with. A compute instance recreated
-    /// in place gets a new MIG UUID on drivers since R470, so the same GI with
-    /// the same UUIDs has the same compute instances.
-    compute_instances: BTreeMap<u32, (raw::GiInfo, Vec<String>, Vec<raw::CiInfo>)>,
 }
 
 fn read_gpu(
@@ -328,7 +330,24 @@ fn read_gpu(
 ) -> anyhow::Result<GpuSnapshot> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
-    let memory = device.memory_info().context("nvmlDeviceGetMemoryInfo")?;
+    let memory = match device.memory_info() {
+        // nvml.h: in MIG mode the whole GPU's memory is told "only if the
+        // caller has appropriate privileges"; without them the GPU's other
+        // readings are still served.
+        Err(NvmlError::NoPermission) => {
+            if !identity.told_no_memory_permission {
+                identity.told_no_memory_permission = true;
+                tracing::warn!(
+                    gpu = index,
+                    gpu_uuid = %identity.uuid,
+                    "nvmlDeviceGetMemoryInfo: no permission (NVML tells the memory of a GPU in MIG mode \
+                     only to a privileged caller): no whole-GPU memory series for it"
+                );
+            }
+            None
+        }
+        other => optional(other).context("nvmlDeviceGetMemoryInfo")?,
+    };
     let (mig_current, mig_pending) = match optional(device.mig_mode()).context("nvmlDeviceGetMigMode")? {
         Some(mode) => (mode.current != 0, mode.pending != 0),
         None => (false, false),
@@ -362,10 +381,7 @@ fn read_gpu(
             Some((false, _, remaining)) => remaining.clone(),
             _ => {
                 let remaining = remaining_capacities(nvml, handle, &table)?;
-                *memo = GeometryMemo {
-                    remaining: Some((false, Vec::new(), remaining.clone())),
-                    ..GeometryMemo::default()
-                };
+                memo.remaining = Some((false, Vec::new(), remaining.clone()));
                 remaining
             }
         };
@@ -399,7 +415,7 @@ fn read_gpu(
         name: identity.name.clone(),
         pci_bus_id: identity.pci_bus_id.clone(),
         pci_device_id: identity.pci_device_id,
-        memory_total_bytes: memory.total,
+        memory_total_bytes: memory.as_ref().map(|m| m.total),
         mig_current,
         mig_pending,
         compute_slices_capacity: table.iter().map(|p| p.compute_slices).max().unwrap_or(0),
@@ -408,7 +424,7 @@ fn read_gpu(
         memory_slices_used: slot_mask.count_ones(),
         profiles,
         gpu_instances: geometry,
-        health: read_health(nvml, device, mig_current, memory.used)?,
+        health: read_health(nvml, device, mig_current, memory.map(|m| m.used))?,
     })
 }
 
@@ -527,7 +543,7 @@ fn consistent_geometry(
                 continue;
             }
         };
-        let geometry = read_instances(nvml, device, max_mig_devices, &before, memo);
+        let geometry = read_instances(nvml, device, max_mig_devices, &before);
         let geometry = match geometry {
             Ok(Some(geometry)) => geometry,
             Ok(None) => {
@@ -646,45 +662,32 @@ fn gi_list<'t>(
     Ok(list)
 }
 
-/// Old drivers' MIG UUIDs (`MIG-GPU-<gpu>/<gi>/<ci>`) name a place, not an
-/// instance: a compute instance recreated there keeps the UUID.
-fn names_one_instance(mig_uuid: &str) -> bool {
-    !mig_uuid.starts_with("MIG-GPU-")
-}
-
 /// The listed GPU instances with their compute instances and MIG devices;
 /// `None` when the MIG devices and compute instances do not match (the layout
-/// moved while being read). Keeps in `memo` what the next poll may reuse.
+/// moved while being read).
 fn read_instances(
     nvml: &Nvml,
     device: &Device,
     max_mig_devices: u32,
     listed: &[ListedGi<'_>],
-    memo: &mut GeometryMemo,
 ) -> Result<Option<Vec<GpuInstanceSnapshot>>, NvmlError> {
     // MIG devices (one per compute instance): UUID and memory by (GI, CI).
     let mut mig_devices = BTreeMap::new();
     for index in 0..max_mig_devices {
         let mig = match device.mig_device_by_index(index) {
             Ok(mig) => mig,
+            // The indexes in use may have holes (nvml.h: NOT_FOUND "if no
+            // valid MIG device was found at index"): every index is asked.
             Err(NvmlError::NotFound) => continue,
             Err(e) => return Err(e),
         };
         let uuid = mig.uuid()?;
-        let ids = match memo.mig_ids.get(&uuid) {
-            Some(&ids) if names_one_instance(&uuid) => ids,
-            _ => {
-                // SAFETY: the handle is used only while `nvml` lives, within this poll.
-                let ids = raw::mig_device_ids(nvml, unsafe { mig.handle() })?;
-                memo.mig_ids.insert(uuid.clone(), ids);
-                ids
-            }
-        };
-        mig_devices.insert(ids, (uuid, mig.memory_info()?.used));
-    }
-    if memo.mig_ids.len() > mig_devices.len() {
-        memo.mig_ids
-            .retain(|uuid, ids| mig_devices.get(ids).is_some_and(|(u, _)| u == uuid));
+        // SAFETY: the handle is used only while `nvml` lives, within this poll.
+        let ids = raw::mig_device_ids(nvml, unsafe { mig.handle() })?;
+        if mig_devices.insert(ids, (uuid, mig.memory_info()?.used)).is_some() {
+            // Two devices of one compute instance: read between two layouts.
+            return Ok(None);
+        }
     }
 
     let mut out = Vec::with_capacity(listed.len());
@@ -701,30 +704,11 @@ fn read_instances(
                 profile.ci_profiles.get_or_init(|| read)
             }
         };
-        let uuids = || {
-            mig_devices
-                .range((gi.info.id, 0)..=(gi.info.id, u32::MAX))
-                .map(|(_, (uuid, _))| uuid)
-        };
-        let known = memo
-            .compute_instances
-            .get(&gi.info.id)
-            .filter(|(info, known, _)| {
-                *info == gi.info && known.iter().all(|u| names_one_instance(u)) && known.iter().eq(uuids())
-            });
-        let cis = match known {
-            Some((_, _, cis)) => cis.clone(),
-            None => {
-                let mut cis = Vec::new();
-                for &(id, _, count) in ci_profiles {
-                    cis.extend(raw::compute_instances(nvml, gi.handle, id, count)?);
-                }
-                cis.sort_by_key(|c| c.id);
-                memo.compute_instances
-                    .insert(gi.info.id, (gi.info, uuids().cloned().collect(), cis.clone()));
-                cis
-            }
-        };
+        let mut cis = Vec::new();
+        for &(id, _, count) in ci_profiles {
+            cis.extend(raw::compute_instances(nvml, gi.handle, id, count)?);
+        }
+        cis.sort_by_key(|c| c.id);
         let memory_used = cis
             .iter()
             .find_map(|ci| mig_devices.get(&(gi.info.id, ci.id)))
@@ -764,10 +748,6 @@ fn read_instances(
             activity: Activity::default(),
         });
     }
-    if memo.compute_instances.len() > listed.len() {
-        memo.compute_instances
-            .retain(|id, _| listed.iter().any(|gi| gi.info.id == *id));
-    }
     // A MIG device of no listed compute instance belongs to a layout the list has not seen.
     if mig_devices_placed != mig_devices.len() {
         return Ok(None);
@@ -779,7 +759,7 @@ fn read_health(
     nvml: &Nvml,
     device: &Device,
     mig_enabled: bool,
-    memory_used: u64,
+    memory_used: Option<u64>,
 ) -> anyhow::Result<DeviceHealth> {
     // SAFETY: the handle is used only while `nvml` lives, within this poll.
     let handle = unsafe { device.handle() };
@@ -837,7 +817,7 @@ fn read_health(
                 .context("nvmlDeviceGetUtilizationRates")?
                 .map(|u| f64::from(u.gpu) / 100.0)
         },
-        memory_used_bytes: Some(memory_used),
+        memory_used_bytes: memory_used,
         energy_joules: None,
         pcie_tx_bytes_per_second: None,
         pcie_rx_bytes_per_second: None,
