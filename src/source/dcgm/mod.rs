@@ -434,30 +434,43 @@ fn now_us() -> i64 {
 struct WatchKey {
     gpus: Vec<u32>,
     hierarchy: Vec<HierarchyEntry>,
-    /// `(GPU UUID, MIG enabled, GI id, CI id, MIG UUID)` of the NVML geometry.
-    geometry: Vec<(String, bool, u32, u32, String)>,
+    /// Every GPU, GPU instance and compute instance of the NVML geometry.
+    geometry: Vec<GeometryEntry>,
 }
 
-fn geometry_key(gpus: &[GpuSnapshot]) -> Vec<(String, bool, u32, u32, String)> {
+/// One part of the NVML geometry, with all that makes an instance itself:
+/// some drivers give a compute instance recreated in place its old MIG UUID
+/// back (users' published `nvidia-smi -L` on RTX PRO 6000 and on an A100
+/// 80GB PCIe, R515), so a UUID alone would not tell the new instance from
+/// the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GeometryEntry {
+    gpu_uuid: String,
+    mig_current: bool,
+    /// GPU-instance id, profile id and placement start.
+    gi: Option<(u32, u32, u32)>,
+    /// Compute-instance id, profile id and placement start.
+    ci: Option<(u32, u32, u32)>,
+    mig_uuid: String,
+}
+
+fn geometry_key(gpus: &[GpuSnapshot]) -> Vec<GeometryEntry> {
     let mut key = Vec::new();
     for gpu in gpus {
-        key.push((
-            gpu.uuid.clone(),
-            gpu.mig_current,
-            u32::MAX,
-            u32::MAX,
-            String::new(),
-        ));
+        let entry = |gi, ci, mig_uuid: &str| GeometryEntry {
+            gpu_uuid: gpu.uuid.clone(),
+            mig_current: gpu.mig_current,
+            gi,
+            ci,
+            mig_uuid: mig_uuid.to_string(),
+        };
+        key.push(entry(None, None, ""));
         for gi in &gpu.gpu_instances {
-            key.push((gpu.uuid.clone(), gpu.mig_current, gi.id, u32::MAX, String::new()));
+            let gi_key = Some((gi.id, gi.profile_id, gi.placement_start));
+            key.push(entry(gi_key, None, ""));
             for ci in &gi.compute_instances {
-                key.push((
-                    gpu.uuid.clone(),
-                    gpu.mig_current,
-                    gi.id,
-                    ci.id,
-                    ci.mig_uuid.clone(),
-                ));
+                let ci_key = Some((ci.id, ci.profile_id, ci.placement_start));
+                key.push(entry(gi_key, ci_key, &ci.mig_uuid));
             }
         }
     }
