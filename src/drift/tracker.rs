@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
-use super::advertised::advertised_mismatch;
+use super::advertised::judge_advertised;
 use super::desired::{DesiredError, DesiredSource, Resolved};
 use super::detect::{detect, Geometry, Reference};
 use super::state::{GpuState, StateError, StateStore};
 use crate::model::{
-    DriftFinding, DriftReason, DriftSnapshot, ExpectedInstances, GeometryChange, GpuSnapshot, SourceHealth,
+    Advertised, DriftFinding, DriftReason, DriftSnapshot, ExpectedInstances, GeometryChange, GpuSnapshot,
+    SourceHealth,
 };
-use crate::source::kubelet::Advertised;
 
 /// Drift detection across polls.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub struct DriftTracker {
     active: BTreeMap<(String, DriftReason), (u32, f64)>,
     /// GPU UUID → (layout fingerprint, when it last changed).
     layouts: HashMap<String, (String, f64)>,
+    /// Why the advertised devices were last not judged, so it is logged once.
+    advertised_not_judged: Option<String>,
 }
 
 impl DriftTracker {
@@ -32,6 +34,7 @@ impl DriftTracker {
             state,
             active: BTreeMap::new(),
             layouts: HashMap::new(),
+            advertised_not_judged: None,
         }
     }
 
@@ -49,9 +52,11 @@ impl DriftTracker {
     }
 
     /// [`DriftTracker::observe`], and with `advertised` (what the kubelet
-    /// advertises, when it was read this poll) `advertised_mismatch` too. That
-    /// finding is about the kubelet, not the geometry: it does not keep a GPU
-    /// from becoming last known good.
+    /// advertises, when it was read this poll) `advertised_mismatch` and
+    /// `advertised_unhealthy` too. Those findings are about the kubelet, not
+    /// the geometry: they do not keep a GPU from becoming last known good.
+    /// An advertisement that cannot be judged gives no finding; why is logged
+    /// when it starts and kept in the snapshot's `advertised_not_judged`.
     pub fn observe_with_advertised(
         &mut self,
         boot_id: Option<&str>,
@@ -59,9 +64,18 @@ impl DriftTracker {
         advertised: Option<&Advertised>,
         now: f64,
     ) -> DriftSnapshot {
-        let mut kubelet = advertised
-            .map(|a| advertised_mismatch(gpus, a))
-            .unwrap_or_default();
+        let not_judged = advertised.and_then(Advertised::not_judged);
+        if not_judged != self.advertised_not_judged {
+            match &not_judged {
+                Some(why) => tracing::warn!(reason = %why, "the kubelet's advertised devices are not judged"),
+                None if advertised.is_some() => {
+                    tracing::info!("the kubelet's advertised devices are judged again")
+                }
+                None => {}
+            }
+            self.advertised_not_judged = not_judged.clone();
+        }
+        let mut kubelet = advertised.map(|a| judge_advertised(gpus, a)).unwrap_or_default();
         let desired: Option<Resolved> = self.desired.as_mut().and_then(|d| d.refresh(gpus, now).cloned());
         self.state.refresh();
         let boot = boot_id.unwrap_or("");
@@ -114,7 +128,7 @@ impl DriftTracker {
 
             let mut detected = detect(gpu, reference);
             let geometry_healthy = detected.is_empty();
-            detected.extend(kubelet.remove(&gpu.uuid));
+            detected.extend(kubelet.remove(&gpu.uuid).unwrap_or_default());
             if geometry_healthy {
                 healthy.push((
                     gpu.uuid.clone(),
@@ -179,6 +193,7 @@ impl DriftTracker {
             expected,
             geometry_changes,
             desired: desired.map(|d| d.origin),
+            advertised_not_judged: not_judged,
         }
     }
 

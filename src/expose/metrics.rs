@@ -622,7 +622,7 @@ fn encode_drift(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt
         enc,
         "nvidia_mig_drift",
         "1 for each drift finding: the GPU's MIG geometry is not what it should be, and reason says how \
-         (mig_mode_lost, geometry_lost, profile_mismatch, gi_without_ci, mig_mode_pending, unexpected_mig, changed_since_reboot, advertised_mismatch).",
+         (mig_mode_lost, geometry_lost, profile_mismatch, gi_without_ci, mig_mode_pending, unexpected_mig, changed_since_reboot, advertised_mismatch, advertised_unhealthy).",
         d.findings.iter().map(|f| (finding_labels(f), 1u32)),
     )?;
     gauge(

@@ -67,6 +67,13 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
         "<div class=\"desired\">desired MIG config: {}</div>",
         escape(snapshot.drift.desired.as_deref().unwrap_or("none"))
     );
+    if let Some(why) = &snapshot.drift.advertised_not_judged {
+        let _ = write!(
+            html,
+            "<div class=\"desired\" data-advertised=\"not-judged\">advertised devices not judged: {}</div>",
+            escape(why)
+        );
+    }
     for gpu in &snapshot.gpus {
         render_gpu(&mut html, gpu, &snapshot.drift, snapshot.taken_at_seconds);
     }
@@ -347,6 +354,22 @@ mod tests {
         assert_eq!(html.matches("data-reason=").count(), 1, "only on its GPU");
         assert_eq!(duration(3.0 * 86400.0 + 7200.0), "3d 2h");
         assert_eq!(duration(-1.0), "0s");
+    }
+
+    #[test]
+    fn says_once_why_advertised_devices_are_not_judged() {
+        let mut snap = snapshot("h100-rebooted");
+        assert!(!render(&snap, "/metrics").contains("data-advertised"));
+        snap.drift.advertised_not_judged = Some("ids <0> are not UUIDs".into());
+        let html = render(&snap, "/metrics");
+        assert_eq!(
+            html.matches(
+                "data-advertised=\"not-judged\">advertised devices not judged: ids &lt;0&gt; are not UUIDs<"
+            )
+            .count(),
+            1,
+            "{html}"
+        );
     }
 
     #[test]

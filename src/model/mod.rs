@@ -1,5 +1,8 @@
-//! The exporter's view of a node: an immutable snapshot built by the pollers.
+//! The exporter's view of a node: an immutable snapshot built by the pollers,
+//! and what the kubelet advertises for it.
 
+mod advertised;
 mod snapshot;
 
+pub use advertised::*;
 pub use snapshot::*;

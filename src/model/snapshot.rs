@@ -378,10 +378,13 @@ pub enum DriftReason {
     ChangedSinceReboot,
     /// The devices the kubelet advertises do not match the GPU's MIG devices.
     AdvertisedMismatch,
+    /// Devices that exist are not advertised because the device plugin marked
+    /// them unhealthy after a critical XID.
+    AdvertisedUnhealthy,
 }
 
 impl DriftReason {
-    pub const ALL: [DriftReason; 8] = [
+    pub const ALL: [DriftReason; 9] = [
         DriftReason::MigModeLost,
         DriftReason::GeometryLost,
         DriftReason::ProfileMismatch,
@@ -390,6 +393,7 @@ impl DriftReason {
         DriftReason::UnexpectedMig,
         DriftReason::ChangedSinceReboot,
         DriftReason::AdvertisedMismatch,
+        DriftReason::AdvertisedUnhealthy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -402,6 +406,7 @@ impl DriftReason {
             DriftReason::UnexpectedMig => "unexpected_mig",
             DriftReason::ChangedSinceReboot => "changed_since_reboot",
             DriftReason::AdvertisedMismatch => "advertised_mismatch",
+            DriftReason::AdvertisedUnhealthy => "advertised_unhealthy",
         }
     }
 }
@@ -451,6 +456,9 @@ pub struct DriftSnapshot {
     pub geometry_changes: Vec<GeometryChange>,
     /// The desired config in force ("config 'NAME' in FILE"), when one is.
     pub desired: Option<String>,
+    /// Why the kubelet's advertised devices are not judged, when they are
+    /// read but cannot be (see `Advertised::not_judged`).
+    pub advertised_not_judged: Option<String>,
 }
 
 impl DriftSnapshot {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod daemon;
+pub mod device_plugin;
 pub mod kubelet;
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");

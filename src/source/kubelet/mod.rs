@@ -3,10 +3,12 @@
 //! advertises per resource (`GetAllocatableResources`).
 //!
 //! Device ids are what the NVIDIA device plugin hands the kubelet: GPU and
-//! MIG UUIDs (its default `uuid` device-id strategy), with a `::N` suffix per
+//! MIG UUIDs (whatever its `deviceIDStrategy`), with a `::N` suffix per
 //! replica when the device is shared (time-slicing, MPS). Strategy `single`
 //! advertises MIG devices as `nvidia.com/gpu`; `mixed` as one
-//! `nvidia.com/mig-<profile>` resource per profile.
+//! `nvidia.com/mig-<profile>` resource per profile; sharing with
+//! `renameByDefault` adds `.shared` to either. The naming rules, and the
+//! [`Advertised`] this source builds, are in [`crate::model`].
 //!
 //! Every poll opens a connection, makes both calls and closes it, all within
 //! one deadline, on a small runtime of its own: a missing socket or a kubelet
@@ -27,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::model::{GpuSnapshot, PodDevice};
+use crate::model::{device_id, is_nvidia_resource, Advertised, GpuSnapshot, PodDevice};
 use proto::{
     AllocatableResourcesRequest, AllocatableResourcesResponse, ListPodResourcesRequest,
     ListPodResourcesResponse,
@@ -35,11 +37,6 @@ use proto::{
 
 /// Where the kubelet serves the pod-resources API.
 pub const DEFAULT_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
-/// The resource the device plugin advertises whole GPUs (and, with strategy
-/// `single`, MIG devices) as.
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// Strategy `mixed`: `nvidia.com/mig-3g.40gb`.
-pub const MIG_RESOURCE_PREFIX: &str = "nvidia.com/mig-";
 
 /// What one poll of the kubelet returned.
 #[derive(Debug, Clone, Default)]
@@ -103,7 +100,7 @@ impl KubeletSource {
         });
         match &result {
             Ok(reading) => {
-                self.advertised = reading.allocatable.as_ref().map(Advertised::from_allocatable);
+                self.advertised = reading.allocatable.as_ref().map(advertised_from);
             }
             Err(_) => {
                 if let Some(advertised) = &mut self.advertised {
@@ -184,16 +181,6 @@ async fn fetch(socket: &Path) -> anyhow::Result<KubeletReading> {
     Ok(KubeletReading { pods, allocatable })
 }
 
-/// A device id without its sharing suffix: `MIG-…::3` → `MIG-…`.
-pub fn device_id(id: &str) -> &str {
-    id.split_once("::").map_or(id, |(base, _)| base).trim()
-}
-
-/// Whether `resource` is one the NVIDIA device plugin advertises GPUs or MIG devices as.
-pub fn is_nvidia_resource(resource: &str) -> bool {
-    resource == GPU_RESOURCE || resource.starts_with(MIG_RESOURCE_PREFIX)
-}
-
 /// Which container holds each GPU and MIG device of `gpus`: one entry per
 /// (device, container), sharing suffixes stripped, sorted. Ids that name no
 /// device of `gpus` are left out.
@@ -235,85 +222,19 @@ pub fn owners(pods: &ListPodResourcesResponse, gpus: &[GpuSnapshot]) -> Vec<PodD
     found.into_iter().collect()
 }
 
-/// The devices the kubelet advertises: NVIDIA resource name → distinct
-/// device ids (sharing suffixes stripped).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Advertised {
-    pub resources: BTreeMap<String, BTreeSet<String>>,
-    /// The kubelet did not answer the latest read: this is what it
-    /// advertised when it last did.
-    pub held: bool,
-}
-
-impl Advertised {
-    pub fn from_allocatable(allocatable: &AllocatableResourcesResponse) -> Advertised {
-        let mut resources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for d in allocatable
+/// What the kubelet advertises, from its `GetAllocatableResources` answer.
+pub fn advertised_from(allocatable: &AllocatableResourcesResponse) -> Advertised {
+    Advertised::from_devices(
+        allocatable
             .devices
             .iter()
-            .filter(|d| is_nvidia_resource(&d.resource_name))
-        {
-            resources
-                .entry(d.resource_name.clone())
-                .or_default()
-                .extend(d.device_ids.iter().map(|id| device_id(id).to_string()));
-        }
-        Advertised {
-            resources,
-            held: false,
-        }
-    }
-
-    /// `mixed` when any `nvidia.com/mig-*` resource is advertised.
-    pub fn strategy(&self) -> Strategy {
-        if self.resources.keys().any(|r| r.starts_with(MIG_RESOURCE_PREFIX)) {
-            Strategy::Mixed
-        } else {
-            Strategy::Single
-        }
-    }
-}
-
-/// The device plugin's MIG strategy, told from the resource names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// MIG devices (and whole GPUs) as `nvidia.com/gpu`.
-    Single,
-    /// MIG devices as `nvidia.com/mig-<profile>`, whole GPUs as `nvidia.com/gpu`.
-    Mixed,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Single => "single",
-            Strategy::Mixed => "mixed",
-        }
-    }
+            .map(|d| (d.resource_name.as_str(), d.device_ids.as_slice())),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sharing_suffixes_are_stripped() {
-        assert_eq!(device_id("MIG-abc::3"), "MIG-abc");
-        assert_eq!(device_id("GPU-abc"), "GPU-abc");
-    }
-
-    #[test]
-    fn strategy_is_told_from_the_resource_names() {
-        let of = |names: &[&str]| Advertised {
-            resources: names.iter().map(|n| (n.to_string(), BTreeSet::new())).collect(),
-            held: false,
-        };
-        assert_eq!(of(&["nvidia.com/gpu"]).strategy(), Strategy::Single);
-        assert_eq!(
-            of(&["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"]).strategy(),
-            Strategy::Mixed
-        );
-    }
 
     #[test]
     fn an_absent_socket_fails_within_the_deadline() {
