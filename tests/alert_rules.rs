@@ -315,6 +315,7 @@ fn every_drift_reason_is_alerted_on() {
             "mig_mode_pending" => "MigModePending",
             "unexpected_mig" => "MigModeUnexpected",
             "advertised_mismatch" => "MigKubernetesAdvertisementMismatch",
+            "advertised_unhealthy" => "MigKubernetesDeviceUnhealthy",
             other => panic!("drift reason {other} has no alert"),
         }
     };

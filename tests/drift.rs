@@ -815,3 +815,23 @@ fn the_config_name_follows_the_label_file() {
     wait_for_findings(&exporter, &BTreeSet::new());
     assert!(!exporter.metrics().contains("nvidia_mig_expected_instances"));
 }
+
+/// DESIGN's rule: `drift/` never imports a source module; what it shares with
+/// one (the kubelet's advertised devices) lives in `model/`. Test modules may
+/// build readings with the simulator source.
+#[test]
+fn drift_imports_no_source_module_outside_its_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/drift");
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("crate::source") || line.contains("super::super::source") {
+                offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
