@@ -653,6 +653,26 @@ fn what_the_device_plugin_advertises_is_judged_right_in_each_of_its_configuratio
     assert!(advertised["nvidia.com/mig-1g.10gb.me.shared"][1].ends_with("::1"));
     let text = settle(&exporter);
     assert_eq!(advertised_findings(&text), Vec::<String>::new());
+    // A pod holding a replica of a shared resource owns its device.
+    let replica = advertised["nvidia.com/gpu.shared"][2].clone();
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod(
+            "ml",
+            "notebook",
+            "main",
+            vec![devices("nvidia.com/gpu.shared", &[&replica])],
+        )]
+    });
+    let gpu1 = replica.split("::").next().unwrap().to_string();
+    wait_for(
+        || {
+            pod_info_lines(&exporter.metrics()).iter().any(|l| {
+                l.contains(&format!("mig_uuid=\"{gpu1}\",gpu=\"1\"")) && l.contains("pod=\"notebook\"")
+            })
+        },
+        "the owner of a shared GPU",
+    );
+    kubelet.set(|a| a.pods.pod_resources.clear());
 
     // A device the plugin marked unhealthy: with no XID the exporter saw, a
     // mismatch; an XID the plugin ignores (13) changes nothing; a critical
