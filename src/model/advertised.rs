@@ -23,7 +23,7 @@ pub const SHARED_SUFFIX: &str = ".shared";
 /// NVIDIA/k8s-device-plugin internal/rm/rm.go, `AddDefaultResourcesToConfig`:
 /// `"mig-" + profile` with every `+` replaced by `.`, because
 /// `NewResourceName` (api/config/v1/resources.go) rejects a name that is not
-/// a DNS subdomain (k8s.io/apimachinery `NameIsDNSSubdomain`: lower-case
+/// a DNS subdomain (kubernetes/apimachinery pkg/api/validation, `NameIsDNSSubdomain`: lower-case
 /// letters, digits, `-` and `.`), and `+` is none of those. Profile names are
 /// go-nvlib's `MigProfileInfo.String` (`<g>g.<gb>gb`, then `+me`, `+me.all`,
 /// `+gfx` or `-me`), so no other character needs replacing: `-` is kept.

@@ -100,7 +100,7 @@ pub fn mixed_resource(profile: &str) -> String {
 
 /// What `NewResourceName` accepts: at most 63 characters in all
 /// (`MaxResourceNameLength`) and a name after `nvidia.com/` that is a DNS
-/// subdomain (k8s.io/apimachinery `IsDNS1123Subdomain`: dot-separated labels
+/// subdomain (kubernetes/apimachinery pkg/util/validation, `IsDNS1123Subdomain`: dot-separated labels
 /// of lower-case letters, digits and `-`, each starting and ending with a
 /// letter or digit).
 pub fn is_valid_resource_name(resource: &str) -> bool {
