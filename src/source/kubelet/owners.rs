@@ -472,10 +472,10 @@ mod tests {
         let y = mig(&gpus, 1);
         let mut tracker = OwnerTracker::default();
         let pods = list(vec![
-            // v25.12 naming for the MIG device, v25.3 for nothing (a whole GPU is `gpu-<minor>`).
+            // v25.12 naming of a MIG device, and a whole GPU (`gpu-<minor>`).
             pod("infer", claim("mig", &["gpu-1-mig-1g10gb-19-1"])),
             pod("whole", claim("gpu", &["gpu-0"])),
-            // Not a device of this node, and not NVIDIA's driver.
+            // A GPU instance this node does not have (destroyed since).
             pod("gone", claim("old", &["gpu-1-mig-1g10gb-19-5"])),
         ]);
         let owners = tracker.owners(&pods, &gpus);
