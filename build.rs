@@ -1,6 +1,11 @@
 //! Build script of the exporter.
 //!
-//! With the cargo feature `dcgm-bindgen` it runs bindgen on the project's
+//! It compiles the kubelet pod-resources API (`proto/podresources/v1/api.proto`)
+//! into `$OUT_DIR/v1.rs`: protox parses the file (a protobuf compiler written
+//! in Rust, so no `protoc` is needed) and tonic-prost-build writes the prost
+//! messages and the tonic client that `src/source/kubelet/proto.rs` includes.
+//!
+//! With the cargo feature `dcgm-bindgen` it also runs bindgen on the project's
 //! DCGM header (`src/source/dcgm/dcgm_api.h`) and writes the result to
 //! `$OUT_DIR/dcgm_bindings.rs`. The bindings the exporter compiles are the
 //! committed `src/source/dcgm/bindings.rs`, so a default build needs no
@@ -10,8 +15,26 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    pod_resources::generate();
     #[cfg(feature = "dcgm-bindgen")]
     dcgm::generate();
+}
+
+mod pod_resources {
+    pub const PROTO: &str = "proto/podresources/v1/api.proto";
+
+    pub fn generate() {
+        println!("cargo:rerun-if-changed={PROTO}");
+        let descriptors = protox::compile([PROTO], ["proto/podresources/v1"])
+            .unwrap_or_else(|e| panic!("cannot parse {PROTO}: {e:?}"));
+        tonic_prost_build::configure()
+            // The exporter only reads the kubelet; the tests' fake kubelet
+            // serves the same messages through tonic's generic server.
+            .build_server(false)
+            .build_client(true)
+            .compile_fds(descriptors)
+            .unwrap_or_else(|e| panic!("cannot generate the pod-resources API from {PROTO}: {e}"));
+    }
 }
 
 #[cfg(feature = "dcgm-bindgen")]

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::drift::DriftTracker;
 use crate::model::{NodeSnapshot, SourceHealth};
-use crate::source::kubelet::{self, KubeletSource};
+use crate::source::kubelet::KubeletSource;
 use crate::source::{GeometrySource, NodeReading, UtilizationSource};
 
 /// The latest published snapshot, shared by the poller and every reader.
@@ -124,10 +124,10 @@ impl Poller {
             }
             sources.push(health.clone());
         }
-        let pods = kubelet
-            .as_ref()
-            .map(|k| kubelet::owners(&k.pods, &reading.gpus))
-            .unwrap_or_default();
+        let pods = match (&kubelet, &mut self.kubelet) {
+            (Some(k), Some((source, _))) => source.owners(&k.pods, &reading.gpus),
+            _ => Vec::new(),
+        };
         // Kept through failed kubelet reads, unlike the owners: see KubeletSource::advertised.
         let advertised = self.kubelet.as_ref().and_then(|(source, _)| source.advertised());
         let drift = match &mut self.drift {

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::device_plugin::{self, MigStrategy, Plugin};
-use common::kubelet::{devices, pod, FakeKubelet};
+use common::kubelet::{devices, dra_pod, pod, FakeKubelet, Listing};
 use common::{built, edit_world, h100_world, mig_sim, value, wait_for, Exporter};
 use mig_exporter::model::{mig_resource, Strategy};
 use mig_exporter::source::kubelet::proto::AllocatableResourcesResponse;
-use mig_exporter::source::kubelet::{advertised_from, KubeletSource};
+use mig_exporter::source::kubelet::{
+    advertised_from, AllocatableOff, KubeletSource, ALLOCATABLE_DISABLED_MESSAGE,
+};
 use mig_model::Product;
 
 /// Two H100s: GPU 0 with MIG and a 3g.40gb and two 1g.10gb (one CI each), GPU 1 without MIG.
@@ -55,7 +57,7 @@ fn allocatable(entries: &[(String, String)]) -> AllocatableResourcesResponse {
             .iter()
             .map(|(resource, id)| devices(resource, &[id.as_str()]))
             .collect(),
-        cpu_ids: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -767,4 +769,239 @@ fn ids_that_are_not_uuids_are_not_judged_and_the_exporter_says_why_once() {
     wait_for(|| mismatch(&exporter.metrics(), 0), "judged again");
     assert!(!page().contains("not judged"));
     assert_eq!(said(&exporter.log()), 1);
+}
+
+#[test]
+fn a_kubelet_with_get_allocatable_gated_off_still_gives_owners_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod("ml", "p", "c", vec![devices("nvidia.com/gpu", &["GPU-a"])])];
+        a.allocatable_gate_off = true;
+    });
+    let mut source = KubeletSource::new(kubelet.socket.clone(), Duration::from_secs(5)).unwrap();
+    let reading = source
+        .read()
+        .expect("owners with GetAllocatableResources gated off");
+    assert_eq!(reading.pods.pod_resources.len(), 1);
+    assert!(reading.allocatable.is_none());
+    let off = AllocatableOff::FeatureGateOff {
+        message: ALLOCATABLE_DISABLED_MESSAGE.to_string(),
+    };
+    assert_eq!(reading.allocatable_off.as_ref(), Some(&off));
+    assert_eq!(source.advertisement_off(), Some(&off));
+    assert!(source.advertised().is_none(), "nothing to judge");
+
+    // Turned on: advertisements are judged again.
+    kubelet.set(|a| a.allocatable_gate_off = false);
+    source.read().expect("read");
+    assert_eq!(source.advertisement_off(), None);
+    assert!(source.advertised().is_some());
+}
+
+fn owners_of(exposition: &str, mig_uuid: &str) -> Vec<String> {
+    pod_info_lines(exposition)
+        .into_iter()
+        .filter(|l| l.contains(&format!("mig_uuid=\"{mig_uuid}\"")))
+        .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_completed_job_does_not_keep_its_mig_device_whatever_the_kubelet_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let kubelet = FakeKubelet::start(dir.path());
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ]);
+    let (migs, _) = devices_of(&exporter.metrics());
+    let (held, profile, _, _) = migs[1].clone();
+    let resource = format!("nvidia.com/mig-{profile}");
+    let job = pod("batch", "job-1-abcde", "main", vec![devices(&resource, &[&held])]);
+    let trainer = pod("ml", "trainer-0", "main", vec![devices(&resource, &[&held])]);
+    for lists in [
+        // Before 1.34, after a kubelet restart: the Job's pod is listed with its device.
+        Listing::AllPods { sources_ready: false },
+        // Before 1.34, config sources ready: listed, its devices freed.
+        Listing::AllPods { sources_ready: true },
+        // 1.34 on: not listed.
+        Listing::ActivePods,
+    ] {
+        kubelet.set(|a| {
+            a.lists = lists;
+            a.terminal.clear();
+            a.pods.pod_resources = vec![job.clone()];
+        });
+        wait_for(
+            || owners_of(&exporter.metrics(), &held) == ["job-1-abcde"],
+            "the running Job owns the device",
+        );
+        // The Job completes and the device manager hands the device to a new pod.
+        kubelet.set(|a| {
+            a.terminal = vec![job.clone()];
+            a.pods.pod_resources = vec![trainer.clone()];
+        });
+        wait_for(
+            || owners_of(&exporter.metrics(), &held) == ["trainer-0"],
+            &format!("only the new pod owns the device ({lists:?})"),
+        );
+        for _ in 0..3 {
+            let text = exporter.metrics();
+            assert_eq!(owners_of(&text, &held), ["trainer-0"], "{lists:?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn two_holders_of_one_device_at_the_first_read_are_reported_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let (migs, _) = {
+        // The devices, from an exporter without a kubelet.
+        let probe = Exporter::start(&["--world", world.to_str().unwrap(), "--no-kubelet"]);
+        devices_of(&probe.metrics())
+    };
+    let (held, profile, _, _) = migs[1].clone();
+    let (other, other_profile, _, _) = migs[2].clone();
+    let resource = format!("nvidia.com/mig-{profile}");
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.lists = Listing::AllPods { sources_ready: false };
+        a.terminal = vec![pod(
+            "batch",
+            "job-1-abcde",
+            "main",
+            vec![devices(&resource, &[&held])],
+        )];
+        a.pods.pod_resources = vec![
+            pod("ml", "trainer-0", "main", vec![devices(&resource, &[&held])]),
+            pod(
+                "ml",
+                "other",
+                "main",
+                vec![devices(&format!("nvidia.com/mig-{other_profile}"), &[&other])],
+            ),
+        ];
+    });
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ]);
+    wait_for(
+        || owners_of(&exporter.metrics(), &other) == ["other"],
+        "the other owner",
+    );
+    let text = exporter.metrics();
+    assert!(owners_of(&text, &held).is_empty(), "{text}");
+    wait_for(
+        || {
+            exporter
+                .log()
+                .iter()
+                .any(|l| l.contains("more than one holder") && l.contains(&held) && l.contains("job-1-abcde"))
+        },
+        "a warning naming the device and its holders",
+    );
+    // The Job's pod is deleted: the trainer owns the device.
+    kubelet.set(|a| a.terminal.clear());
+    wait_for(
+        || owners_of(&exporter.metrics(), &held) == ["trainer-0"],
+        "the remaining holder owns it",
+    );
+}
+
+#[test]
+fn devices_of_dra_claims_get_owners_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let kubelet = FakeKubelet::start(dir.path());
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ]);
+    let (_, gpu1) = devices_of(&exporter.metrics());
+    // The NVIDIA DRA driver's names (NVIDIA/k8s-dra-driver-gpu
+    // cmd/gpu-kubelet-plugin/mig.go, `ToCanonicalName`): the parent's minor
+    // (the simulated node's minors are its indexes), the profile name without
+    // dots, the GI profile id and the placement start.
+    let w = mig_model::World::load(&world).unwrap();
+    let gpu = &w.gpus[0];
+    let gi = &gpu.gpu_instances[2];
+    let name = gpu.gi_profile(gi).unwrap().name.to_string().replace('.', "");
+    let device = format!("gpu-0-mig-{name}-{}-{}", gi.profile_id, gi.placement.start);
+    let mig_uuid = gi.compute_instances[0].uuid.clone();
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![
+            dra_pod("ml", "infer-0", "server", "infer-0-gpu", &[&device]),
+            dra_pod("ml", "whole", "cuda", "whole-gpu", &["gpu-1"]),
+        ]
+    });
+    let want_mig = format!(
+        "nvidia_mig_instance_pod_info{{mig_uuid=\"{mig_uuid}\",gpu=\"0\",gi=\"{}\",ci=\"{}\",namespace=\"ml\",pod=\"infer-0\",container=\"server\"}} 1",
+        gi.id, gi.compute_instances[0].id
+    );
+    let want_gpu = format!(
+        "nvidia_mig_instance_pod_info{{mig_uuid=\"{gpu1}\",gpu=\"1\",gi=\"\",ci=\"\",namespace=\"ml\",pod=\"whole\",container=\"cuda\"}} 1"
+    );
+    wait_for(
+        || pod_info_lines(&exporter.metrics()).len() == 2,
+        "two DRA owners",
+    );
+    let lines = pod_info_lines(&exporter.metrics());
+    assert!(lines.contains(&want_mig), "{lines:?}");
+    assert!(lines.contains(&want_gpu), "{lines:?}");
+}
+
+#[test]
+fn with_get_allocatable_gated_off_owners_are_served_and_the_log_says_why_nothing_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    let kubelet = FakeKubelet::start(dir.path());
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod("ml", "p", "c", vec![devices("nvidia.com/gpu", &["GPU-a"])])];
+        a.allocatable_gate_off = true;
+    });
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ]);
+    let (migs, _) = devices_of(&exporter.metrics());
+    let (held, profile, _, _) = migs[0].clone();
+    kubelet.set(|a| {
+        a.pods.pod_resources = vec![pod(
+            "ml",
+            "trainer-0",
+            "main",
+            vec![devices(&format!("nvidia.com/mig-{profile}"), &[&held])],
+        )]
+    });
+    wait_for(
+        || owners_of(&exporter.metrics(), &held) == ["trainer-0"],
+        "owners without GetAllocatableResources",
+    );
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"kubelet\"}").as_deref(),
+        Some("1")
+    );
+    assert!(!mismatch(&text, 0), "{text}");
+    wait_for(
+        || {
+            exporter.log().iter().any(|l| {
+                l.contains("advertised_mismatch is not judged")
+                    && l.contains("KubeletPodResourcesGetAllocatable is off")
+            })
+        },
+        "the log says why advertisements are not judged",
+    );
 }

@@ -190,7 +190,7 @@ fn advertise(kubelet: &FakeKubelet, world: &Path) {
             .iter()
             .map(|(_, uuid, profile)| devices(&format!("nvidia.com/mig-{profile}"), &[uuid]))
             .collect(),
-        cpu_ids: Vec::new(),
+        ..Default::default()
     };
     kubelet.set(|a| a.allocatable = allocatable);
 }

@@ -43,6 +43,10 @@ pub struct GpuSnapshot {
     pub uuid: String,
     pub name: String,
     pub pci_bus_id: String,
+    /// `nvmlDeviceGetMinorNumber`: N of `/dev/nvidiaN`. NVIDIA's DRA driver
+    /// names its devices by it (`gpu-N`, `gpu-N-mig-…`), not by the index.
+    /// `None` where NVML would not say.
+    pub minor_number: Option<u32>,
     /// `pciDeviceId` (`0x233010DE`): what mig-parted's `device-filter` selects by.
     pub pci_device_id: u32,
     /// `None` where NVML would not say (the aggregate memory of a GPU in MIG

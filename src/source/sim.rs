@@ -168,6 +168,9 @@ fn gpu_snapshot(gpu: &Gpu, driver_version: &str) -> GpuSnapshot {
         uuid: gpu.uuid.clone(),
         name: spec.name.to_string(),
         pci_bus_id: gpu.pci_bus_id.clone(),
+        // unverified: the World keeps no minor number; a node's driver
+        // usually numbers /dev/nvidiaN in the same PCI order as the index.
+        minor_number: Some(gpu.index),
         pci_device_id: spec.pci_device_id,
         memory_total_bytes: Some(spec.memory_mib * MIB),
         mig_current: gpu.mig.current,

@@ -221,6 +221,6 @@ pub fn allocatable(world: &World, plugin: &Plugin) -> AllocatableResourcesRespon
         .collect();
     AllocatableResourcesResponse {
         devices,
-        cpu_ids: Vec::new(),
+        ..Default::default()
     }
 }

@@ -1,6 +1,10 @@
 //! A fake kubelet pod-resources server (v1) on a unix socket, for the tests:
 //! it answers `List` and `GetAllocatableResources` with what the test sets,
-//! after an optional delay.
+//! after an optional delay, with the messages generated from
+//! proto/podresources/v1/api.proto that the exporter's client uses.
+//!
+//! Pods in a terminal phase are listed as the kubelet version set in
+//! [`Answers::lists`] lists them (see [`Listing`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,18 +15,54 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mig_exporter::source::kubelet::proto::{
-    self, AllocatableResourcesRequest, AllocatableResourcesResponse, ContainerDevices, ContainerResources,
-    ListPodResourcesRequest, ListPodResourcesResponse, PodResources,
+    self, AllocatableResourcesRequest, AllocatableResourcesResponse, CdiDevice, ClaimResource,
+    ContainerDevices, ContainerResources, DynamicResource, ListPodResourcesRequest, ListPodResourcesResponse,
+    PodResources,
 };
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 
 #[derive(Debug, Default, Clone)]
 pub struct Answers {
+    /// The active pods (not in a terminal phase).
     pub pods: ListPodResourcesResponse,
+    /// Pods in a terminal phase (a completed Job's), each with what the
+    /// kubelet's device manager allocated to it.
+    pub terminal: Vec<PodResources>,
+    pub lists: Listing,
     pub allocatable: AllocatableResourcesResponse,
     pub delay: Duration,
-    /// Answer `GetAllocatableResources` with Unimplemented, as an old kubelet does.
+    /// Answer `GetAllocatableResources` with Unimplemented, as a kubelet
+    /// without the method (before 1.21) does.
     pub allocatable_unimplemented: bool,
+    /// Answer `GetAllocatableResources` as a kubelet from 1.21 to 1.29 with
+    /// its feature gate `KubeletPodResourcesGetAllocatable` off does:
+    /// kubernetes/kubernetes pkg/kubelet/apis/podresources/server_v1.go,
+    /// `GetAllocatableResources`, returns the plain error
+    /// "Pod Resources API GetAllocatableResources disabled", which grpc-go
+    /// answers with code Unknown and that message (server.go
+    /// `processUnaryRPC`, status/status.go `FromContextError`).
+    pub allocatable_gate_off: bool,
+}
+
+/// Which pods `List` answers with, by kubelet version.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Kubernetes 1.34 on (feature gate `KubeletPodResourcesListUseActivePods`,
+    /// on by default): only active pods, never terminal ones.
+    /// kubernetes/kubernetes pkg/kubelet/apis/podresources/server_v1.go,
+    /// `List`: `GetActivePods()` when `useActivePods`.
+    #[default]
+    ActivePods,
+    /// Before 1.34: every pod the pod manager knows, terminal ones too
+    /// (`List`: `GetPods()`). Before listing, `UpdateAllocatedDevices`
+    /// (pkg/kubelet/cm/devicemanager/manager.go) frees the devices of pods
+    /// that are not active, so a terminal pod is listed without its
+    /// device-plugin devices, unless `sources_ready` is false (after a kubelet
+    /// restart, until its config sources are ready): then the function
+    /// returns early and the pod is listed with them. unverified: that its
+    /// DRA claims are listed alike (the kubelet unprepares them when the pod
+    /// terminates); the fake lists them as set.
+    AllPods { sources_ready: bool },
 }
 
 /// The server, on its own runtime thread; stops when dropped.
@@ -83,8 +123,64 @@ pub fn pod(namespace: &str, name: &str, container: &str, devices: Vec<ContainerD
         containers: vec![ContainerResources {
             name: container.to_string(),
             devices,
-            cpu_ids: Vec::new(),
+            ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// One pod with one container using the resource claim `claim` of its
+/// namespace, to which NVIDIA's DRA driver allocated `devices` (device names
+/// from the node's pool `node`), as the kubelet lists it
+/// (kubernetes/kubernetes pkg/kubelet/cm/container_manager_linux.go,
+/// `GetDynamicResources`). CDI names as the driver's `GetClaimDeviceName`
+/// makes them (NVIDIA/k8s-dra-driver-gpu cmd/gpu-kubelet-plugin/cdi.go):
+/// `k8s.gpu.nvidia.com/claim=<claim UID>-<device name>`.
+pub fn dra_pod(namespace: &str, name: &str, container: &str, claim: &str, devices: &[&str]) -> PodResources {
+    let claim_resources = devices
+        .iter()
+        .map(|device| ClaimResource {
+            cdi_devices: vec![CdiDevice {
+                name: format!("k8s.gpu.nvidia.com/claim=0d3c2b1a-{claim}-{device}"),
+            }],
+            driver_name: "gpu.nvidia.com".to_string(),
+            pool_name: "node".to_string(),
+            device_name: device.to_string(),
+            share_id: None,
+        })
+        .collect();
+    PodResources {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        containers: vec![ContainerResources {
+            name: container.to_string(),
+            dynamic_resources: vec![DynamicResource {
+                claim_name: claim.to_string(),
+                claim_namespace: namespace.to_string(),
+                claim_resources,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+impl Answers {
+    /// What `List` answers.
+    fn listed(&self) -> ListPodResourcesResponse {
+        let mut pods = self.pods.clone();
+        if let Listing::AllPods { sources_ready } = self.lists {
+            for terminal in &self.terminal {
+                let mut terminal = terminal.clone();
+                if sources_ready {
+                    for container in &mut terminal.containers {
+                        container.devices.clear();
+                    }
+                }
+                pods.pod_resources.push(terminal);
+            }
+        }
+        pods
     }
 }
 
@@ -103,7 +199,7 @@ impl tonic::server::UnaryService<ListPodResourcesRequest> for ListSvc {
         let answers = self.0.lock().unwrap().clone();
         Box::pin(async move {
             tokio::time::sleep(answers.delay).await;
-            Ok(tonic::Response::new(answers.pods))
+            Ok(tonic::Response::new(answers.listed()))
         })
     }
 }
@@ -118,6 +214,11 @@ impl tonic::server::UnaryService<AllocatableResourcesRequest> for AllocatableSvc
             tokio::time::sleep(answers.delay).await;
             if answers.allocatable_unimplemented {
                 return Err(tonic::Status::unimplemented("GetAllocatableResources"));
+            }
+            if answers.allocatable_gate_off {
+                return Err(tonic::Status::unknown(
+                    "Pod Resources API GetAllocatableResources disabled",
+                ));
             }
             Ok(tonic::Response::new(answers.allocatable))
         })

@@ -31,6 +31,7 @@ fn signatures_match_nvml_h(lib: &NvmlLib) {
         nvmlDeviceGetHandleByPciBusId_v2,
     );
     same(&lib.nvmlDeviceGetIndex, nvmlDeviceGetIndex);
+    same(&lib.nvmlDeviceGetMinorNumber, nvmlDeviceGetMinorNumber);
     same(&lib.nvmlDeviceGetName, nvmlDeviceGetName);
     same(&lib.nvmlDeviceGetUUID, nvmlDeviceGetUUID);
     same(&lib.nvmlDeviceGetPciInfo_v3, nvmlDeviceGetPciInfo_v3);

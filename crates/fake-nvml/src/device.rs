@@ -113,6 +113,20 @@ pub unsafe extern "C" fn nvmlDeviceGetIndex(device: nvmlDevice_t, index: *mut c_
     })
 }
 
+/// The minor number of the GPU's `/dev/nvidiaN`: its index.
+/// shared/fixtures/h100-80gb-hbm3-real/nvidia-smi-q.txt shows GPU 0 with
+/// "Minor Number : 0"; unverified: that the driver numbers the minors of a
+/// node with several GPUs in their index (PCI) order too.
+///
+/// # Safety
+/// `minor` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMinorNumber(device: nvmlDevice_t, minor: *mut c_uint) -> nvmlReturn_t {
+    with_gpu("nvmlDeviceGetMinorNumber", device, |_, gpu| unsafe {
+        out(minor, gpu.index)
+    })
+}
+
 /// PCI subsystem ids read off real boards; 0 where none was read.
 fn pci_subsystem_id(product: Product) -> c_uint {
     match product {

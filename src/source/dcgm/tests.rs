@@ -308,6 +308,7 @@ fn snapshot() -> GpuSnapshot {
         uuid: "GPU-a".into(),
         name: "H100".into(),
         pci_bus_id: String::new(),
+        minor_number: None,
         pci_device_id: 0x2330_10DE,
         memory_total_bytes: Some(0),
         mig_current: true,

@@ -8,7 +8,9 @@
 //! advertises MIG devices as `nvidia.com/gpu`; `mixed` as one
 //! `nvidia.com/mig-<profile>` resource per profile; sharing with
 //! `renameByDefault` adds `.shared` to either. The naming rules, and the
-//! [`Advertised`] this source builds, are in [`crate::model`].
+//! [`Advertised`] this source builds, are in [`crate::model`]. Devices that
+//! NVIDIA's DRA driver allocated come in `dynamic_resources` ([`dra`]);
+//! [`owners`] tells live allocations from those of finished pods.
 //!
 //! Every poll opens a connection, makes both calls and closes it, all within
 //! one deadline, on a small runtime of its own: a missing socket or a kubelet
@@ -20,16 +22,18 @@
 //! last advertisement it answered with is kept for `advertised_mismatch`:
 //! see [`KubeletSource::advertised`].
 
+pub mod dra;
+pub mod owners;
 pub mod proto;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::model::{device_id, is_nvidia_resource, Advertised, GpuSnapshot, PodDevice};
+use crate::model::{Advertised, GpuSnapshot, PodDevice};
+use owners::OwnerTracker;
+use proto::pod_resources_lister_client::PodResourcesListerClient;
 use proto::{
     AllocatableResourcesRequest, AllocatableResourcesResponse, ListPodResourcesRequest,
     ListPodResourcesResponse,
@@ -42,9 +46,61 @@ pub const DEFAULT_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 #[derive(Debug, Clone, Default)]
 pub struct KubeletReading {
     pub pods: ListPodResourcesResponse,
-    /// `None` from a kubelet without `GetAllocatableResources` (before
-    /// Kubernetes 1.23, or with its feature gate off): owners only.
+    /// `None` from a kubelet without `GetAllocatableResources`, with the
+    /// reason in `allocatable_off`: owners only.
     pub allocatable: Option<AllocatableResourcesResponse>,
+    pub allocatable_off: Option<AllocatableOff>,
+}
+
+/// Why a kubelet that answers does not tell what it advertises, so that
+/// `advertised_mismatch` is not judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocatableOff {
+    /// gRPC Unimplemented: a kubelet without the method (before 1.21).
+    Unimplemented,
+    /// gRPC Unknown with the kubelet's message: Kubernetes 1.21 to 1.29 with
+    /// the feature gate `KubeletPodResourcesGetAllocatable` off (alpha and
+    /// off by default in 1.21 and 1.22). kubernetes/kubernetes
+    /// pkg/kubelet/apis/podresources/server_v1.go,
+    /// `(*v1PodResourcesServer).GetAllocatableResources`, returns a plain
+    /// error "Pod Resources API GetAllocatableResources disabled", which
+    /// grpc-go sends as code Unknown (server.go `processUnaryRPC`,
+    /// status/status.go `FromContextError`).
+    FeatureGateOff { message: String },
+}
+
+/// The kubelet's message when the feature gate is off (see [`AllocatableOff::FeatureGateOff`]).
+pub const ALLOCATABLE_DISABLED_MESSAGE: &str = "Pod Resources API GetAllocatableResources disabled";
+
+impl AllocatableOff {
+    /// The reason in `status`, or `None` when it is a failure.
+    pub fn from_status(status: &tonic::Status) -> Option<AllocatableOff> {
+        match status.code() {
+            tonic::Code::Unimplemented => Some(AllocatableOff::Unimplemented),
+            tonic::Code::Unknown if status.message().contains("GetAllocatableResources disabled") => {
+                Some(AllocatableOff::FeatureGateOff {
+                    message: status.message().to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AllocatableOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllocatableOff::Unimplemented => write!(
+                f,
+                "the kubelet answers GetAllocatableResources with Unimplemented (a kubelet older than 1.21)"
+            ),
+            AllocatableOff::FeatureGateOff { message } => write!(
+                f,
+                "the kubelet's feature gate KubeletPodResourcesGetAllocatable is off (it answers \
+                 GetAllocatableResources with \"{message}\"); turn it on to judge advertised devices"
+            ),
+        }
+    }
 }
 
 /// The kubelet pod-resources client.
@@ -53,6 +109,8 @@ pub struct KubeletSource {
     timeout: Duration,
     runtime: tokio::runtime::Runtime,
     advertised: Option<Advertised>,
+    advertisement_off: Option<AllocatableOff>,
+    owners: OwnerTracker,
 }
 
 impl std::fmt::Debug for KubeletSource {
@@ -76,6 +134,8 @@ impl KubeletSource {
             timeout,
             runtime,
             advertised: None,
+            advertisement_off: None,
+            owners: OwnerTracker::default(),
         })
     }
 
@@ -101,6 +161,18 @@ impl KubeletSource {
         match &result {
             Ok(reading) => {
                 self.advertised = reading.allocatable.as_ref().map(advertised_from);
+                if reading.allocatable_off != self.advertisement_off {
+                    match &reading.allocatable_off {
+                        Some(off) => tracing::warn!(
+                            reason = %off,
+                            "advertised_mismatch is not judged: the kubelet does not tell what it advertises"
+                        ),
+                        None => tracing::info!(
+                            "the kubelet tells what it advertises: advertised_mismatch is judged"
+                        ),
+                    }
+                    self.advertisement_off = reading.allocatable_off.clone();
+                }
             }
             Err(_) => {
                 if let Some(advertised) = &mut self.advertised {
@@ -126,6 +198,18 @@ impl KubeletSource {
     pub fn advertised(&self) -> Option<&Advertised> {
         self.advertised.as_ref()
     }
+
+    /// Why the latest answer told nothing of what the kubelet advertises
+    /// (so `advertised_mismatch` is off), when that is why.
+    pub fn advertisement_off(&self) -> Option<&AllocatableOff> {
+        self.advertisement_off.as_ref()
+    }
+
+    /// The owners of the devices of `gpus` in `pods` (read from this
+    /// kubelet): see [`OwnerTracker::owners`].
+    pub fn owners(&mut self, pods: &ListPodResourcesResponse, gpus: &[GpuSnapshot]) -> Vec<PodDevice> {
+        self.owners.owners(pods, gpus)
+    }
 }
 
 async fn fetch(socket: &Path) -> anyhow::Result<KubeletReading> {
@@ -146,80 +230,30 @@ async fn fetch(socket: &Path) -> anyhow::Result<KubeletReading> {
                 socket.display()
             )
         })?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .context("kubelet pod-resources connection not ready")?;
-    let pods = grpc
-        .unary(
-            tonic::Request::new(ListPodResourcesRequest {}),
-            PathAndQuery::from_static(proto::LIST_PATH),
-            tonic_prost::ProstCodec::default(),
-        )
+    let mut client = PodResourcesListerClient::new(channel);
+    let pods = client
+        .list(ListPodResourcesRequest {})
         .await
         .context("kubelet pod-resources List failed")?
         .into_inner();
-    grpc.ready()
-        .await
-        .context("kubelet pod-resources connection not ready")?;
-    let allocatable = match grpc
-        .unary(
-            tonic::Request::new(AllocatableResourcesRequest {}),
-            PathAndQuery::from_static(proto::GET_ALLOCATABLE_PATH),
-            tonic_prost::ProstCodec::default(),
-        )
+    let (allocatable, allocatable_off) = match client
+        .get_allocatable_resources(AllocatableResourcesRequest {})
         .await
     {
-        Ok(response) => Some(response.into_inner()),
-        Err(status) if status.code() == tonic::Code::Unimplemented => None,
-        Err(status) => {
-            return Err(
-                anyhow::Error::new(status).context("kubelet pod-resources GetAllocatableResources failed")
-            )
-        }
+        Ok(response) => (Some(response.into_inner()), None),
+        Err(status) => match AllocatableOff::from_status(&status) {
+            Some(off) => (None, Some(off)),
+            None => {
+                return Err(anyhow::Error::new(status)
+                    .context("kubelet pod-resources GetAllocatableResources failed"))
+            }
+        },
     };
-    Ok(KubeletReading { pods, allocatable })
-}
-
-/// Which container holds each GPU and MIG device of `gpus`: one entry per
-/// (device, container), sharing suffixes stripped, sorted. Ids that name no
-/// device of `gpus` are left out.
-pub fn owners(pods: &ListPodResourcesResponse, gpus: &[GpuSnapshot]) -> Vec<PodDevice> {
-    let mut devices: BTreeMap<&str, (u32, Option<u32>, Option<u32>)> = BTreeMap::new();
-    for gpu in gpus {
-        devices.insert(gpu.uuid.as_str(), (gpu.index, None, None));
-        for gi in &gpu.gpu_instances {
-            for ci in &gi.compute_instances {
-                devices.insert(ci.mig_uuid.as_str(), (gpu.index, Some(gi.id), Some(ci.id)));
-            }
-        }
-    }
-    let mut found = BTreeSet::new();
-    for pod in &pods.pod_resources {
-        for container in &pod.containers {
-            for d in container
-                .devices
-                .iter()
-                .filter(|d| is_nvidia_resource(&d.resource_name))
-            {
-                for id in &d.device_ids {
-                    let id = device_id(id);
-                    if let Some(&(gpu, gi, ci)) = devices.get(id) {
-                        found.insert(PodDevice {
-                            mig_uuid: id.to_string(),
-                            gpu,
-                            gi,
-                            ci,
-                            namespace: pod.namespace.clone(),
-                            pod: pod.name.clone(),
-                            container: container.name.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    found.into_iter().collect()
+    Ok(KubeletReading {
+        pods,
+        allocatable,
+        allocatable_off,
+    })
 }
 
 /// What the kubelet advertises, from its `GetAllocatableResources` answer.
@@ -235,6 +269,109 @@ pub fn advertised_from(allocatable: &AllocatableResourcesResponse) -> Advertised
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_allocatable_off_is_told_from_a_failure() {
+        let gate = tonic::Status::unknown(ALLOCATABLE_DISABLED_MESSAGE);
+        let off = AllocatableOff::from_status(&gate).expect("the feature gate is off");
+        assert_eq!(
+            off,
+            AllocatableOff::FeatureGateOff {
+                message: ALLOCATABLE_DISABLED_MESSAGE.to_string()
+            }
+        );
+        assert!(
+            off.to_string()
+                .contains("feature gate KubeletPodResourcesGetAllocatable is off"),
+            "{off}"
+        );
+        assert_eq!(
+            AllocatableOff::from_status(&tonic::Status::unimplemented("")),
+            Some(AllocatableOff::Unimplemented)
+        );
+        for failure in [
+            tonic::Status::unknown("transport is closing"),
+            tonic::Status::unavailable(ALLOCATABLE_DISABLED_MESSAGE),
+            tonic::Status::internal("oops"),
+        ] {
+            assert_eq!(AllocatableOff::from_status(&failure), None, "{failure:?}");
+        }
+    }
+
+    /// A length-delimited field: key (`tag`, wire type 2), the length as a
+    /// base-128 varint (low groups first, high bit set on all but the last),
+    /// the bytes.
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2];
+        let mut length = bytes.len();
+        while length >= 0x80 {
+            out.push((length & 0x7f) as u8 | 0x80);
+            length >>= 7;
+        }
+        out.push(length as u8);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn a_dra_list_answer_encoded_by_hand_from_the_proto_decodes() {
+        use prost::Message;
+        // api.proto: CDIDevice.name = 1; ClaimResource cdi_devices = 1,
+        // driver_name = 2, pool_name = 3, device_name = 4, share_id = 5;
+        // DynamicResource claim_name = 2, claim_namespace = 3,
+        // claim_resources = 4; ContainerResources name = 1,
+        // dynamic_resources = 5; PodResources name = 1, namespace = 2,
+        // containers = 3; ListPodResourcesResponse pod_resources = 1.
+        let cdi = field(1, b"k8s.gpu.nvidia.com/claim=6f1d-gpu-0-mig-1g10gb-19-4");
+        let claim_resource = [
+            field(1, &cdi),
+            field(2, b"gpu.nvidia.com"),
+            field(3, b"node-a"),
+            field(4, b"gpu-0-mig-1g10gb-19-4"),
+            field(5, b"share-1"),
+        ]
+        .concat();
+        let dynamic = [field(2, b"infer-gpu"), field(3, b"ml"), field(4, &claim_resource)].concat();
+        let container = [field(1, b"main"), field(5, &dynamic)].concat();
+        let pod = [field(1, b"infer-0"), field(2, b"ml"), field(3, &container)].concat();
+        let bytes = field(1, &pod);
+
+        let decoded = ListPodResourcesResponse::decode(bytes.as_slice()).expect("decode");
+        let container = &decoded.pod_resources[0].containers[0];
+        assert_eq!(
+            (decoded.pod_resources[0].name.as_str(), container.name.as_str()),
+            ("infer-0", "main")
+        );
+        let claim = &container.dynamic_resources[0];
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.claim_namespace.as_str()),
+            ("infer-gpu", "ml")
+        );
+        let resource = &claim.claim_resources[0];
+        assert_eq!(
+            (
+                resource.driver_name.as_str(),
+                resource.pool_name.as_str(),
+                resource.device_name.as_str(),
+                resource.share_id.as_deref(),
+            ),
+            (
+                "gpu.nvidia.com",
+                "node-a",
+                "gpu-0-mig-1g10gb-19-4",
+                Some("share-1")
+            )
+        );
+        assert_eq!(
+            resource.cdi_devices[0].name,
+            "k8s.gpu.nvidia.com/claim=6f1d-gpu-0-mig-1g10gb-19-4"
+        );
+        assert_eq!(
+            decoded.encode_to_vec(),
+            bytes,
+            "the generated types encode the same bytes"
+        );
+    }
 
     #[test]
     fn an_absent_socket_fails_within_the_deadline() {

@@ -282,6 +282,8 @@ struct GpuIdentity {
     uuid: String,
     name: String,
     pci_bus_id: String,
+    /// Only DRA owners need it: a driver that will not say costs them, not the poll.
+    minor_number: Option<u32>,
     pci_device_id: u32,
     /// `nvmlDeviceGetMaxMigDeviceCount`, read at the first poll with MIG on.
     max_mig_devices: Option<u32>,
@@ -296,6 +298,7 @@ impl GpuIdentity {
             uuid: device.uuid().context("nvmlDeviceGetUUID")?,
             name: device.name().context("nvmlDeviceGetName")?,
             pci_bus_id: pci.bus_id,
+            minor_number: device.minor_number().ok(),
             pci_device_id: pci.pci_device_id,
             max_mig_devices: None,
             told_no_memory_permission: false,
@@ -414,6 +417,7 @@ fn read_gpu(
         uuid: identity.uuid.clone(),
         name: identity.name.clone(),
         pci_bus_id: identity.pci_bus_id.clone(),
+        minor_number: identity.minor_number,
         pci_device_id: identity.pci_device_id,
         memory_total_bytes: memory.as_ref().map(|m| m.total),
         mig_current,
