@@ -95,6 +95,14 @@ pub struct SourceArgs {
     /// Start a DCGM host engine inside the exporter instead of connecting to one.
     #[arg(long = "dcgm.embedded", requires = "nvml")]
     pub dcgm_embedded: bool,
+    /// Tests only: where /proc/driver/nvidia and /dev/nvidia-caps are looked for.
+    #[arg(
+        long = "nvml.capabilities-root",
+        value_name = "DIR",
+        requires = "nvml",
+        hide = true
+    )]
+    pub nvml_capabilities_root: Option<PathBuf>,
 }
 
 /// What the node should be: the desired MIG config and the last-known-good state.
@@ -369,11 +377,15 @@ impl SourceArgs {
     }
 
     fn nvml_source(&self) -> NvmlSource {
-        NvmlSource::new(NvmlOptions {
+        let source = NvmlSource::new(NvmlOptions {
             library: self.nvml_library.clone(),
             slow_interval: self.nvml_slow_interval,
             pcie_throughput: self.nvml_pcie_throughput,
-        })
+        });
+        match &self.nvml_capabilities_root {
+            Some(root) => source.with_capabilities_root(root.clone()),
+            None => source,
+        }
     }
 
     /// The geometry source the flags select. Fails on an unknown scenario or a
