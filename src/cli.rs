@@ -1,7 +1,6 @@
 //! Command-line interface: `serve` (the default), `check`, `geometry` and
 //! `relay-pod-resources`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use crate::drift::report::CheckReport;
 use crate::drift::{
     ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR, DEFAULT_STATE_FILE,
 };
+use crate::expose::listen::ListenAddress;
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{unix_now, Poller, Published};
 use crate::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource};
@@ -27,7 +27,8 @@ use crate::source::{GeometrySource, UtilizationSource};
 pub type Sources = (Box<dyn GeometrySource>, Vec<Box<dyn UtilizationSource>>);
 
 /// Default listen port: exporters register from 10000 up, and 9100–9999 are all taken.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:10110";
+/// No host: every address of both families, so IPv6-only and dual-stack nodes work too.
+pub const DEFAULT_LISTEN: &str = ":10110";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +95,14 @@ pub struct SourceArgs {
     /// Start a DCGM host engine inside the exporter instead of connecting to one.
     #[arg(long = "dcgm.embedded", requires = "nvml")]
     pub dcgm_embedded: bool,
+    /// Tests only: where /proc/driver/nvidia and /dev/nvidia-caps are looked for.
+    #[arg(
+        long = "nvml.capabilities-root",
+        value_name = "DIR",
+        requires = "nvml",
+        hide = true
+    )]
+    pub nvml_capabilities_root: Option<PathBuf>,
 }
 
 /// What the node should be: the desired MIG config and the last-known-good state.
@@ -253,9 +262,10 @@ pub struct ServeArgs {
     pub kubelet: KubeletArgs,
     #[command(flatten)]
     pub otlp: OtlpArgs,
-    /// Address to listen on.
+    /// Address to listen on: `:PORT` or `[::]:PORT` for every address of both families,
+    /// `0.0.0.0:PORT` for IPv4 only, `HOST:PORT`, `[IPV6]:PORT`. Repeat for several.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
-    pub listen_address: SocketAddr,
+    pub listen_address: Vec<ListenAddress>,
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     pub telemetry_path: String,
@@ -367,11 +377,15 @@ impl SourceArgs {
     }
 
     fn nvml_source(&self) -> NvmlSource {
-        NvmlSource::new(NvmlOptions {
+        let source = NvmlSource::new(NvmlOptions {
             library: self.nvml_library.clone(),
             slow_interval: self.nvml_slow_interval,
             pcie_throughput: self.nvml_pcie_throughput,
-        })
+        });
+        match &self.nvml_capabilities_root {
+            Some(root) => source.with_capabilities_root(root.clone()),
+            None => source,
+        }
     }
 
     /// The geometry source the flags select. Fails on an unknown scenario or a
@@ -468,9 +482,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen_address)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+        let mut listeners = Vec::with_capacity(args.listen_address.len());
+        for address in &args.listen_address {
+            let listener = address
+                .bind()
+                .await
+                .with_context(|| format!("cannot listen on {address}"))?;
+            listeners.push(listener);
+        }
         let published = Arc::new(Published::default());
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
@@ -478,12 +497,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name)?;
         let app = crate::expose::http::router_with(published, &args.telemetry_path, otlp_counters);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
-        tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
+        for listener in &listeners {
+            tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
+        }
         let limits = crate::expose::server::Limits {
             read_timeout: args.read_timeout,
             max_connections: args.max_connections as usize,
         };
-        crate::expose::server::serve(listener, app, limits, web_config, shutdown_signal()).await;
+        crate::expose::server::serve(listeners, app, limits, web_config, shutdown_signal()).await;
         Ok(())
     })
 }
@@ -548,7 +569,21 @@ mod tests {
         let cli = Cli::try_parse_from(["mig-exporter", "--simulate", "a100-single"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.source.simulate.as_deref(), Some("a100-single"));
-        assert_eq!(cli.serve.listen_address.port(), 10110);
+        assert_eq!(cli.serve.listen_address.len(), 1);
+        assert_eq!(cli.serve.listen_address[0].port(), 10110);
+        assert!(
+            cli.serve.listen_address[0].is_every_address(),
+            "both families by default"
+        );
+        let cli = Cli::try_parse_from([
+            "mig-exporter",
+            "--web.listen-address=127.0.0.1:9",
+            "--web.listen-address",
+            "[::1]:9",
+        ])
+        .unwrap();
+        let addresses: Vec<String> = cli.serve.listen_address.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addresses, ["127.0.0.1:9", "[::1]:9"], "the flag repeats");
         let cli = Cli::try_parse_from(["mig-exporter", "geometry", "--output", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Geometry(_))));
         assert!(Cli::try_parse_from(["mig-exporter", "--simulate", "x", "--world", "y"]).is_err());

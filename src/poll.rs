@@ -99,6 +99,10 @@ impl Poller {
     pub fn poll_once(&mut self) -> NodeSnapshot {
         let started = Instant::now();
         let result = self.source.poll();
+        let blocked = result.as_ref().err().and_then(|e| {
+            e.downcast_ref::<crate::source::nvml::monitor::MonitorDeviceNotInjected>()
+                .map(ToString::to_string)
+        });
         let now = unix_now();
         let (mut reading, read) = match account(&mut self.health, started, now, result) {
             Some(reading) => (reading, true),
@@ -157,6 +161,7 @@ impl Poller {
             sources,
             drift,
             pods,
+            blocked,
         }
     }
 

@@ -106,11 +106,13 @@ struct Endpoint {
     port: String,
     path: Option<String>,
     interval: Option<String>,
+    scrape_timeout: Option<String>,
     scheme: Option<String>,
     tls_config: Option<TlsConfig>,
     basic_auth: Option<BasicAuth>,
     honor_labels: Option<bool>,
     relabelings: Vec<Relabeling>,
+    metric_relabelings: Option<Vec<Relabeling>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,11 +139,22 @@ struct BasicAuth {
     password: SecretKeySelector,
 }
 
+/// prometheus-operator pkg/apis/monitoring/v1/prometheus_types.go, `RelabelConfig`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Relabeling {
-    source_labels: Vec<String>,
-    target_label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    separator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,6 +194,10 @@ fn check(doc: &Json) -> Result<(), String> {
         (Some("v1"), Some("ServiceAccount")) => strict::<core::v1::ServiceAccount>(doc),
         (Some("v1"), Some("Service")) => strict::<core::v1::Service>(doc),
         (Some("v1"), Some("Namespace")) => strict::<core::v1::Namespace>(doc),
+        (Some("v1"), Some("ConfigMap")) => strict::<core::v1::ConfigMap>(doc),
+        (Some("networking.k8s.io/v1"), Some("NetworkPolicy")) => {
+            strict::<k8s_openapi::api::networking::v1::NetworkPolicy>(doc)
+        }
         (Some("monitoring.coreos.com/v1"), Some("ServiceMonitor")) => {
             strict::<Custom<ServiceMonitorSpec>>(doc)
         }
@@ -204,7 +221,9 @@ fn every_manifest_matches_the_kubernetes_types_with_no_unknown_field() {
     let files = manifests();
     for expected in [
         "daemonset.yaml",
+        "grafana-dashboards.yaml",
         "namespace.yaml",
+        "networkpolicy.yaml",
         "prometheusrule.yaml",
         "service.yaml",
         "serviceaccount.yaml",
@@ -386,18 +405,208 @@ fn assert_state_dir_owner(pod: &Json, owner: &str) {
     );
 }
 
+/// One Prometheus regex of a relabeling, fully anchored as Prometheus anchors
+/// it (prometheus/prometheus model/relabel/relabel.go, `NewRegexp`): only the
+/// forms the manifests use, literal alternatives and the default `(.*)`.
+fn relabel_match<'a>(regex: &str, value: &'a str) -> Option<&'a str> {
+    match regex {
+        "(.*)" => Some(value),
+        _ => {
+            assert!(
+                regex
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '|'),
+                "the test's relabel evaluator does not know the regex {regex:?}"
+            );
+            regex
+                .split('|')
+                .any(|alternative| alternative == value)
+                .then_some(value)
+        }
+    }
+}
+
+/// Applies `relabelings` (prometheus-operator's form) to `labels` as
+/// Prometheus does for the actions the manifests use: `replace` (the
+/// default: source values joined by `;`, the regex's match in `$1`, an empty
+/// result deletes the target) and `labeldrop`.
+fn relabel(labels: &mut BTreeMap<String, String>, relabelings: &Json) {
+    for r in relabelings.as_array().expect("relabelings") {
+        let regex = r["regex"].as_str().unwrap_or("(.*)");
+        match r["action"]
+            .as_str()
+            .unwrap_or("replace")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "replace" => {
+                let separator = r["separator"].as_str().unwrap_or(";");
+                let source: Vec<&str> = r["sourceLabels"]
+                    .as_array()
+                    .map(|names| {
+                        names
+                            .iter()
+                            .map(|n| labels.get(n.as_str().unwrap()).map_or("", String::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let joined = source.join(separator);
+                let Some(matched) = relabel_match(regex, &joined) else {
+                    continue;
+                };
+                let value = r["replacement"].as_str().unwrap_or("$1").replace("$1", matched);
+                let target = r["targetLabel"]
+                    .as_str()
+                    .expect("a replace names its target")
+                    .to_string();
+                if value.is_empty() {
+                    labels.remove(&target);
+                } else {
+                    labels.insert(target, value);
+                }
+            }
+            "labeldrop" => labels.retain(|name, _| relabel_match(regex, name).is_none()),
+            other => panic!("the test's relabel evaluator does not know action {other}"),
+        }
+    }
+}
+
+/// The labels a series scraped with `labels` gets from the endpoint of the
+/// ServiceMonitor `sm`, for an exporter pod `mig-exporter-x7k2p` in namespace
+/// `mig-exporter` on node `gpu-node-1`. The target labels before the
+/// endpoint's relabelings are those prometheus-operator gives every
+/// ServiceMonitor target (pkg/prometheus/promcfg.go,
+/// `generateServiceMonitorConfig`: namespace, service, pod, container, job,
+/// endpoint); the merge is Prometheus's (honor_labels: the series' own label
+/// wins, else the series' label becomes exported_<name>).
+fn scraped_labels(sm: &Json, series: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let endpoint = &sm["spec"]["endpoints"][0];
+    let mut target: BTreeMap<String, String> = [
+        ("__address__", "10.2.3.4:10110"),
+        ("__meta_kubernetes_pod_node_name", "gpu-node-1"),
+        ("namespace", "mig-exporter"),
+        ("service", "mig-exporter"),
+        ("pod", "mig-exporter-x7k2p"),
+        ("container", "mig-exporter"),
+        ("job", "mig-exporter"),
+        ("endpoint", "metrics"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    relabel(&mut target, &endpoint["relabelings"]);
+    let instance = target["__address__"].clone();
+    target.entry("instance".to_string()).or_insert(instance);
+    target.retain(|name, _| !name.starts_with("__"));
+    let honor = endpoint["honorLabels"] == true;
+    let mut labels: BTreeMap<String, String> = series
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (name, value) in target {
+        match labels.remove(&name) {
+            Some(own) if honor => {
+                labels.insert(name, own);
+            }
+            Some(own) => {
+                labels.insert(format!("exported_{name}"), own);
+                labels.insert(name, value);
+            }
+            None => {
+                labels.insert(name, value);
+            }
+        }
+    }
+    if let Some(metric) = endpoint.get("metricRelabelings") {
+        relabel(&mut labels, metric);
+    }
+    labels
+}
+
+/// Issue 17: `sum by (namespace)` of a slice's activity must not answer the
+/// exporter's own namespace. Workload namespace, pod and container come only
+/// from `nvidia_mig_instance_pod_info` (the kubelet's owners).
+fn assert_no_exporter_pod_labels_on_series(sm: &Json, origin: &str) {
+    let activity = scraped_labels(
+        sm,
+        &[
+            ("__name__", "nvidia_mig_compute_instance_sm_active_ratio"),
+            ("gpu", "0"),
+            ("gi", "1"),
+            ("ci", "0"),
+            ("profile", "1g.10gb"),
+        ],
+    );
+    for label in ["namespace", "pod", "container", "exported_namespace"] {
+        assert!(!activity.contains_key(label), "{origin}: {label} on {activity:?}");
+    }
+    assert_eq!(activity["node"], "gpu-node-1", "{origin}");
+    let owner = scraped_labels(
+        sm,
+        &[
+            ("__name__", "nvidia_mig_instance_pod_info"),
+            ("mig_uuid", "MIG-0f5c"),
+            ("namespace", "team-a"),
+            ("pod", "train-0"),
+            ("container", "trainer"),
+        ],
+    );
+    assert_eq!(
+        (&owner["namespace"], &owner["pod"], &owner["container"]),
+        (
+            &"team-a".to_string(),
+            &"train-0".to_string(),
+            &"trainer".to_string()
+        ),
+        "{origin}: the owner's labels stay as the exporter wrote them"
+    );
+    assert!(!owner.contains_key("exported_namespace"), "{origin}: {owner:?}");
+}
+
 #[test]
-fn the_servicemonitor_honors_labels_and_sets_node_like_the_readme() {
+fn the_servicemonitor_puts_no_exporter_namespace_pod_or_container_on_series() {
+    let sm = documents("servicemonitor.yaml").remove(0);
+    assert_no_exporter_pod_labels_on_series(&sm, "deploy/servicemonitor.yaml");
+    let docs = render(None).unwrap_or_else(|e| panic!("{e}"));
+    assert_no_exporter_pod_labels_on_series(find(&docs, "ServiceMonitor").unwrap(), "the chart");
+    // With the user's relabelings, after the chart's, the same still holds.
+    let docs = render(Some(OVERRIDES)).unwrap_or_else(|e| panic!("{e}"));
+    assert_no_exporter_pod_labels_on_series(find(&docs, "ServiceMonitor").unwrap(), "OVERRIDES");
+
+    // Without the labeldrop, the exporter pod's labels land on every series.
+    let mut bare = sm.clone();
+    bare["spec"]["endpoints"][0]["relabelings"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["action"] != "labeldrop");
+    let activity = scraped_labels(
+        &bare,
+        &[("__name__", "nvidia_mig_compute_instance_sm_active_ratio")],
+    );
+    assert_eq!(
+        activity["namespace"], "mig-exporter",
+        "the evaluator sees the problem"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_servicemonitors_relabelings() {
     let sm = documents("servicemonitor.yaml").remove(0);
     let endpoint = &sm["spec"]["endpoints"][0];
     assert_eq!(endpoint["honorLabels"], true);
     assert_eq!(
-        endpoint["relabelings"][0],
-        serde_json::json!({"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"})
+        endpoint["relabelings"],
+        serde_json::json!([
+            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"},
+            {"action": "labeldrop", "regex": "namespace|pod|container"},
+        ])
     );
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     assert!(
-        readme.contains("- sourceLabels: [__meta_kubernetes_pod_node_name]\n        targetLabel: node"),
+        readme.contains(
+            "- sourceLabels: [__meta_kubernetes_pod_node_name]\n        targetLabel: node\n      \
+             - action: labeldrop\n        regex: namespace|pod|container"
+        ),
         "the README shows the same relabelling"
     );
 }
@@ -618,6 +827,7 @@ securityContext:
   runAsUser: 1000
   runAsGroup: 2000
 dcgm:
+  enabled: true
   address: $(NODE_IP):5556
 hostPaths:
   podResources: /var/snap/microk8s/common/var/lib/kubelet/pod-resources
@@ -637,8 +847,28 @@ extraVolumeMounts:
   - name: mig-parted-config
     mountPath: /etc/mig-parted
     readOnly: true
+migManager:
+  pauseForMigChange: false
+networkPolicy:
+  from:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: monitoring
+dashboards:
+  labels:
+    grafana_dashboard: "1"
+    team: ml-platform
+  annotations:
+    grafana_folder: MIG
 serviceMonitor:
   interval: 15s
+  scrapeTimeout: 10s
+  relabelings:
+    - sourceLabels: [__meta_kubernetes_pod_label_team]
+      targetLabel: team
+  metricRelabelings:
+    - action: labeldrop
+      regex: ecc_kind
   labels:
     release: kube-prometheus-stack
   scheme: https
@@ -674,6 +904,10 @@ dcgm:
 serviceMonitor:
   enabled: false
 prometheusRule:
+  enabled: false
+networkPolicy:
+  enabled: false
+dashboards:
   enabled: false
 "#;
 
@@ -872,7 +1106,8 @@ fn the_chart_values_reach_the_objects() {
 
     let cli = parse_args(ds);
     let serve = &cli.serve;
-    assert_eq!(serve.listen_address.to_string(), "0.0.0.0:9445");
+    let listen: Vec<String> = serve.listen_address.iter().map(|a| a.to_string()).collect();
+    assert_eq!(listen, [":9445"]);
     assert_eq!(
         serve.poll_interval,
         std::time::Duration::from_secs(2),
@@ -898,6 +1133,32 @@ fn the_chart_values_reach_the_objects() {
     let sm = find(&docs, "ServiceMonitor").expect("ServiceMonitor");
     let endpoint = &sm["spec"]["endpoints"][0];
     assert_eq!(endpoint["interval"], "15s");
+    assert_eq!(endpoint["scrapeTimeout"], "10s");
+    assert_eq!(
+        endpoint["relabelings"].as_array().unwrap().last(),
+        Some(&values["serviceMonitor"]["relabelings"][0]),
+        "the user's relabelings come after the chart's"
+    );
+    assert_eq!(
+        endpoint["metricRelabelings"],
+        values["serviceMonitor"]["metricRelabelings"]
+    );
+    let policy = find(&docs, "NetworkPolicy").expect("NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"],
+        values["networkPolicy"]["from"]
+    );
+    let dashboards: Vec<&Json> = docs.iter().filter(|d| d["kind"] == "ConfigMap").collect();
+    assert_eq!(dashboards.len(), 3);
+    for d in dashboards {
+        assert_eq!(d["metadata"]["labels"]["team"], "ml-platform");
+        assert_eq!(d["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(d["metadata"]["annotations"], values["dashboards"]["annotations"]);
+    }
+    assert!(
+        pod["nodeSelector"].get("nvidia.com/gpu.deploy.client").is_none(),
+        "migManager.pauseForMigChange: false"
+    );
     assert_eq!(endpoint["scheme"], "https");
     assert_eq!(endpoint["tlsConfig"], values["serviceMonitor"]["tlsConfig"]);
     assert_eq!(endpoint["basicAuth"], values["serviceMonitor"]["basicAuth"]);
@@ -910,7 +1171,11 @@ fn the_chart_values_reach_the_objects() {
 fn the_chart_switches_parts_off() {
     let docs = render(Some(SWITCHED_OFF)).unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    assert_eq!(kinds, ["Service", "DaemonSet"], "no account, monitor or rule");
+    assert_eq!(
+        kinds,
+        ["Service", "DaemonSet"],
+        "no account, monitor, rule, network policy or dashboards"
+    );
     let ds = find(&docs, "DaemonSet").unwrap();
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "gpu-monitoring");
@@ -1044,4 +1309,290 @@ fn the_image_build_copies_every_file_cargo_needs() {
         missing.is_empty(),
         "the Dockerfile's build stage does not copy {missing:?}: cargo fails on a declared target it cannot find"
     );
+}
+
+// Issue 17: the default install on a GPU-operator cluster.
+
+/// The dashboards of `dashboards/`, by file name, as they are.
+fn dashboard_files() -> BTreeMap<String, String> {
+    let dir = root().join("dashboards");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("dashboards/") {
+        let path = entry.expect("dashboards/ entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read_to_string(&path).expect("dashboard"));
+        }
+    }
+    assert_eq!(files.len(), 3, "{files:?}");
+    files
+}
+
+const DASHBOARDS_HEADER: &str = "# Generated from dashboards/*.json: do not edit; run\n\
+# `UPDATE_DEPLOY=1 cargo test --test deploy` after changing the dashboards.\n\
+# One ConfigMap per dashboard, labelled for Grafana's dashboard sidecar as\n\
+# kube-prometheus-stack configures it (its values.yaml: grafana.sidecar.dashboards,\n\
+# label grafana_dashboard, labelValue \"1\", searchNamespace ALL).\n";
+
+#[test]
+fn the_dashboards_ship_as_configmaps_for_grafanas_sidecar() {
+    let files = dashboard_files();
+    let expected: Vec<Json> = files
+        .iter()
+        .map(|(file, text)| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": format!("mig-exporter-dashboard-{}", file.trim_end_matches(".json")),
+                    "namespace": "mig-exporter",
+                    "labels": {
+                        "app.kubernetes.io/name": "mig-exporter",
+                        "app.kubernetes.io/instance": "mig-exporter",
+                        "grafana_dashboard": "1",
+                    },
+                },
+                "data": {file.as_str(): text},
+            })
+        })
+        .collect();
+    let path = deploy().join("grafana-dashboards.yaml");
+    let chart_dir = chart().join("files/dashboards");
+    if std::env::var_os("UPDATE_DEPLOY").is_some() {
+        let mut text = DASHBOARDS_HEADER.to_string();
+        for doc in &expected {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml_ng::to_string(doc).expect("YAML"));
+        }
+        std::fs::write(&path, text).expect("write");
+        std::fs::create_dir_all(&chart_dir).expect("chart files/dashboards");
+        for (file, text) in &files {
+            std::fs::write(chart_dir.join(file), text).expect("write");
+        }
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text.starts_with(DASHBOARDS_HEADER) && documents("grafana-dashboards.yaml") == expected,
+        "deploy/grafana-dashboards.yaml differs from dashboards/: run UPDATE_DEPLOY=1 cargo test --test deploy"
+    );
+    for (file, text) in &files {
+        let copy = std::fs::read_to_string(chart_dir.join(file)).unwrap_or_default();
+        assert!(
+            &copy == text,
+            "the chart's files/dashboards/{file} differs from dashboards/: run UPDATE_DEPLOY=1 cargo test --test deploy"
+        );
+    }
+    // The chart renders the same, byte for byte (the plain manifests equal it,
+    // see the_chart_with_default_values_renders_the_plain_manifests).
+    let docs = render(None).unwrap_or_else(|e| panic!("{e}"));
+    let rendered: BTreeMap<String, String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .flat_map(|d| d["data"].as_object().unwrap().clone())
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(rendered, files);
+}
+
+/// The Pod Security Standards level a pod spec needs, by the two baseline
+/// checks the exporter's pod could fail (kubernetes/kubernetes
+/// staging/src/k8s.io/pod-security-admission/policy/check_hostPathVolumes.go:
+/// no hostPath volume; check_capabilities_baseline.go: only these
+/// capabilities may be added). Anything failing baseline needs privileged.
+fn pod_security_level(pod: &Json) -> &'static str {
+    const BASELINE_CAPABILITIES: [&str; 13] = [
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    ];
+    let host_path = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v.get("hostPath").is_some());
+    let capability_beyond_baseline = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| pod[list].as_array())
+        .flatten()
+        .filter_map(|c| c["securityContext"]["capabilities"]["add"].as_array())
+        .flatten()
+        .any(|cap| !BASELINE_CAPABILITIES.contains(&cap.as_str().unwrap_or_default()));
+    if host_path || capability_beyond_baseline {
+        "privileged"
+    } else {
+        "baseline"
+    }
+}
+
+#[test]
+fn the_namespace_allows_the_pod_security_level_the_pod_needs() {
+    let ds = documents("daemonset.yaml").remove(0);
+    let needed = pod_security_level(&ds["spec"]["template"]["spec"]);
+    assert_eq!(needed, "privileged", "hostPath volumes and SYS_ADMIN");
+    let namespace = documents("namespace.yaml").remove(0);
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(
+            namespace["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}")],
+            needed,
+            "{mode}"
+        );
+    }
+    // Helm cannot label the namespace it installs into: the README's install
+    // labels it first, and the chart's notes say so.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    assert!(
+        readme.contains("kubectl label namespace mig-exporter pod-security.kubernetes.io/enforce=privileged"),
+        "the README's Helm install labels the namespace"
+    );
+    let notes = std::fs::read_to_string(chart().join("templates/NOTES.txt")).expect("NOTES.txt");
+    assert!(
+        notes.contains("pod-security.kubernetes.io/enforce=privileged"),
+        "{notes}"
+    );
+    // Without the kubelet source there is still the state directory's hostPath.
+    let docs = render(Some(SWITCHED_OFF)).unwrap_or_else(|e| panic!("{e}"));
+    let pod = &find(&docs, "DaemonSet").unwrap()["spec"]["template"]["spec"];
+    assert_eq!(pod_security_level(pod), "privileged");
+}
+
+#[test]
+fn the_network_policy_admits_the_scrape_port_only() {
+    let policies = [
+        documents("networkpolicy.yaml").remove(0),
+        find(&render(None).unwrap_or_else(|e| panic!("{e}")), "NetworkPolicy")
+            .expect("on by default")
+            .clone(),
+    ];
+    let ds = documents("daemonset.yaml").remove(0);
+    let pod = &ds["spec"]["template"];
+    for policy in &policies {
+        let spec = &policy["spec"];
+        assert_eq!(
+            spec["podSelector"]["matchLabels"], ds["spec"]["selector"]["matchLabels"],
+            "it selects the exporter's pods"
+        );
+        assert_eq!(
+            spec["policyTypes"],
+            serde_json::json!(["Ingress"]),
+            "egress stays open"
+        );
+        assert_eq!(
+            spec["ingress"],
+            serde_json::json!([{"ports": [{"port": "metrics", "protocol": "TCP"}]}]),
+            "one rule, the scrape port"
+        );
+        let ports = &container(&pod["spec"], "mig-exporter")["ports"];
+        assert_eq!(ports[0]["name"], "metrics");
+        let exposed: usize = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["ports"].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(exposed, 1, "no other port to admit");
+    }
+}
+
+#[test]
+fn the_daemonset_steps_aside_while_the_mig_manager_changes_mig() {
+    // NVIDIA/mig-parted pkg/mig/reconfigure/reconfigure.go: shutdownKubernetesGPUClients
+    // sets the node's nvidia.com/gpu.deploy.client to paused-for-mig-change (when
+    // the node has it; NVIDIA/gpu-operator controllers/state_manager.go,
+    // gpuStateLabels, sets it to "true" on GPU nodes), and
+    // waitForPodsWithNodeSelector waits for every DaemonSet pod on the node whose
+    // spec.nodeSelector has that key: an affinity would not be waited for.
+    let key = "nvidia.com/gpu.deploy.client";
+    let chart = render(None).unwrap_or_else(|e| panic!("{e}"));
+    for (origin, ds) in [
+        ("deploy/daemonset.yaml", documents("daemonset.yaml").remove(0)),
+        ("the chart", find(&chart, "DaemonSet").unwrap().clone()),
+    ] {
+        let selector = ds["spec"]["template"]["spec"]["nodeSelector"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{origin}: no nodeSelector"))
+            .clone();
+        assert_eq!(selector.get(key), Some(&Json::from("true")), "{origin}");
+        let runs_on = |labels: &[(&str, &str)]| {
+            selector
+                .iter()
+                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && Some(*lv) == v.as_str()))
+        };
+        let gpu_node = [("nvidia.com/gpu.present", "true"), (key, "true")];
+        assert!(runs_on(&gpu_node), "{origin}: a GPU node of the GPU operator");
+        let paused = [("nvidia.com/gpu.present", "true"), (key, "paused-for-mig-change")];
+        assert!(!runs_on(&paused), "{origin}: gone while the MIG manager works");
+    }
+    let docs = render(Some("migManager:\n  pauseForMigChange: false\n")).unwrap_or_else(|e| panic!("{e}"));
+    let selector = &find(&docs, "DaemonSet").unwrap()["spec"]["template"]["spec"]["nodeSelector"];
+    assert_eq!(
+        selector,
+        &serde_json::json!({"nvidia.com/gpu.present": "true"}),
+        "off: for nodes without the GPU operator's label"
+    );
+}
+
+#[test]
+fn a_default_install_reads_no_dcgm_and_the_operators_host_engine_when_told() {
+    // NVIDIA/gpu-operator deployments/gpu-operator/values.yaml ships
+    // dcgm.enabled: false, so by default there is no host engine to reach.
+    for (origin, ds) in [
+        ("deploy/daemonset.yaml", documents("daemonset.yaml").remove(0)),
+        (
+            "the chart",
+            find(&render(None).unwrap_or_else(|e| panic!("{e}")), "DaemonSet")
+                .unwrap()
+                .clone(),
+        ),
+    ] {
+        assert!(parse_args(&ds).serve.source.no_dcgm, "{origin}: --no-dcgm");
+    }
+    // The operator's standalone host engine: Service nvidia-dcgm, port 5555
+    // (NVIDIA/gpu-operator assets/state-dcgm/0500_service.yaml), the name its
+    // own dcgm-exporter is given (controllers/object_controls.go,
+    // TransformDCGMExporter: DCGM_REMOTE_HOSTENGINE_INFO=nvidia-dcgm:5555).
+    let docs = render(Some("dcgm:\n  enabled: true\n")).unwrap_or_else(|e| panic!("{e}"));
+    let cli = parse_args(find(&docs, "DaemonSet").unwrap());
+    assert!(!cli.serve.source.no_dcgm);
+    assert_eq!(
+        cli.serve.source.dcgm_address.to_string(),
+        "nvidia-dcgm.gpu-operator.svc:5555"
+    );
+    let docs = render(Some(
+        "dcgm:\n  enabled: true\n  operatorNamespace: nvidia-gpu-operator\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cli = parse_args(find(&docs, "DaemonSet").unwrap());
+    assert_eq!(
+        cli.serve.source.dcgm_address.to_string(),
+        "nvidia-dcgm.nvidia-gpu-operator.svc:5555"
+    );
+}
+
+#[test]
+fn the_exporter_listens_on_both_address_families_for_ipv6_only_clusters() {
+    let chart = render(None).unwrap_or_else(|e| panic!("{e}"));
+    for (origin, ds) in [
+        ("deploy/daemonset.yaml", documents("daemonset.yaml").remove(0)),
+        ("the chart", find(&chart, "DaemonSet").unwrap().clone()),
+    ] {
+        let cli = parse_args(&ds);
+        let listen = &cli.serve.listen_address;
+        assert_eq!(listen.len(), 1, "{origin}");
+        assert!(
+            listen[0].is_every_address(),
+            "{origin}: {} would not take the pod's IPv6 address",
+            listen[0]
+        );
+        assert_eq!(listen[0].port(), 10110, "{origin}");
+    }
 }

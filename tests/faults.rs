@@ -16,7 +16,9 @@
 //!   library path that never exists, `tests/e2e.rs`
 //!   `a_missing_nvml_library_keeps_the_exporter_serving_and_says_why`; no
 //!   permission for the MIG monitor capability, `tests/nvml.rs`
-//!   `no_permission_for_mig_instances_names_the_capability`; no permission
+//!   `no_permission_for_mig_instances_names_the_capability`, and in a
+//!   container whose runtime did not inject the MIG monitor device,
+//!   `a_container_without_the_injected_mig_monitor_device_says_so_with_the_fix`; no permission
 //!   for a MIG GPU's aggregate memory (a non-root caller), here
 //!   (`an_unprivileged_exporter_keeps_a_mig_gpus_series_but_its_memory`).
 //! * DCGM host engine killed and restarted: here, with the error counter and

@@ -429,6 +429,78 @@ fn a_driver_that_loads_after_the_exporter_is_picked_up_without_restart() {
     assert!(!series(&exporter.metrics()).is_empty());
 }
 
+/// Issue 17: NVIDIA container toolkit 1.18.0 to 1.20.0 in its CDI modes do
+/// not inject the MIG monitor device NVIDIA_MIG_MONITOR_DEVICES asks for
+/// (src/source/nvml/monitor.rs has the sources). Then NVML refuses to list
+/// MIG instances (nvml.h: NVML_ERROR_NO_PERMISSION), and readiness and the
+/// landing page say exactly that, with the fix, instead of an empty node.
+#[test]
+fn a_container_without_the_injected_mig_monitor_device_says_so_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = mixed_world(dir.path());
+    edit_world(&world, |w| {
+        w.faults
+            .failing_calls
+            .insert("nvmlDeviceGetGpuInstances".into(), 4);
+    });
+    // The container's view: the driver's capability file (the real H100's
+    // monitor entry, /work/shared/fixtures/h100-80gb-hbm3-real/probe.txt),
+    // and no /dev/nvidia-caps/nvidia-cap2.
+    let root = dir.path().join("root");
+    let proc = root.join("proc/driver/nvidia/capabilities/mig");
+    std::fs::create_dir_all(&proc).unwrap();
+    std::fs::write(
+        proc.join("monitor"),
+        "DeviceFileMinor: 2\nDeviceFileMode: 292\nDeviceFileModify: 1\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("dev/nvidia-caps")).unwrap();
+    let library = built("libfake_nvml.so");
+    let exporter = Exporter::start_unready(
+        &[
+            "--nvml",
+            "--nvml.library",
+            library.to_str().unwrap(),
+            "--nvml.capabilities-root",
+            root.to_str().unwrap(),
+        ],
+        &[
+            ("MIG_WORLD", world.as_path()),
+            ("NVIDIA_MIG_MONITOR_DEVICES", Path::new("all")),
+        ],
+    );
+    let expected = [
+        "NVIDIA_MIG_MONITOR_DEVICES=all",
+        "/dev/nvidia-caps/nvidia-cap2 is missing",
+        "NVIDIA container toolkit 1.18.0 to 1.20.0",
+        "nvidia-container-toolkit issue 1740",
+        "upgrade the toolkit on the node to 1.20.1 or later",
+    ];
+    wait_for(
+        || exporter.get("/readyz", None).1.contains("issue 1740"),
+        "readiness to name the toolkit bug",
+    );
+    let (status, body) = exporter.get("/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    let (_, page) = exporter.get("/", None);
+    for needle in expected {
+        assert!(body.contains(needle), "/readyz lacks {needle:?}: {body}");
+        assert!(page.contains(needle), "the landing page lacks {needle:?}");
+    }
+    assert!(page.contains("class=\"blocked\""), "shown above the (empty) GPUs");
+    assert_eq!(nvml_up(&exporter).as_deref(), Some("0"));
+
+    // With the device there, the refusal has another cause: the generic
+    // explanation, and no claim about the toolkit.
+    std::fs::write(root.join("dev/nvidia-caps/nvidia-cap2"), "").unwrap();
+    wait_for(
+        || exporter.get("/readyz", None).0 == 200,
+        "no toolkit claim once the device exists",
+    );
+    assert!(nvml_down_reason(&exporter).contains("/proc/driver/nvidia/capabilities/mig/monitor"));
+    assert!(!exporter.get("/", None).1.contains("issue 1740"));
+}
+
 #[test]
 fn no_permission_for_mig_instances_names_the_capability() {
     let dir = tempfile::tempdir().unwrap();

@@ -205,11 +205,16 @@ fn quality<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
     Some(1000)
 }
 
+/// Ready once a poll completed, unless the node cannot be read until its
+/// setup is fixed: a pod that cannot work should not look ready, and its
+/// probe's body says why.
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.published.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no complete snapshot yet\n").into_response()
+    if !state.published.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no complete snapshot yet\n").into_response();
+    }
+    match &state.published.load().blocked {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

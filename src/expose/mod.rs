@@ -1,6 +1,7 @@
 //! Everything that leaves the process: `/metrics`, the HTTP server and its landing page.
 
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod otlp;
 pub mod page;

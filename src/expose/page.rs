@@ -17,6 +17,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .gpu{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:.8rem 1rem;margin:.8rem 0}
 .gpu h2{font-size:1rem;margin:0 0 .4rem}.gpu .meta{color:#5b6673;font-size:.8rem;margin-bottom:.5rem}
 .warn{color:#8a4b00;font-weight:600}
+.blocked{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #c0392b;background:#fdecea;font-weight:600}
 .slots{display:grid;gap:4px;grid-auto-rows:minmax(5.5rem,auto)}
 .slot{border:1px dashed #c3c9d1;border-radius:6px;color:#9aa3ad;font-size:.75rem;padding:.3rem}
 .gi{border-radius:6px;padding:.35rem .45rem;font-size:.78rem;background:#e4ecfb;border:1px solid #7d9fe0;overflow:hidden}
@@ -46,6 +47,9 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
         escape(snapshot.driver_version.as_deref().unwrap_or("unknown")),
         escape(telemetry_path),
     );
+    if let Some(why) = &snapshot.blocked {
+        let _ = write!(html, "<div class=\"blocked\">{}</div>", escape(why));
+    }
     html.push_str("<div class=\"sources\">");
     for source in &snapshot.sources {
         let (class, state) = if source.up { ("up", "up") } else { ("down", "down") };

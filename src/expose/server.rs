@@ -47,10 +47,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open
+/// Serves `router` on every one of `listeners` until `shutdown` completes, then lets open
 /// connections finish their request (for at most `read_timeout`).
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     router: Router,
     limits: Limits,
     web: Option<Arc<WebConfigFile>>,
@@ -71,8 +71,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = accept_any(&listeners) => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     // Out of file descriptors, mostly: wait rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -95,13 +95,35 @@ pub async fn serve(
             drop(permit);
         });
     }
-    drop(listener);
+    drop(listeners);
     if tokio::time::timeout(limits.read_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::debug!("connections still open at shutdown are closed");
     }
+}
+
+/// The next connection on any of `listeners` (`--web.listen-address` repeats).
+/// Each call starts with a different listener, so a busy one cannot starve the others.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<TcpStream> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Poll;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    let start = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::future::poll_fn(|cx| {
+        for i in 0..listeners.len() {
+            let listener = &listeners[(start + i) % listeners.len()];
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return Poll::Ready(accepted.map(|(stream, _)| stream));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 struct Connection {

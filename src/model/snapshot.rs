@@ -21,6 +21,10 @@ pub struct NodeSnapshot {
     /// Which container holds each GPU and MIG device (the kubelet source);
     /// empty without it or while it is down.
     pub pods: Vec<PodDevice>,
+    /// Why the node cannot be read at all until someone fixes its setup, with
+    /// the fix (e.g. a container runtime that did not inject the MIG monitor
+    /// device): readiness fails and the landing page says it.
+    pub blocked: Option<String>,
 }
 
 /// One GPU or MIG device allocated to one container, from the kubelet.

@@ -114,7 +114,20 @@ impl Exporter {
     /// Starts `command`, the exporter or a wrapper whose last argument is the
     /// exporter (`unshare … sh -c '…; exec "$0" "$@"' EXPORTER`), with the
     /// harness's listen address and poll interval, then `args`.
-    pub fn start_command(mut command: Command, args: &[&str]) -> Exporter {
+    pub fn start_command(command: Command, args: &[&str]) -> Exporter {
+        let exporter = Exporter::listening(command, args);
+        wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
+        exporter
+    }
+
+    /// Like [`Exporter::start_with_env`], but returns once it listens, ready or not.
+    pub fn start_unready(args: &[&str], env: &[(&str, &Path)]) -> Exporter {
+        let mut command = Command::new(EXPORTER);
+        command.envs(env.iter().copied());
+        Exporter::listening(command, args)
+    }
+
+    fn listening(mut command: Command, args: &[&str]) -> Exporter {
         let mut child = command
             .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
             .args(args)
@@ -148,9 +161,7 @@ impl Exporter {
                 sink.lock().unwrap().push(line);
             }
         });
-        let exporter = Exporter { child, address, log };
-        wait_for(|| exporter.get("/readyz", None).0 == 200, "exporter ready");
-        exporter
+        Exporter { child, address, log }
     }
 
     /// The process id of what was started (a wrapper that `exec`s keeps it).

@@ -6,6 +6,7 @@
 //! recovers without a restart. With the GPM source on, this source also takes
 //! its samples while it reads each GPU (see [`super::gpm`]).
 
+pub mod monitor;
 pub(crate) mod raw;
 
 use std::collections::btree_map::Entry;
@@ -49,6 +50,9 @@ pub struct NvmlSource {
     session: Option<Session>,
     /// Where GPM samples go, when the GPM source is on.
     gpm: Option<SharedGpmSampling>,
+    /// Where `/proc/driver/nvidia` and `/dev/nvidia-caps` are looked for when
+    /// MIG listing is refused: `/`, or a test's stand-in.
+    capabilities_root: PathBuf,
 }
 
 /// An initialised library and what is kept between polls.
@@ -92,6 +96,27 @@ impl NvmlSource {
             options,
             session: None,
             gpm: None,
+            capabilities_root: PathBuf::from("/"),
+        }
+    }
+
+    /// Looks for the driver's capability files under `root` instead of `/`.
+    pub fn with_capabilities_root(mut self, root: PathBuf) -> Self {
+        self.capabilities_root = root;
+        self
+    }
+
+    /// A refused MIG listing in a container that asked for the MIG monitor
+    /// device and lacks it becomes [`monitor::MonitorDeviceNotInjected`],
+    /// which names the cause and the fix.
+    fn diagnose(&self, e: anyhow::Error) -> anyhow::Error {
+        if e.downcast_ref::<NoMonitorPermission>().is_none() {
+            return e;
+        }
+        let requested = std::env::var(monitor::MONITOR_DEVICES_ENV).ok();
+        match monitor::diagnose(requested.as_deref(), &self.capabilities_root) {
+            Some(problem) => anyhow::Error::new(problem),
+            None => e,
         }
     }
 
@@ -180,7 +205,7 @@ impl GeometrySource for NvmlSource {
             }
             self.session = None;
         }
-        result
+        result.map_err(|e| self.diagnose(e))
     }
 }
 
@@ -621,13 +646,18 @@ fn gis_unchanged(nvml: &Nvml, listed: &[ListedGi<'_>]) -> Result<bool, NvmlError
     Ok(true)
 }
 
+/// NVML refused to list MIG instances: the MIG monitor capability is not readable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}: listing MIG instances needs read access to the MIG monitor capability \
+     (/proc/driver/nvidia/capabilities/mig/monitor names its /dev/nvidia-caps device)"
+)]
+struct NoMonitorPermission(NvmlError);
+
 /// Says what to do about the one failure an operator can fix on the spot.
 fn explain(e: NvmlError) -> anyhow::Error {
     match e {
-        NvmlError::NoPermission => anyhow!(
-            "{e}: listing MIG instances needs read access to the MIG monitor capability \
-             (/proc/driver/nvidia/capabilities/mig/monitor names its /dev/nvidia-caps device)"
-        ),
+        NvmlError::NoPermission => anyhow::Error::new(NoMonitorPermission(e)),
         e => e.into(),
     }
 }
