@@ -196,7 +196,7 @@ impl DriftArgs {
     /// API server, or with names that are not Kubernetes object names.
     pub fn desired(&self) -> anyhow::Result<Option<DesiredSource>> {
         if self.mig_config_from_kubernetes {
-            return self.from_kubernetes().map(Some);
+            return self.kubernetes_source().map(Some);
         }
         let Some(path) = self.mig_config.clone() else {
             return Ok(None);
@@ -209,7 +209,7 @@ impl DriftArgs {
         Ok(Some(DesiredSource::new(path, name)))
     }
 
-    fn from_kubernetes(&self) -> anyhow::Result<DesiredSource> {
+    fn kubernetes_source(&self) -> anyhow::Result<DesiredSource> {
         use crate::kube::{ApiServer, Client};
         let k = &self.kubernetes;
         let node = k.kubernetes_node_name.clone().filter(|n| !n.is_empty()).context(
