@@ -19,7 +19,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
-# curl and openssl for tests/web_security.rs: a real TLS client, and a test CA.
+# curl and openssl for tests/web_security.rs: a real TLS client, and a test CA
+# (openssl also for tests/kubernetes.rs, whose fake API server serves TLS).
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 # python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::drift::report::CheckReport;
 use crate::drift::{
-    ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR, DEFAULT_STATE_FILE,
+    from_kubernetes, ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR,
+    DEFAULT_STATE_FILE,
 };
 use crate::expose::listen::ListenAddress;
 use crate::geometry::{self, OutputFormat};
@@ -125,6 +126,51 @@ pub struct DriftArgs {
     /// `nvidia.com/mig.config="NAME"` among other label lines. Empty: no desired config.
     #[arg(long = "mig.config-name-file", value_name = "FILE", requires = "mig_config")]
     pub mig_config_name_file: Option<PathBuf>,
+    /// Read the desired config from the Kubernetes API, as the GPU operator's MIG manager does: the
+    /// config this node's nvidia.com/mig.config label names, in the operator's mig-parted ConfigMap.
+    /// Read-only: a get of this node and of the ConfigMap (README, "Desired state from the GPU
+    /// operator"). Needs the node's name (--kubernetes.node-name or NODE_NAME).
+    #[arg(long = "mig.config-from-kubernetes", conflicts_with = "mig_config")]
+    pub mig_config_from_kubernetes: bool,
+    /// The GPU operator's namespace, where its mig-parted ConfigMaps are.
+    #[arg(
+        long = "mig.config-namespace",
+        value_name = "NAMESPACE",
+        default_value = from_kubernetes::DEFAULT_NAMESPACE,
+        requires = "mig_config_from_kubernetes"
+    )]
+    pub mig_config_namespace: String,
+    /// The ConfigMaps holding the mig-parted configs, comma-separated or repeated: the first that
+    /// exists is used; {node} is this node's name. Default: the config the MIG manager generates
+    /// for the node (GPU operator 26.3 and later), then the operator's default one. Give the one
+    /// the operator's migManager.config.name names when it has one.
+    #[arg(
+        long = "mig.config-configmap",
+        value_name = "NAME",
+        value_delimiter = ',',
+        default_values_t = from_kubernetes::DEFAULT_CONFIG_MAPS.map(String::from),
+        requires = "mig_config_from_kubernetes"
+    )]
+    pub mig_config_configmaps: Vec<String>,
+    /// The ConfigMap key holding the mig-parted config.
+    #[arg(
+        long = "mig.config-key",
+        value_name = "KEY",
+        default_value = from_kubernetes::DEFAULT_KEY,
+        requires = "mig_config_from_kubernetes"
+    )]
+    pub mig_config_key: String,
+    /// How often to read the label and the ConfigMap from the Kubernetes API.
+    #[arg(
+        long = "mig.config-interval",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration,
+        requires = "mig_config_from_kubernetes"
+    )]
+    pub mig_config_interval: Duration,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
     /// Where each GPU's last-known-good geometry is kept across restarts and reboots.
     /// Default with --nvml: /var/lib/mig-exporter/state.json when /var/lib/mig-exporter exists,
     /// else in memory; with a simulated node (--simulate, --world): in memory.
@@ -132,16 +178,76 @@ pub struct DriftArgs {
     pub state_file: Option<PathBuf>,
 }
 
+/// How the exporter reaches the Kubernetes API server (for --mig.config-from-kubernetes).
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesArgs {
+    /// This node's name, as the downward API's spec.nodeName gives it.
+    #[arg(long = "kubernetes.node-name", value_name = "NAME", env = "NODE_NAME")]
+    pub kubernetes_node_name: Option<String>,
+    /// The API server, https://HOST[:PORT]. Default: KUBERNETES_SERVICE_HOST and
+    /// KUBERNETES_SERVICE_PORT, which the kubelet gives every pod.
+    #[arg(long = "kubernetes.api-server", value_name = "URL")]
+    pub kubernetes_api_server: Option<String>,
+    /// The service account token, re-read for every request.
+    #[arg(long = "kubernetes.token-file", value_name = "FILE", default_value = crate::kube::DEFAULT_TOKEN_FILE)]
+    pub kubernetes_token_file: PathBuf,
+    /// The CA certificates the API server's certificate must chain to.
+    #[arg(long = "kubernetes.ca-file", value_name = "FILE", default_value = crate::kube::DEFAULT_CA_FILE)]
+    pub kubernetes_ca_file: PathBuf,
+    /// How long one read of the Kubernetes API (the node and the ConfigMaps) may take.
+    #[arg(long = "kubernetes.timeout", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub kubernetes_timeout: Duration,
+}
+
 impl DriftArgs {
-    /// The desired config source the flags name, if any.
-    pub fn desired(&self) -> Option<DesiredSource> {
-        let path = self.mig_config.clone()?;
+    /// The desired config source the flags name, if any. Fails on flags that
+    /// cannot work: --mig.config-from-kubernetes without a node name or an
+    /// API server, or with names that are not Kubernetes object names.
+    pub fn desired(&self) -> anyhow::Result<Option<DesiredSource>> {
+        if self.mig_config_from_kubernetes {
+            return self.kubernetes_source().map(Some);
+        }
+        let Some(path) = self.mig_config.clone() else {
+            return Ok(None);
+        };
         let name = match (&self.mig_config_name, &self.mig_config_name_file) {
             (Some(name), _) => ConfigName::Fixed(name.clone()),
             (None, Some(file)) => ConfigName::File(file.clone()),
             (None, None) => ConfigName::Only,
         };
-        Some(DesiredSource::new(path, name))
+        Ok(Some(DesiredSource::new(path, name)))
+    }
+
+    fn kubernetes_source(&self) -> anyhow::Result<DesiredSource> {
+        use crate::kube::{ApiServer, Client};
+        let k = &self.kubernetes;
+        let node = k.kubernetes_node_name.clone().filter(|n| !n.is_empty()).context(
+            "--mig.config-from-kubernetes needs this node's name: --kubernetes.node-name, or \
+             NODE_NAME set from the downward API's spec.nodeName",
+        )?;
+        let server = match &k.kubernetes_api_server {
+            Some(url) => ApiServer::parse(url)?,
+            None => ApiServer::in_cluster(|name| std::env::var(name).ok())?,
+        };
+        let client = Client::new(
+            server,
+            k.kubernetes_token_file.clone(),
+            k.kubernetes_ca_file.clone(),
+            k.kubernetes_timeout,
+        )
+        .context("starting the Kubernetes client's runtime")?;
+        let origin = from_kubernetes::KubernetesOrigin::new(
+            client,
+            from_kubernetes::KubernetesSettings {
+                node,
+                namespace: self.mig_config_namespace.clone(),
+                config_maps: self.mig_config_configmaps.clone(),
+                key: self.mig_config_key.clone(),
+                interval: self.mig_config_interval,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("--mig.config-from-kubernetes: {e}"))?;
+        Ok(DesiredSource::from_kubernetes(origin))
     }
 
     /// A drift tracker for `source`. Fails when the desired config cannot be
@@ -153,9 +259,13 @@ impl DriftArgs {
         source: &SourceArgs,
         read_only: bool,
     ) -> anyhow::Result<(DriftTracker, Option<String>)> {
-        let desired = self.desired();
-        if let Some(d) = &desired {
-            d.load()?;
+        let desired = self.desired()?;
+        match &desired {
+            Some(d) if d.fatal_at_start() => {
+                d.load()?;
+            }
+            Some(d) => tracing::info!(from = %d.describe(), "reading the desired MIG config from Kubernetes"),
+            None => {}
         }
         let file = |path: &std::path::Path| {
             (
@@ -472,8 +582,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?);
     }
     let first = poller.poll_once();
+    let desired_fatal = poller
+        .drift()
+        .and_then(DriftTracker::desired_source)
+        .is_some_and(DesiredSource::fatal_at_start);
     if let Some(e) = poller.drift().and_then(DriftTracker::desired_error) {
-        return Err(anyhow::anyhow!("{e}"));
+        if desired_fatal {
+            return Err(anyhow::anyhow!("{e}"));
+        }
     }
     let host_name = first.hostname.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -640,7 +756,7 @@ mod tests {
             panic!("not check")
         };
         assert_eq!(args.output, OutputFormat::Json);
-        assert!(args.drift.desired().is_some());
+        assert!(args.drift.desired().unwrap().is_some());
         // A name needs a file, and only one way of naming is allowed.
         assert!(Cli::try_parse_from(["mig-exporter", "--mig.config-name", "x"]).is_err());
         assert!(Cli::try_parse_from([
@@ -699,5 +815,94 @@ mod tests {
         .unwrap();
         let (_, origin) = cli.serve.drift.tracker(&cli.serve.source, true).unwrap();
         assert_eq!(origin.as_deref(), Some("/tmp/s.json"));
+    }
+
+    #[test]
+    fn mig_config_from_kubernetes_takes_the_operators_defaults_and_needs_a_node_name() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["mig-exporter"].iter().chain(args).copied()).map(|cli| cli.serve.drift)
+        };
+        let server = ["--kubernetes.api-server", "https://10.96.0.1:443"];
+        let drift = parse(
+            &[
+                &["--mig.config-from-kubernetes", "--kubernetes.node-name", "gpu-1"][..],
+                &server,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(drift.mig_config_namespace, "gpu-operator");
+        assert_eq!(
+            drift.mig_config_configmaps,
+            ["{node}-mig-config", "default-mig-parted-config"]
+        );
+        assert_eq!(drift.mig_config_key, "config.yaml");
+        assert_eq!(drift.mig_config_interval, Duration::from_secs(30));
+        let desired = drift.desired().unwrap().expect("a desired source");
+        assert!(!desired.fatal_at_start());
+        let described = desired.describe();
+        assert!(
+            described.contains("node gpu-1")
+                && described.contains("gpu-1-mig-config or default-mig-parted-config")
+                && described.contains("https://10.96.0.1:443"),
+            "{described}"
+        );
+
+        let drift = parse(
+            &[
+                &[
+                    "--mig.config-from-kubernetes",
+                    "--kubernetes.node-name",
+                    "gpu-1",
+                    "--mig.config-configmap",
+                    "custom-mig-parted-configs",
+                    "--mig.config-namespace",
+                    "nvidia-gpu-operator",
+                    "--mig.config-interval",
+                    "2m",
+                ][..],
+                &server,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(drift.mig_config_configmaps, ["custom-mig-parted-configs"]);
+        assert!(drift
+            .desired()
+            .unwrap()
+            .unwrap()
+            .describe()
+            .contains("namespace nvidia-gpu-operator"));
+
+        // The flags that only mean something with it need it; a file and Kubernetes exclude each other.
+        assert!(parse(&["--mig.config-configmap", "x"]).is_err());
+        assert!(parse(&["--mig.config-from-kubernetes", "--mig.config", "/etc/mig.yaml"]).is_err());
+        let drift = parse(
+            &[
+                &["--mig.config-from-kubernetes", "--kubernetes.node-name", ""][..],
+                &server,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let e = drift.desired().unwrap_err().to_string();
+        assert!(
+            e.contains("--kubernetes.node-name") && e.contains("spec.nodeName"),
+            "{e}"
+        );
+        let drift = parse(
+            &[
+                &["--mig.config-from-kubernetes", "--kubernetes.node-name", "gpu-1"][..],
+                &["--mig.config-namespace", "GPU_Operator"],
+                &server,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let e = drift.desired().unwrap_err().to_string();
+        assert!(
+            e.contains("namespace 'GPU_Operator' is not a Kubernetes object name"),
+            "{e}"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod drift;
 pub mod expose;
 pub mod geometry;
+pub mod kube;
 pub mod logging;
 pub mod model;
 pub mod poll;

@@ -188,9 +188,15 @@ struct Rule {
 
 /// Checks one manifest by its kind.
 fn check(doc: &Json) -> Result<(), String> {
-    use k8s_openapi::api::{apps, core};
+    use k8s_openapi::api::{apps, core, rbac};
     match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
         (Some("apps/v1"), Some("DaemonSet")) => strict::<apps::v1::DaemonSet>(doc),
+        (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => strict::<rbac::v1::ClusterRole>(doc),
+        (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
+            strict::<rbac::v1::ClusterRoleBinding>(doc)
+        }
+        (Some("rbac.authorization.k8s.io/v1"), Some("Role")) => strict::<rbac::v1::Role>(doc),
+        (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => strict::<rbac::v1::RoleBinding>(doc),
         (Some("v1"), Some("ServiceAccount")) => strict::<core::v1::ServiceAccount>(doc),
         (Some("v1"), Some("Service")) => strict::<core::v1::Service>(doc),
         (Some("v1"), Some("Namespace")) => strict::<core::v1::Namespace>(doc),
@@ -1214,6 +1220,172 @@ fn the_chart_rejects_misspelt_or_mistyped_values_naming_them() {
     assert!(e.contains("/image/pullPolicy"), "{e}");
     let e = render(Some("hostPaths:\n  state: var/lib/mig-exporter\n")).expect_err("a relative path");
     assert!(e.contains("/hostPaths/state"), "{e}");
+}
+
+/// `--mig.config-from-kubernetes` from the chart, with the operator's defaults.
+const FROM_KUBERNETES: &str = "migConfigFromKubernetes:\n  enabled: true\n";
+
+/// The operator given its own ConfigMap (`migManager.config.name`), on OpenShift.
+const FROM_KUBERNETES_CUSTOM: &str = r#"
+serviceAccount:
+  create: false
+  name: gpu-monitoring
+migConfigFromKubernetes:
+  enabled: true
+  namespace: nvidia-gpu-operator
+  configMaps: [custom-mig-parted-configs]
+  key: mig.yaml
+  interval: 2m
+"#;
+
+/// Every rendered object of `kind`.
+fn all<'a>(docs: &'a [Json], kind: &str) -> Vec<&'a Json> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn the_chart_reads_the_mig_config_from_the_operator_with_get_on_the_node_and_the_configmap_only() {
+    // Off by default: no RBAC object, no token, and the plain manifests say the same.
+    let docs = render(None).unwrap_or_else(|e| panic!("{e}"));
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(find(&docs, kind).is_none(), "{kind} by default");
+    }
+    let pod = &find(&docs, "DaemonSet").unwrap()["spec"]["template"]["spec"];
+    assert!(!names(pod, "volumes").contains(&"kube-api-access"));
+    assert!(
+        !parse_args(find(&docs, "DaemonSet").unwrap())
+            .serve
+            .drift
+            .mig_config_from_kubernetes
+    );
+
+    for values in [FROM_KUBERNETES, FROM_KUBERNETES_CUSTOM] {
+        lint(Some(values)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let docs = render(Some(FROM_KUBERNETES)).unwrap_or_else(|e| panic!("{e}"));
+    for doc in &docs {
+        if let Err(e) = check(doc) {
+            panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]);
+        }
+    }
+    let account =
+        serde_json::json!([{"kind": "ServiceAccount", "name": "mig-exporter", "namespace": "mig-exporter"}]);
+    // Nodes: get only. resourceNames cannot name the node each pod runs on.
+    let cluster_roles = all(&docs, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(
+        cluster_roles[0]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}])
+    );
+    let bindings = all(&docs, "ClusterRoleBinding");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(
+        bindings[0]["roleRef"]["name"],
+        cluster_roles[0]["metadata"]["name"]
+    );
+    assert_eq!(bindings[0]["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(bindings[0]["subjects"], account);
+    // ConfigMaps of the operator's namespace: get only; by name unless a name is per node.
+    let roles = all(&docs, "Role");
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["metadata"]["namespace"], "gpu-operator");
+    assert_eq!(
+        roles[0]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
+    );
+    let role_bindings = all(&docs, "RoleBinding");
+    assert_eq!(role_bindings.len(), 1);
+    assert_eq!(role_bindings[0]["metadata"]["namespace"], "gpu-operator");
+    assert_eq!(role_bindings[0]["roleRef"]["name"], roles[0]["metadata"]["name"]);
+    assert_eq!(role_bindings[0]["roleRef"]["kind"], "Role");
+    assert_eq!(role_bindings[0]["subjects"], account);
+    assert_eq!(
+        find(&docs, "ServiceAccount").unwrap()["automountServiceAccountToken"],
+        false,
+        "no token for every container"
+    );
+
+    // Only the exporter container gets the token and the CA, where it looks for them.
+    let ds = find(&docs, "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "kube-api-access")
+        .expect("the token volume");
+    assert_eq!(
+        volume["projected"]["sources"],
+        serde_json::json!([
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+        ])
+    );
+    let mount = serde_json::json!({
+        "name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true
+    });
+    assert!(container(pod, "mig-exporter")["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .contains(&mount));
+    for other in ["pod-resources-relay", "state-dir-owner"] {
+        assert!(
+            !names(container(pod, other), "volumeMounts").contains(&"kube-api-access"),
+            "{other}"
+        );
+    }
+    assert_least_privilege(pod, 65532, 65532);
+    let cli = parse_args(ds);
+    let drift = &cli.serve.drift;
+    assert!(drift.mig_config_from_kubernetes);
+    assert_eq!(drift.mig_config_namespace, "gpu-operator");
+    assert_eq!(
+        drift.mig_config_configmaps,
+        ["{node}-mig-config", "default-mig-parted-config"]
+    );
+    assert_eq!(drift.mig_config_key, "config.yaml");
+    assert_eq!(drift.mig_config_interval, std::time::Duration::from_secs(30));
+    let token = &drift.kubernetes.kubernetes_token_file;
+    let ca = &drift.kubernetes.kubernetes_ca_file;
+    assert_eq!(
+        (token.to_str(), ca.to_str()),
+        (
+            Some("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+        ),
+        "the exporter's defaults are where the chart mounts them"
+    );
+    assert!(container(pod, "mig-exporter")["env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})));
+
+    // With one fixed ConfigMap, the Role names it and nothing else.
+    let docs = render(Some(FROM_KUBERNETES_CUSTOM)).unwrap_or_else(|e| panic!("{e}"));
+    let roles = all(&docs, "Role");
+    assert_eq!(roles[0]["metadata"]["namespace"], "nvidia-gpu-operator");
+    assert_eq!(
+        roles[0]["rules"],
+        serde_json::json!([{
+            "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+            "resourceNames": ["custom-mig-parted-configs"]
+        }])
+    );
+    let account = serde_json::json!([{"kind": "ServiceAccount", "name": "gpu-monitoring", "namespace": "mig-exporter"}]);
+    assert_eq!(all(&docs, "RoleBinding")[0]["subjects"], account);
+    assert_eq!(all(&docs, "ClusterRoleBinding")[0]["subjects"], account);
+    let drift = parse_args(find(&docs, "DaemonSet").unwrap()).serve.drift;
+    assert_eq!(drift.mig_config_configmaps, ["custom-mig-parted-configs"]);
+    assert_eq!(drift.mig_config_namespace, "nvidia-gpu-operator");
+    assert_eq!(drift.mig_config_key, "mig.yaml");
+    assert_eq!(drift.mig_config_interval, std::time::Duration::from_secs(120));
+
+    let e =
+        render(Some("migConfigFromKubernetes:\n  namespace: GPU_Operator\n")).expect_err("a bad namespace");
+    assert!(e.contains("/migConfigFromKubernetes/namespace"), "{e}");
+    let e = render(Some("migConfigFromKubernetes:\n  configMaps: []\n")).expect_err("no ConfigMap");
+    assert!(e.contains("/migConfigFromKubernetes/configMaps"), "{e}");
 }
 
 const CHART_RULES_HEADER: &str = "# Copied from alerts/mig-exporter.rules.yml: do not edit; run\n\

@@ -42,6 +42,7 @@ use serde::de::DeserializeSeed;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::detect::{describe_counts, Geometry};
+use super::from_kubernetes::KubernetesOrigin;
 use crate::model::{GpuSnapshot, ProfileCapacity};
 
 /// The node label the NVIDIA MIG manager applies configs from.
@@ -82,6 +83,32 @@ pub enum DesiredError {
         config: String,
         problems: Vec<String>,
     },
+    /// `--mig.config-from-kubernetes`: the API server could not be asked, or refused.
+    #[error("cannot read {what} from the Kubernetes API: {cause}")]
+    Kubernetes {
+        what: String,
+        cause: crate::kube::KubeError,
+    },
+    #[error("{what} in the Kubernetes API: {problem}")]
+    KubernetesAnswer { what: String, problem: String },
+    #[error(
+        "node {node}'s label {MIG_CONFIG_LABEL} names config '{name}', but none of {} exists",
+        tried.join(", ")
+    )]
+    NoConfigMap {
+        node: String,
+        name: String,
+        tried: Vec<String>,
+    },
+}
+
+impl From<crate::kube::KubeError> for DesiredError {
+    fn from(cause: crate::kube::KubeError) -> Self {
+        DesiredError::Kubernetes {
+            what: "the MIG config".into(),
+            cause,
+        }
+    }
 }
 
 /// A parsed mig-parted config file: config name → its entries.
@@ -747,23 +774,49 @@ pub const SOURCE_NAME: &str = "mig_config";
 
 /// The desired config as the exporter follows it: the file and the name are
 /// read again on every poll (a ConfigMap and a label change while the
-/// exporter runs). A config that stops being valid is reported, and the last
-/// valid one stays in force, as Prometheus keeps its last good configuration.
+/// exporter runs), or the node's label and the GPU operator's ConfigMap are
+/// read from the Kubernetes API every `--mig.config-interval`. A config that
+/// stops being valid or cannot be read is reported, and the last valid one
+/// stays in force, as Prometheus keeps its last good configuration.
 #[derive(Debug)]
 pub struct DesiredSource {
-    path: PathBuf,
-    name: ConfigName,
+    origin: Origin,
     in_force: Option<Resolved>,
     error: Option<DesiredError>,
     health: crate::model::SourceHealth,
     logged: Option<String>,
 }
 
+/// Where the config and its name come from.
+#[derive(Debug)]
+enum Origin {
+    File { path: PathBuf, name: ConfigName },
+    Kubernetes(Box<KubernetesOrigin>),
+}
+
+/// A config selected by name, before it is resolved against the GPUs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    /// Names where the text came from: the file, or the ConfigMap and key.
+    pub path: PathBuf,
+    pub name: String,
+    pub entries: Vec<Entry>,
+}
+
 impl DesiredSource {
     pub fn new(path: PathBuf, name: ConfigName) -> DesiredSource {
+        DesiredSource::with_origin(Origin::File { path, name })
+    }
+
+    /// The config the node's `nvidia.com/mig.config` label names, in the GPU
+    /// operator's ConfigMap, read through the Kubernetes API.
+    pub fn from_kubernetes(origin: KubernetesOrigin) -> DesiredSource {
+        DesiredSource::with_origin(Origin::Kubernetes(Box::new(origin)))
+    }
+
+    fn with_origin(origin: Origin) -> DesiredSource {
         DesiredSource {
-            path,
-            name,
+            origin,
             in_force: None,
             error: None,
             health: crate::model::SourceHealth {
@@ -774,37 +827,73 @@ impl DesiredSource {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// For the log: the file, or where in the Kubernetes API.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::File { path, .. } => path.display().to_string(),
+            Origin::Kubernetes(k) => k.describe(),
+        }
+    }
+
+    /// Whether a config that cannot be used when the exporter starts stops
+    /// it. A file is the deployer's own: a mistake in it is a deploy error,
+    /// best caught at once. The GPU operator's ConfigMap and the node's label
+    /// belong to others and change under a running exporter, and the API
+    /// server may be briefly away: the exporter serves meanwhile and reports
+    /// the problem as `mig_exporter_source_up{source="mig_config"} 0`,
+    /// rather than crash-looping and losing every other metric with it.
+    pub fn fatal_at_start(&self) -> bool {
+        matches!(self.origin, Origin::File { .. })
     }
 
     /// Reads the file and the name, and selects the config: everything that
     /// can be checked before a GPU is read. `None`: no config is selected
-    /// (the label file is empty).
-    pub fn load(&self) -> Result<Option<(String, Vec<Entry>)>, DesiredError> {
-        let name = match &self.name {
-            ConfigName::Fixed(name) => Some(name.clone()),
-            ConfigName::File(file) => match read_name_file(file)? {
-                Some(name) => Some(name),
+    /// (the label file is empty, or the node has no label).
+    pub fn load(&self) -> Result<Option<Selected>, DesiredError> {
+        let (path, name, text) = match &self.origin {
+            Origin::File { path, name } => {
+                let name = match name {
+                    ConfigName::Fixed(name) => Some(name.clone()),
+                    ConfigName::File(file) => match read_name_file(file)? {
+                        Some(name) => Some(name),
+                        None => return Ok(None),
+                    },
+                    ConfigName::Only => None,
+                };
+                let text = std::fs::read_to_string(path).map_err(|cause| DesiredError::Read {
+                    path: path.clone(),
+                    cause,
+                })?;
+                (path.clone(), name, text)
+            }
+            Origin::Kubernetes(k) => match k.fetch()? {
+                Some(fetched) => (fetched.origin, Some(fetched.name), fetched.text),
                 None => return Ok(None),
             },
-            ConfigName::Only => None,
         };
-        let text = std::fs::read_to_string(&self.path).map_err(|cause| DesiredError::Read {
-            path: self.path.clone(),
-            cause,
-        })?;
-        let spec = parse(&text, &self.path)?;
-        let (name, entries) = spec.select(name.as_deref(), &self.path)?;
-        Ok(Some((name.to_string(), entries.to_vec())))
+        let spec = parse(&text, &path)?;
+        let (name, entries) = spec.select(name.as_deref(), &path)?;
+        Ok(Some(Selected {
+            path,
+            name: name.to_string(),
+            entries: entries.to_vec(),
+        }))
     }
 
     /// Loads and resolves the config for `gpus`; returns the config in force.
+    /// From the Kubernetes API only once its interval has passed: until then
+    /// the config in force and the source's health stay as the last read left
+    /// them.
     pub fn refresh(&mut self, gpus: &[GpuSnapshot], now: f64) -> Option<&Resolved> {
+        if let Origin::Kubernetes(k) = &mut self.origin {
+            if !k.due(std::time::Instant::now()) {
+                return self.in_force.as_ref();
+            }
+        }
         let started = std::time::Instant::now();
         let result = self.load().and_then(|selected| {
             selected
-                .map(|(name, entries)| resolve(&self.path, &name, &entries, gpus))
+                .map(|s| resolve(&s.path, &s.name, &s.entries, gpus))
                 .transpose()
         });
         self.health.poll_duration.observe(started.elapsed().as_secs_f64());
@@ -815,7 +904,7 @@ impl DesiredSource {
                     match &origin {
                         Some(origin) => tracing::info!(desired = %origin, "desired MIG config in force"),
                         None => tracing::info!(
-                            path = %self.path.display(),
+                            from = %self.describe(),
                             "no MIG config selected (the config name is empty): no desired state"
                         ),
                     }

@@ -1,7 +1,9 @@
 //! Drift detection: knowing when a node's MIG geometry is not what it should be.
 //!
 //! * [`desired`]: what the node was asked to be, from an `nvidia-mig-parted`
-//!   config selected by name or by the node's `nvidia.com/mig.config` label.
+//!   config selected by name or by the node's `nvidia.com/mig.config` label;
+//!   [`from_kubernetes`]: both read from the Kubernetes API, as the GPU
+//!   operator's MIG manager reads them.
 //! * [`state`]: the last-known-good geometry per GPU UUID, with the boot id it
 //!   was seen under, kept in a file written atomically.
 //! * [`detect`]: the detectors, pure functions from a GPU's snapshot and what
@@ -16,6 +18,7 @@
 pub mod advertised;
 pub mod desired;
 pub mod detect;
+pub mod from_kubernetes;
 pub mod report;
 pub mod state;
 pub mod tracker;
