@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::drift::DriftTracker;
-use crate::model::{NodeSnapshot, SourceHealth};
+use crate::model::{NodeSnapshot, SourceHealth, SourceState};
 use crate::source::kubelet::KubeletSource;
-use crate::source::{GeometrySource, NodeReading, UtilizationSource};
+use crate::source::{failure_state, GeometrySource, NodeReading, UtilizationSource};
 
 /// The latest published snapshot, shared by the poller and every reader.
 #[derive(Debug, Default)]
@@ -210,7 +210,11 @@ fn release_free_memory() {
 }
 
 /// Records one poll of a source in its health: duration, success or the
-/// error (logged when it changes), and returns what it read.
+/// error (logged when it changes), and returns what it read. An error that
+/// says the source does not apply here ([`NotApplicable`]) puts it in that
+/// state: not down, and no failed poll.
+///
+/// [`NotApplicable`]: crate::source::NotApplicable
 fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: anyhow::Result<T>) -> Option<T> {
     health.poll_duration.observe(started.elapsed().as_secs_f64());
     match result {
@@ -218,6 +222,7 @@ fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: any
             if !health.up {
                 tracing::info!(source = health.name, "source is up");
             }
+            health.state = SourceState::Enabled;
             health.up = true;
             health.last_error = None;
             health.last_success_seconds = Some(now);
@@ -225,11 +230,19 @@ fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: any
         }
         Err(e) => {
             let message = format!("{e:#}");
-            if health.last_error.as_deref() != Some(&message) {
-                tracing::warn!(source = health.name, error = %message, "poll failed");
+            let state = failure_state(&e);
+            if health.last_error.as_deref() != Some(&message) || health.state != state {
+                if state == SourceState::Enabled {
+                    tracing::warn!(source = health.name, error = %message, "poll failed");
+                } else {
+                    tracing::info!(source = health.name, %state, reason = %message, "source does not apply here");
+                }
             }
+            health.state = state;
             health.up = false;
-            health.errors_total += 1;
+            if state == SourceState::Enabled {
+                health.errors_total += 1;
+            }
             health.last_error = Some(message);
             None
         }
@@ -431,6 +444,60 @@ mod tests {
             calls.load(Ordering::SeqCst),
             before,
             "no activity read without geometry"
+        );
+    }
+
+    /// Answers each poll with the next of `answers`: `None` works, `Some(state)`
+    /// fails, as not applicable in `state` or (`Enabled`) as a real failure.
+    struct Scripted {
+        answers: std::collections::VecDeque<Option<SourceState>>,
+    }
+
+    impl UtilizationSource for Scripted {
+        fn name(&self) -> &'static str {
+            "dcgm"
+        }
+        fn fill(&mut self, _: &mut [GpuSnapshot]) -> anyhow::Result<()> {
+            match self.answers.pop_front().flatten() {
+                None => Ok(()),
+                Some(SourceState::Enabled) => anyhow::bail!("host engine gone"),
+                Some(state) => Err(anyhow::Error::new(crate::source::NotApplicable::new(
+                    state,
+                    "no DCGM here",
+                ))
+                .context("DCGM")),
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_that_does_not_apply_is_in_its_state_not_down_and_counts_no_error() {
+        use SourceState::{Disabled, Enabled, Unsupported};
+        let answers = [
+            Some(Disabled),
+            Some(Disabled),
+            None,
+            Some(Enabled),
+            Some(Unsupported),
+        ];
+        let mut poller = Poller::new(Box::new(Flaky { fail: false })).with_utilization(Box::new(Scripted {
+            answers: answers.into_iter().collect(),
+        }));
+        let mut seen = Vec::new();
+        for _ in answers {
+            let dcgm = poller.poll_once().sources[1].clone();
+            seen.push((dcgm.state, dcgm.up, dcgm.errors_total, dcgm.last_error));
+        }
+        let no_dcgm = Some("DCGM: no DCGM here".to_string());
+        assert_eq!(
+            seen,
+            [
+                (Disabled, false, 0, no_dcgm.clone()),
+                (Disabled, false, 0, no_dcgm),
+                (Enabled, true, 0, None),
+                (Enabled, false, 1, Some("host engine gone".to_string())),
+                (Unsupported, false, 1, Some("DCGM: no DCGM here".to_string())),
+            ]
         );
     }
 }

@@ -16,9 +16,10 @@ use common::{built, edit_world, h100_world, mig_sim};
 use std::sync::Arc;
 
 use mig_exporter::expose::metrics::{self, Format};
-use mig_exporter::model::{Activity, GpuSnapshot, NodeSnapshot};
+use mig_exporter::model::{Activity, GpuSnapshot, NodeSnapshot, SourceState};
 use mig_exporter::poll::Published;
 use mig_exporter::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource, Utilization};
+use mig_exporter::source::failure_state;
 use mig_exporter::source::sim::reading_from_world;
 use mig_model::{CiLoad, World};
 
@@ -435,6 +436,42 @@ fn a_unix_socket_must_exist_and_embedded_mode_needs_no_host_engine() {
         .read(&geometry)
         .expect("an embedded engine is in this process");
     assert!(u.gpu(&node.uuid(0)).is_some());
+}
+
+#[test]
+fn no_host_engine_is_no_dcgm_until_dcgm_was_read_and_dcgm_down_after() {
+    let node = Node::new();
+    let gpu0 = node.uuid(0);
+    let geometry = node.geometry();
+    // The GPU operator's default: DCGM's library is there, no host engine answers.
+    node.edit(|w| w.faults.dcgm_hostengine_down = true);
+    let mut source = DcgmSource::new(node.options());
+    let e = source.read(&geometry).unwrap_err();
+    assert_eq!(failure_state(&e), SourceState::Disabled, "{e:#}");
+    assert!(
+        format!("{e:#}").contains("cannot connect to the host engine at localhost:5555"),
+        "{e:#}"
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let e = source.read(&geometry).unwrap_err();
+    assert_eq!(failure_state(&e), SourceState::Disabled, "still none: {e:#}");
+
+    // The host engine comes up and is read; then it stops answering: down.
+    node.edit(|w| w.faults.dcgm_hostengine_down = false);
+    read_until(&mut source, &geometry, "the host engine answering", |u| {
+        u.gpu(&gpu0).is_some()
+    });
+    node.edit(|w| w.faults.dcgm_hostengine_down = true);
+    let e = source.read(&geometry).unwrap_err();
+    assert_eq!(failure_state(&e), SourceState::Enabled, "{e:#}");
+    // Reconnecting fails as it did before DCGM was read, and now it is down.
+    std::thread::sleep(Duration::from_millis(150));
+    let e = source.read(&geometry).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("cannot connect to the host engine"),
+        "{e:#}"
+    );
+    assert_eq!(failure_state(&e), SourceState::Enabled, "{e:#}");
 }
 
 #[test]

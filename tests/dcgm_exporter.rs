@@ -130,8 +130,14 @@ fn without_a_dcgm_library_nvml_metrics_are_served_with_one_clear_log_line() {
     let dir = tempfile::tempdir().unwrap();
     let world = h100_world(dir.path());
     let exporter = start(&world, Path::new("/nonexistent/libdcgm.so.4"));
-    wait_for(|| dcgm_up(&exporter).as_deref() == Some("0"), "source_up{dcgm} 0");
+    // No DCGM on the node is not DCGM down: no source_up to alert on.
+    let disabled = "mig_exporter_source_info{source=\"dcgm\",state=\"disabled\"}";
+    wait_for(
+        || value(&exporter.metrics(), disabled).as_deref() == Some("1"),
+        "DCGM disabled",
+    );
     let text = exporter.metrics();
+    assert_eq!(dcgm_up(&exporter), None, "{text}");
     assert_eq!(
         value(&text, "mig_exporter_source_up{source=\"nvml\"}").as_deref(),
         Some("1")

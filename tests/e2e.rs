@@ -226,6 +226,25 @@ fn promtool() -> PathBuf {
     which("promtool").expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)")
 }
 
+/// `promtool check metrics` on `text`, which must pass (`what` names it).
+fn promtool_check_metrics(text: &str, what: &str) {
+    let mut check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed for {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn promtool_accepts_every_scenarios_exposition() {
     for scenario in [
@@ -236,23 +255,74 @@ fn promtool_accepts_every_scenarios_exposition() {
         "a100-pending",
     ] {
         let exporter = Exporter::start(&["--simulate", scenario]);
-        let text = exporter.metrics();
-        let mut check = Command::new(promtool())
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = check.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed for {scenario}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        promtool_check_metrics(&exporter.metrics(), scenario);
+    }
+}
+
+/// An A100 node (fake-nvml) without DCGM: GPM cannot exist on Ampere and
+/// DCGM is not installed, and neither is a failure.
+#[test]
+fn on_an_ampere_node_without_dcgm_gpm_is_unsupported_and_dcgm_disabled_not_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.json");
+    let w = world.to_str().unwrap();
+    mig_sim(&world, &["init", "--gpus", "1", "--product", "a100-sxm4-40gb", w]);
+    mig_sim(&world, &["-mig", "1"]);
+    mig_sim(&world, &["mig", "-cgi", "9", "-C"]);
+    let nvml = common::built("libfake_nvml.so");
+    let missing = dir.path().join("libdcgm.so.4");
+    let exporter = Exporter::start_with_env(
+        &[
+            "--nvml",
+            "--nvml.library",
+            nvml.to_str().unwrap(),
+            "--dcgm.library",
+            missing.to_str().unwrap(),
+        ],
+        &[("MIG_WORLD", world.as_path())],
+    );
+    let info = |source: &str, state: &str| {
+        format!("mig_exporter_source_info{{source=\"{source}\",state=\"{state}\"}}")
+    };
+    wait_for(
+        || value(&exporter.metrics(), &info("gpm", "unsupported")).as_deref() == Some("1"),
+        "GPM unsupported",
+    );
+    let text = exporter.metrics();
+    assert_eq!(
+        value(&text, &info("nvml", "enabled")).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, &info("dcgm", "disabled")).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    let up: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mig_exporter_source_up{"))
+        .collect();
+    assert_eq!(up, ["mig_exporter_source_up{source=\"nvml\"} 1"], "{text}");
+    for source in ["dcgm", "gpm"] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("mig_exporter_poll_errors_total{{source=\"{source}\"}}")
+            )
+            .as_deref(),
+            Some("0"),
+            "a source that does not apply fails no poll"
         );
     }
+    promtool_check_metrics(&text, "an Ampere node without DCGM");
+    let (_, page) = exporter.get("/", None);
+    assert!(
+        page.contains("dcgm disabled: DCGM: cannot load")
+            && page.contains("gpm unsupported: GPM: NVML GPM is not supported")
+            && !page.contains("class=\"down\""),
+        "{page}"
+    );
 }
 
 #[test]

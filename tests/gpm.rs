@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{built, edit_world, gauge, mig_sim, near, series, value, wait_for, Exporter};
-use mig_exporter::model::{Activity, NodeSnapshot};
+use mig_exporter::model::{Activity, NodeSnapshot, SourceState};
 use mig_exporter::poll::Poller;
 use mig_exporter::source::gpm::GpmSource;
 use mig_exporter::source::nvml::{NvmlOptions, NvmlSource};
@@ -513,6 +513,12 @@ fn on_ampere_gpm_is_not_supported_and_nvml_geometry_is_still_served() {
         assert_eq!(snapshot.gpus[0].gpu_instances.len(), 1);
         let gpm = snapshot.sources.iter().find(|s| s.name == "gpm").unwrap();
         assert!(!gpm.up);
+        assert_eq!(
+            gpm.state,
+            SourceState::Unsupported,
+            "no failure: Ampere has no GPM"
+        );
+        assert_eq!(gpm.errors_total, 0);
         let reason = gpm.last_error.as_deref().unwrap_or_default();
         assert!(
             reason.contains("GPM is not supported on GPU 0 (NVIDIA A100-SXM4-40GB), GPU 1")
@@ -541,6 +547,7 @@ fn gpm_turned_off_on_a_hopper_is_reported_like_ampere() {
     let (_poller, snapshot) = polled_twice(&node);
     let gpm = snapshot.sources.iter().find(|s| s.name == "gpm").unwrap();
     assert!(!gpm.up);
+    assert_eq!(gpm.state, SourceState::Unsupported);
     assert!(
         gpm.last_error
             .as_deref()
@@ -755,12 +762,21 @@ fn on_an_ampere_node_gpm_says_once_that_it_is_not_supported() {
     mig_sim(&world, &["-mig", "1"]);
     mig_sim(&world, &["mig", "-cgi", "19", "-C"]);
     let exporter = exporter(&world, &["--no-dcgm"]);
-    let gpm_up = || value(&exporter.metrics(), "mig_exporter_source_up{source=\"gpm\"}");
-    wait_for(|| gpm_up().as_deref() == Some("0"), "source_up{gpm} 0");
-    // Several polls later: still down, said once, nothing published, geometry served.
+    let unsupported = "mig_exporter_source_info{source=\"gpm\",state=\"unsupported\"}";
+    wait_for(
+        || value(&exporter.metrics(), unsupported).as_deref() == Some("1"),
+        "GPM unsupported",
+    );
+    // Several polls later: still unsupported (never down), said once, nothing
+    // published, geometry served.
     std::thread::sleep(Duration::from_millis(500));
     let text = exporter.metrics();
-    assert_eq!(gpm_up().as_deref(), Some("0"));
+    assert_eq!(value(&text, unsupported).as_deref(), Some("1"));
+    assert_eq!(
+        value(&text, "mig_exporter_source_up{source=\"gpm\"}"),
+        None,
+        "no source_up for a source the hardware cannot have"
+    );
     assert_eq!(
         value(&text, "mig_exporter_source_up{source=\"nvml\"}").as_deref(),
         Some("1")
@@ -777,7 +793,7 @@ fn on_an_ampere_node_gpm_says_once_that_it_is_not_supported() {
     assert_eq!(said.len(), 1, "{said:#?}");
     let (_, page) = exporter.get("/", None);
     assert!(
-        page.contains("gpm down") && page.contains("not supported"),
+        page.contains("gpm unsupported") && page.contains("not supported") && !page.contains("gpm down"),
         "{page}"
     );
 }

@@ -7,6 +7,9 @@
 //!   with values the variables' own queries return, returns data.
 //! * A Hopper reboot pages MigGeometryLost with the node and GPU labels, and
 //!   restoring the geometry resolves it.
+//! * On an Ampere node (the real exporter on fake-nvml) without DCGM, GPM
+//!   (unsupported) and DCGM (disabled) raise nothing; a DCGM host engine that
+//!   worked and then dies (fake-dcgm) pages MigExporterSourceDown.
 //!
 //! The test command (`scripts/test.sh`) installs Prometheus and Alertmanager
 //! (Debian packages `prometheus` and `prometheus-alertmanager`); without them
@@ -29,7 +32,7 @@ use serde_yaml_ng::Value as Yaml;
 
 use common::daemon::{free_address, url_encode, Daemon};
 use common::kubelet::{devices, pod, FakeKubelet};
-use common::{mig_sim, which, Exporter};
+use common::{built, edit_world, mig_sim, which, Exporter};
 use contract::root;
 
 /// The relabelling the README recommends for static scrape configs: the
@@ -494,6 +497,123 @@ mig-configs:
         "1g.10gb": 3
 "#;
 
+/// Alertmanager notifying a [`Webhook`], and Prometheus scraping `targets`
+/// (job `mig-exporter`, with [`NODE_RELABEL`]) every second with the shipped
+/// rules, their `for:` cut ([`write_fast_rules`]).
+struct Monitoring {
+    prometheus: Daemon,
+    alertmanager: Daemon,
+    webhook: Webhook,
+}
+
+impl Monitoring {
+    fn start(dir: &Path, targets: &[&str]) -> Monitoring {
+        let prometheus_bin = program(&["prometheus"], "prometheus");
+        let alertmanager_bin = program(
+            &["prometheus-alertmanager", "alertmanager"],
+            "prometheus-alertmanager",
+        );
+        let webhook = Webhook::start();
+        let am_address = free_address();
+        let am_config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &am_config,
+            format!(
+                "global:\n  resolve_timeout: 5s\n\
+                 route:\n  receiver: test\n  group_by: [alertname, node, gpu]\n  \
+                 group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: test\n    webhook_configs:\n      \
+                 - url: http://{}/alerts\n        send_resolved: true\n",
+                webhook.address
+            ),
+        )
+        .unwrap();
+        let alertmanager = Daemon::start(
+            "alertmanager",
+            &alertmanager_bin,
+            &[
+                format!("--config.file={}", am_config.display()),
+                format!("--storage.path={}", dir.join("am-data").display()),
+                format!("--web.listen-address={am_address}"),
+                "--cluster.listen-address=".to_string(),
+            ],
+            am_address,
+            Some("/-/ready"),
+            dir.join("alertmanager.log"),
+        );
+
+        let rules = dir.join("rules");
+        write_fast_rules(&rules);
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let prom_address = free_address();
+        let prom_config = dir.join("prometheus.yml");
+        std::fs::write(
+            &prom_config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}/*.yml\n\
+                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n\
+                 scrape_configs:\n  - job_name: mig-exporter\n    static_configs:\n      \
+                 - targets: [{}]\n{NODE_RELABEL}",
+                rules.display(),
+                alertmanager.address,
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let prometheus = Daemon::start(
+            "prometheus",
+            &prometheus_bin,
+            &[
+                format!("--config.file={}", prom_config.display()),
+                format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+                format!("--web.listen-address={prom_address}"),
+                "--rules.alert.resend-delay=1s".to_string(),
+            ],
+            prom_address,
+            Some("/-/ready"),
+            dir.join("prometheus.log"),
+        );
+        Monitoring {
+            prometheus,
+            alertmanager,
+            webhook,
+        }
+    }
+
+    /// What Prometheus, Alertmanager and the webhook said, for a failure message.
+    fn diagnostics(&self) -> String {
+        format!(
+            "{}\n{}\n--- webhook notifications ({}):\n{}",
+            self.prometheus.log_tail(),
+            self.alertmanager.log_tail(),
+            self.webhook.address,
+            serde_json::to_string_pretty(&self.webhook.notifications()).unwrap(),
+        )
+    }
+}
+
+/// Polls until `f` gives a value; fails with `diagnostics()`.
+fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    diagnostics: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 struct Stack {
     // Dropped in this order: the programs first, the directory last.
     prometheus: Daemon,
@@ -507,11 +627,6 @@ struct Stack {
 
 impl Stack {
     fn start() -> Stack {
-        let prometheus_bin = program(&["prometheus"], "prometheus");
-        let alertmanager_bin = program(
-            &["prometheus-alertmanager", "alertmanager"],
-            "prometheus-alertmanager",
-        );
         let dir = tempfile::tempdir().unwrap();
         let world = dir.path().join("world.json");
         let w = world.to_str().unwrap();
@@ -568,66 +683,11 @@ impl Stack {
             )]
         });
 
-        let webhook = Webhook::start();
-        let am_address = free_address();
-        let am_config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &am_config,
-            format!(
-                "global:\n  resolve_timeout: 5s\n\
-                 route:\n  receiver: test\n  group_by: [alertname, node, gpu]\n  \
-                 group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-                 receivers:\n  - name: test\n    webhook_configs:\n      \
-                 - url: http://{}/alerts\n        send_resolved: true\n",
-                webhook.address
-            ),
-        )
-        .unwrap();
-        let alertmanager = Daemon::start(
-            "alertmanager",
-            &alertmanager_bin,
-            &[
-                format!("--config.file={}", am_config.display()),
-                format!("--storage.path={}", dir.path().join("am-data").display()),
-                format!("--web.listen-address={am_address}"),
-                "--cluster.listen-address=".to_string(),
-            ],
-            am_address,
-            Some("/-/ready"),
-            dir.path().join("alertmanager.log"),
-        );
-
-        let rules = dir.path().join("rules");
-        write_fast_rules(&rules);
-        let prom_address = free_address();
-        let prom_config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &prom_config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {}/*.yml\n\
-                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n\
-                 scrape_configs:\n  - job_name: mig-exporter\n    static_configs:\n      \
-                 - targets: ['{}']\n{NODE_RELABEL}",
-                rules.display(),
-                alertmanager.address,
-                exporter.address
-            ),
-        )
-        .unwrap();
-        let prometheus = Daemon::start(
-            "prometheus",
-            &prometheus_bin,
-            &[
-                format!("--config.file={}", prom_config.display()),
-                format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()),
-                format!("--web.listen-address={prom_address}"),
-                "--rules.alert.resend-delay=1s".to_string(),
-            ],
-            prom_address,
-            Some("/-/ready"),
-            dir.path().join("prometheus.log"),
-        );
+        let Monitoring {
+            prometheus,
+            alertmanager,
+            webhook,
+        } = Monitoring::start(dir.path(), &[&exporter.address]);
         let stack = Stack {
             prometheus,
             alertmanager,
@@ -652,19 +712,8 @@ impl Stack {
     }
 
     /// Polls until `f` gives a value; fails with what the programs said.
-    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n{}",
-                self.diagnostics()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait<T>(&self, timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(timeout, what, || self.diagnostics(), f)
     }
 
     fn diagnostics(&self) -> String {
@@ -892,6 +941,207 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
             .lines()
             .all(|l| !(l.starts_with("nvidia_mig_drift{gpu=\"0\""))),
         "GPU 0 has no finding left"
+    );
+}
+
+/// An Ampere node as a default install sees it, through the real NVML and
+/// DCGM paths (fake-nvml, fake-dcgm): two exporters on one A100 World, one
+/// with no DCGM library on the node, one with DCGM's library but no host
+/// engine answering (the GPU operator's default), both scraped by the
+/// Prometheus of the shipped rules.
+struct AmpereNode {
+    // Dropped in this order: the programs first, the directory last.
+    monitoring: Monitoring,
+    no_dcgm: Exporter,
+    no_host_engine: Exporter,
+    world: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AmpereNode {
+    fn start() -> AmpereNode {
+        let dir = tempfile::tempdir().unwrap();
+        let world = dir.path().join("world.json");
+        let w = world.to_str().unwrap();
+        mig_sim(&world, &["init", "--gpus", "1", "--product", "a100-sxm4-40gb", w]);
+        mig_sim(&world, &["-mig", "1"]);
+        mig_sim(&world, &["mig", "-cgi", "9,9", "-C"]);
+        edit_world(&world, |w| w.faults.dcgm_hostengine_down = true);
+        let nvml = built("libfake_nvml.so");
+        let exporter = |dcgm: &Path| {
+            Exporter::start_with_env(
+                &[
+                    "--nvml",
+                    "--nvml.library",
+                    nvml.to_str().unwrap(),
+                    "--dcgm.library",
+                    dcgm.to_str().unwrap(),
+                ],
+                &[("MIG_WORLD", world.as_path())],
+            )
+        };
+        let no_dcgm = exporter(&dir.path().join("not-installed/libdcgm.so.4"));
+        let no_host_engine = exporter(&built("libfake_dcgm.so"));
+        let monitoring = Monitoring::start(dir.path(), &[&no_dcgm.address, &no_host_engine.address]);
+        AmpereNode {
+            monitoring,
+            no_dcgm,
+            no_host_engine,
+            world,
+            _dir: dir,
+        }
+    }
+
+    fn query(&self, expr: &str) -> Vec<Json> {
+        self.monitoring.prometheus.query(expr)
+    }
+
+    /// The `instance` label of each result of `expr`.
+    fn instances(&self, expr: &str) -> BTreeSet<String> {
+        self.query(expr)
+            .iter()
+            .filter_map(|s| s["metric"]["instance"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn wait<T>(&self, timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(timeout, what, || self.diagnostics(), f)
+    }
+
+    fn diagnostics(&self) -> String {
+        let tail = |e: &Exporter| {
+            let log = e.log();
+            log[log.len().saturating_sub(10)..].join("\n")
+        };
+        format!(
+            "{}\n--- exporter without DCGM (tail):\n{}\n--- exporter without host engine (tail):\n{}",
+            self.monitoring.diagnostics(),
+            tail(&self.no_dcgm),
+            tail(&self.no_host_engine)
+        )
+    }
+}
+
+#[test]
+fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_working_pages() {
+    let node = AmpereNode::start();
+    let both: BTreeSet<String> = [&node.no_dcgm.address, &node.no_host_engine.address]
+        .into_iter()
+        .cloned()
+        .collect();
+    // Neither GPM on Ampere nor the missing DCGM is a source that is down.
+    node.wait(
+        Duration::from_secs(30),
+        "both exporters' sources in Prometheus",
+        || {
+            let dcgm = node.instances(r#"mig_exporter_source_info{source="dcgm",state="disabled"}"#);
+            let gpm = node.instances(r#"mig_exporter_source_info{source="gpm",state="unsupported"}"#);
+            (dcgm == both && gpm == both).then_some(())
+        },
+    );
+    assert_eq!(
+        node.instances(r#"mig_exporter_source_up{source="nvml"} == 1"#),
+        both
+    );
+    assert!(
+        node.query(r#"mig_exporter_source_up{source=~"dcgm|gpm"}"#)
+            .is_empty(),
+        "no source_up for sources that do not apply"
+    );
+
+    // Prometheus evaluated its rules before its first scrape, when no target
+    // of the job existed yet: MigExporterAbsent (with its 3 s `for:`) may
+    // have fired then; it resolves with the first scrapes.
+    node.wait(Duration::from_secs(30), "no alert once both are scraped", || {
+        node.query("ALERTS").is_empty().then_some(())
+    });
+    // Silent: no alert at all, pending or firing, for many times the rules'
+    // (shortened) `for:`, and nothing but that start-up absence reaches
+    // Alertmanager.
+    let quiet_until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < quiet_until {
+        let alerts = node.query("ALERTS");
+        assert!(alerts.is_empty(), "{alerts:#?}\n{}", node.diagnostics());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (_, alert) in node.monitoring.webhook.alerts() {
+        assert!(
+            alert["labels"]["alertname"] == "MigExporterAbsent" && alert["labels"].get("instance").is_none(),
+            "only the absence before the first scrape: {alert}"
+        );
+    }
+
+    // The host engine starts and DCGM is read: enabled and up.
+    edit_world(&node.world, |w| w.faults.dcgm_hostengine_down = false);
+    let engine = [node.no_host_engine.address.clone()]
+        .into_iter()
+        .collect::<BTreeSet<_>>();
+    node.wait(
+        Duration::from_secs(60),
+        "DCGM up once the host engine answers",
+        || {
+            (node.instances(r#"mig_exporter_source_up{source="dcgm"} == 1"#) == engine
+                && node.instances(r#"mig_exporter_source_info{source="dcgm",state="enabled"}"#) == engine)
+                .then_some(())
+        },
+    );
+
+    // It dies after having worked: that is DCGM down, and it pages.
+    edit_world(&node.world, |w| w.faults.dcgm_hostengine_down = true);
+    let (_, alert) =
+        node.wait(
+            Duration::from_secs(45),
+            "MigExporterSourceDown for DCGM at the webhook",
+            || {
+                node.monitoring.webhook.alerts().into_iter().find(|(_, a)| {
+                    a["status"] == "firing" && a["labels"]["alertname"] == "MigExporterSourceDown"
+                })
+            },
+        );
+    let labels = &alert["labels"];
+    assert_eq!(labels["source"], "dcgm", "{alert}");
+    assert_eq!(
+        labels["instance"],
+        node.no_host_engine.address.as_str(),
+        "{alert}"
+    );
+    assert_eq!(labels["node"], NODE, "{alert}");
+    assert_eq!(labels["severity"], "warning", "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("mig-exporter source dcgm on {NODE} is down").as_str()
+    );
+    // Only that one: the node without DCGM and GPM on Ampere never fire.
+    let fired: BTreeSet<(String, String)> = node
+        .query(r#"ALERTS{alertname="MigExporterSourceDown"}"#)
+        .iter()
+        .chain(
+            node.monitoring
+                .webhook
+                .alerts()
+                .iter()
+                .map(|(_, a)| &a["labels"])
+                .filter(|l| l["alertname"] == "MigExporterSourceDown"),
+        )
+        .map(|s| {
+            let labels = if s.get("metric").is_some() {
+                &s["metric"]
+            } else {
+                s
+            };
+            (
+                labels["instance"].as_str().unwrap_or_default().to_string(),
+                labels["source"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [(node.no_host_engine.address.clone(), "dcgm".to_string())]
+            .into_iter()
+            .collect(),
+        "{}",
+        node.diagnostics()
     );
 }
 

@@ -47,7 +47,7 @@ use common::{wait_for, Exporter};
 // ------------------------------------------------------------ the contract
 
 /// Labels of `/metrics` and the attributes they become over OTLP.
-const LABEL_TO_ATTRIBUTE: [(&str, &str); 22] = [
+const LABEL_TO_ATTRIBUTE: [(&str, &str); 23] = [
     ("gpu", "nvidia.gpu.index"),
     ("gpu_uuid", "hw.id"),
     ("name", "hw.model"),
@@ -64,6 +64,7 @@ const LABEL_TO_ATTRIBUTE: [(&str, &str); 22] = [
     ("mig_uuid", "nvidia.mig.device.uuid"),
     ("reason", "nvidia.mig.drift.reason"),
     ("source", "nvidia.mig.source"),
+    ("state", "nvidia.mig.source.state"),
     ("error_type", "error.type"),
     ("counter", "nvidia.gpu.ecc.counter"),
     ("xid", "nvidia.gpu.xid"),
@@ -457,7 +458,7 @@ fn grpc_push_carries_the_resource_the_headers_and_every_series_of_metrics() {
             .count()
             + 2 * metrics
                 .iter()
-                .filter(|s| s.family == "mig_exporter_source_up")
+                .filter(|s| s.family == "mig_exporter_source_info")
                 .count(),
         "one point per series, and the poll-duration sum and count per source"
     );

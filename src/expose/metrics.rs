@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::model::{
     Activity, ComputeInstanceSnapshot, DeviceHealth, DriftFinding, GpuInstanceSnapshot, GpuSnapshot,
-    NodeSnapshot,
+    NodeSnapshot, SourceState,
 };
 use crate::poll::Published;
 
@@ -669,9 +669,24 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
     let source = |h: &crate::model::SourceHealth| -> Labels<'static, 1> { [("source", Lv::S(h.name))] };
     gauge(
         enc,
+        "mig_exporter_source_info",
+        "Each source the exporter runs; always 1. state: enabled (it should work: see mig_exporter_source_up), \
+         unsupported (the hardware cannot have it) or disabled (not set up on this node).",
+        s.sources.iter().map(|h| {
+            let labels: Labels<2> = [("source", Lv::S(h.name)), ("state", Lv::S(h.state.as_str()))];
+            (labels, 1u32)
+        }),
+    )?;
+    // Only a source that should work can be down: one that does not apply
+    // here has no source_up, so no alert on it can fire.
+    gauge(
+        enc,
         "mig_exporter_source_up",
-        "1 if the source's last poll succeeded.",
-        s.sources.iter().map(|h| (source(h), flag(h.up))),
+        "1 if the source's last poll succeeded; only for enabled sources.",
+        s.sources
+            .iter()
+            .filter(|h| h.state == SourceState::Enabled)
+            .map(|h| (source(h), flag(h.up))),
     )?;
     gauge(
         enc,

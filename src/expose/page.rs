@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use crate::drift::detect::describe_counts;
-use crate::model::{ComputeInstanceSnapshot, DriftSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot};
+use crate::model::{
+    ComputeInstanceSnapshot, DriftSnapshot, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot, SourceState,
+};
 
 const REFRESH_SECONDS: u32 = 5;
 
@@ -13,7 +15,7 @@ const STYLE: &str = r#"
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d232b}
 h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .sources span{display:inline-block;padding:.1rem .5rem;border-radius:.7rem;margin-right:.4rem;font-size:.85rem}
-.up{background:#d7f5dd;color:#145c24}.down{background:#fde0e0;color:#8a1414}
+.up{background:#d7f5dd;color:#145c24}.down{background:#fde0e0;color:#8a1414}.off{background:#eceef1;color:#5b6673}
 .gpu{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:.8rem 1rem;margin:.8rem 0}
 .gpu h2{font-size:1rem;margin:0 0 .4rem}.gpu .meta{color:#5b6673;font-size:.8rem;margin-bottom:.5rem}
 .warn{color:#8a4b00;font-weight:600}
@@ -52,7 +54,12 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
     }
     html.push_str("<div class=\"sources\">");
     for source in &snapshot.sources {
-        let (class, state) = if source.up { ("up", "up") } else { ("down", "down") };
+        // A source that does not apply here is not shown as a failure.
+        let (class, state) = match source.state {
+            SourceState::Enabled if source.up => ("up", "up"),
+            SourceState::Enabled => ("down", "down"),
+            other => ("off", other.as_str()),
+        };
         let _ = write!(
             html,
             "<span class=\"{class}\" data-source=\"{}\">{} {state}{}</span>",
@@ -374,6 +381,38 @@ mod tests {
             1,
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_source_that_does_not_apply_is_shown_as_such_not_as_down() {
+        use crate::model::SourceHealth;
+        let mut snapshot = snapshot("a100-single");
+        let source = |name, state, up, error: Option<&str>| SourceHealth {
+            state,
+            up,
+            last_error: error.map(str::to_string),
+            ..SourceHealth::new(name)
+        };
+        snapshot.sources = vec![
+            source("nvml", SourceState::Enabled, true, None),
+            source(
+                "dcgm",
+                SourceState::Disabled,
+                false,
+                Some("DCGM: cannot load libdcgm.so.4"),
+            ),
+            source("gpm", SourceState::Unsupported, false, Some("GPM: not supported")),
+            source("kubelet", SourceState::Enabled, false, Some("no socket")),
+        ];
+        let html = render(&snapshot, "/metrics");
+        for badge in [
+            "<span class=\"up\" data-source=\"nvml\">nvml up</span>",
+            "<span class=\"off\" data-source=\"dcgm\">dcgm disabled: DCGM: cannot load libdcgm.so.4</span>",
+            "<span class=\"off\" data-source=\"gpm\">gpm unsupported: GPM: not supported</span>",
+            "<span class=\"down\" data-source=\"kubelet\">kubelet down: no socket</span>",
+        ] {
+            assert!(html.contains(badge), "{badge}");
+        }
     }
 
     #[test]

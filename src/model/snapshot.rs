@@ -287,14 +287,52 @@ pub struct ComputeInstanceSnapshot {
     pub activity: Activity,
 }
 
+/// Whether a source is one that should work on this node. Only an enabled
+/// source can be down: one the hardware cannot have, or one the node does
+/// not run, is no failure and is exposed as such (`mig_exporter_source_info`),
+/// without `mig_exporter_source_up`, so no alert fires for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// It should work; `up` says whether its last poll did.
+    #[default]
+    Enabled,
+    /// The hardware cannot have it: NVML GPM where no GPU has GPM (Ampere).
+    Unsupported,
+    /// Not set up on this node: no DCGM (see `source::dcgm` for exactly which
+    /// failures mean that, and which mean DCGM is down).
+    Disabled,
+}
+
+impl SourceState {
+    /// The `state` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Enabled => "enabled",
+            SourceState::Unsupported => "unsupported",
+            SourceState::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one source fared, cumulative over the exporter's life.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceHealth {
     pub name: &'static str,
+    /// Whether it should work at all; `up` means something only when enabled.
+    pub state: SourceState,
     pub up: bool,
-    /// Why the last poll failed, when it did.
+    /// Why the last poll failed, when it did, or why the source is
+    /// unsupported or disabled.
     pub last_error: Option<String>,
     pub last_success_seconds: Option<f64>,
+    /// Failed polls while enabled: a source that does not apply fails no poll.
     pub errors_total: u64,
     pub poll_duration: DurationHistogram,
 }
@@ -304,6 +342,7 @@ impl SourceHealth {
     pub fn new(name: &'static str) -> Self {
         SourceHealth {
             name,
+            state: SourceState::Enabled,
             up: false,
             last_error: None,
             last_success_seconds: None,

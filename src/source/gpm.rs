@@ -39,9 +39,9 @@
 //! What each GPU supports is asked (`nvmlGpmQueryDeviceSupport`, then each
 //! metric's own return code), never assumed: a metric the GPU does not have
 //! stays `None`. A node where no GPU has GPM (Ampere, or GPM unavailable)
-//! fails the source with a message that says so, unchanged from poll to poll
-//! so that it is logged once; a GPU without GPM beside GPUs with it is
-//! logged once and left out.
+//! is no failure: the source is `unsupported` (not down, so no alert), with
+//! a message that says why, unchanged from poll to poll so that it is logged
+//! once; a GPU without GPM beside GPUs with it is logged once and left out.
 //!
 //! Compute instances have no GPM counters of their own: their activity comes
 //! from DCGM only.
@@ -68,8 +68,8 @@ use nvml_wrapper_sys::bindings::{
 
 use super::nvml::raw::{self, GpmSample};
 use super::nvml::NvmlSource;
-use super::UtilizationSource;
-use crate::model::{Activity, GpuInstanceSnapshot, GpuSnapshot};
+use super::{NotApplicable, UtilizationSource};
+use crate::model::{Activity, GpuInstanceSnapshot, GpuSnapshot, SourceState};
 
 /// The least time between two samples of one GPU or GPU instance: nvml.h
 /// (NVIDIA/go-nvml `gen/nvml/nvml.h`, `nvmlGpmSampleGet` and
@@ -523,11 +523,16 @@ impl GpmSource {
                 .iter()
                 .map(|g| format!("GPU {} ({})", g.index, g.name))
                 .collect();
-            bail!(
-                "NVML GPM is not supported on {}: it needs a Hopper or newer GPU with GPM available; \
-                 --no-gpm turns this source off",
-                which.join(", ")
-            );
+            // Not a failure: nothing on this node can give GPM activity.
+            return Err(NotApplicable::new(
+                SourceState::Unsupported,
+                format!(
+                    "NVML GPM is not supported on {}: it needs a Hopper or newer GPU with GPM available; \
+                     --no-gpm turns this source off",
+                    which.join(", ")
+                ),
+            )
+            .into());
         }
         for gpu in unsupported {
             if !self.told_unsupported.contains(&gpu.uuid) {

@@ -8,7 +8,38 @@ pub mod nvml;
 pub mod scenarios;
 pub mod sim;
 
-use crate::model::GpuSnapshot;
+use crate::model::{GpuSnapshot, SourceState};
+
+/// What a source fails with when it reads nothing because it does not apply
+/// here, which is no failure: the hardware cannot have it
+/// ([`SourceState::Unsupported`]) or the node does not run it
+/// ([`SourceState::Disabled`]). It may be wrapped in context; the poller
+/// finds it in the error's chain ([`failure_state`]) and reports the source
+/// in that state instead of down.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct NotApplicable {
+    pub state: SourceState,
+    pub reason: String,
+}
+
+impl NotApplicable {
+    pub fn new(state: SourceState, reason: impl Into<String>) -> Self {
+        NotApplicable {
+            state,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The state `error` puts its source in: [`SourceState::Enabled`] (a real
+/// failure: the source is down) unless a [`NotApplicable`] is in its chain.
+pub fn failure_state(error: &anyhow::Error) -> SourceState {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<NotApplicable>())
+        .map_or(SourceState::Enabled, |n| n.state)
+}
 
 /// What one poll of a geometry source read off the node.
 #[derive(Debug, Clone, Default, serde::Serialize)]

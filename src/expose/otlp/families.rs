@@ -8,7 +8,7 @@ use opentelemetry::KeyValue;
 use super::super::metrics::{cis, gis};
 use crate::model::{
     Activity, ComputeInstanceSnapshot, DriftFinding, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot,
-    ProfileCapacity, SourceHealth,
+    ProfileCapacity, SourceHealth, SourceState,
 };
 
 /// How a family is pushed. Gauges and up-down counters arrive in Prometheus
@@ -690,13 +690,33 @@ fn exporter_families() -> Vec<Family> {
         })
     };
     vec![
+        family(
+            "mig_exporter_source_info",
+            "nvidia.mig.source.info",
+            "",
+            Gauge,
+            "Each source the exporter runs; always 1. nvidia.mig.source.state: enabled (it should work), \
+             unsupported (the hardware cannot have it) or disabled (not set up on this node).",
+            |s, emit| {
+                for h in &s.sources {
+                    emit(
+                        1.0,
+                        vec![
+                            KeyValue::new("nvidia.mig.source", h.name),
+                            KeyValue::new("nvidia.mig.source.state", h.state.as_str()),
+                        ],
+                    );
+                }
+            },
+        ),
+        // Only a source that should work can be down (as in /metrics).
         source(
             "mig_exporter_source_up",
             "nvidia.mig.source.up",
             "",
             Gauge,
-            "1 if the source's last poll succeeded.",
-            |h| Some(flag(h.up)),
+            "1 if the source's last poll succeeded; only for enabled sources.",
+            |h| (h.state == SourceState::Enabled).then(|| flag(h.up)),
         ),
         source(
             "mig_exporter_last_successful_poll_timestamp_seconds",

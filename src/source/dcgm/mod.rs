@@ -30,6 +30,30 @@
 //! drops the connection; later calls reconnect with exponential backoff
 //! ([`DcgmOptions::backoff_min`] to [`DcgmOptions::backoff_max`]), so a host
 //! engine restart heals without restarting the exporter.
+//!
+//! **No DCGM is not DCGM down.** Until DCGM has been read once by this
+//! process, two failures mean that the node has no DCGM, and the source is
+//! `disabled` ([`SourceState::Disabled`]: no `source_up`, no alert) rather
+//! than down:
+//!
+//! * the library file is not there: the loader finds no `libdcgm.so.4`, or
+//!   no file at `--dcgm.library` (glibc's `dlerror` names the file itself
+//!   and says "cannot open shared object file: No such file or directory").
+//!   A library that is there but cannot be loaded (a dependency of its own
+//!   missing, unreadable, not a DCGM 4 library) is DCGM installed and
+//!   broken: down;
+//! * `dcgmConnect_v2` fails, not embedded: no host engine answers at
+//!   `--dcgm.address` (the GPU operator's default runs none; its
+//!   dcgm-exporter embeds its own).
+//!
+//! Everything else is down: `dcgmInit` failing, an embedded host engine that
+//! cannot start (asked for explicitly, with the library there), a host
+//! engine that answers the connection and then fails a call. And once DCGM
+//! has been read, every failure is down, the two above included: a host
+//! engine that worked and stops answering is the failure the alerts are
+//! for. What this process has not seen it cannot know: an exporter started
+//! while the host engine is already gone reports DCGM disabled (with the
+//! reason on the landing page) until the host engine answers.
 
 /// bindgen's output of `dcgm_api.h` (committed; see build.rs).
 #[allow(
@@ -63,8 +87,9 @@ use self::bindings::{
     DCGM_FI_PROF_SM_ACTIVE, DCGM_FI_PROF_SM_OCCUPANCY, DCGM_FP64_BLANK, DCGM_HE_PORT_NUMBER,
     DCGM_INT64_BLANK, DCGM_ST_CONNECTION_NOT_VALID, DCGM_ST_OK,
 };
-use self::raw::{Dcgm, FieldValue, HierarchyEntry, Value};
-use crate::model::{Activity, GpuSnapshot};
+use self::raw::{Dcgm, DcgmError, FieldValue, HierarchyEntry, Value};
+use super::NotApplicable;
+use crate::model::{Activity, GpuSnapshot, SourceState};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -316,6 +341,10 @@ pub struct DcgmSource {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    /// Whether the last failure meant no DCGM on the node rather than DCGM down.
+    last_state: SourceState,
+    /// Whether DCGM has been read once: from then on every failure is down.
+    ever_read: bool,
 }
 
 impl DcgmSource {
@@ -328,6 +357,8 @@ impl DcgmSource {
             failures: 0,
             retry_at: None,
             last_error: None,
+            last_state: SourceState::Enabled,
+            ever_read: false,
         }
     }
 
@@ -344,18 +375,20 @@ impl DcgmSource {
     /// `geometry` is the node's current geometry (from NVML): when it changes,
     /// the watches are renewed. Fails while DCGM cannot be reached; after a
     /// failure, calls within the backoff fail at once without touching DCGM.
+    /// A failure that means no DCGM on this node (see the module's
+    /// documentation) is a [`NotApplicable`] in state `disabled`.
     pub fn read(&mut self, geometry: &[GpuSnapshot]) -> anyhow::Result<Utilization> {
         if let Some(at) = self.retry_at {
             let now = Instant::now();
             if now < at {
-                // The same message as the failure itself, so the poller logs
-                // it once rather than on every poll of the backoff.
-                bail!("{}", self.last_error.as_deref().unwrap_or("DCGM: not connected"));
+                // The same failure as the read's own, so the poller logs it
+                // once rather than on every poll of the backoff.
+                return Err(self.last_failure());
             }
         }
         let result = self.try_read(geometry);
-        match &result {
-            Ok(_) => {
+        match result {
+            Ok(utilization) => {
                 if self.failures > 0 {
                     tracing::info!(
                         source = "dcgm",
@@ -366,18 +399,38 @@ impl DcgmSource {
                 self.failures = 0;
                 self.retry_at = None;
                 self.last_error = None;
+                self.last_state = SourceState::Enabled;
+                self.ever_read = true;
+                Ok(utilization)
             }
             Err(e) => {
                 if let Some(session) = self.session.take() {
-                    session.close(is_connection_loss(e));
+                    session.close(is_connection_loss(&e));
                 }
                 self.failures = self.failures.saturating_add(1);
                 let delay = backoff(self.options.backoff_min, self.options.backoff_max, self.failures);
                 self.retry_at = Some(Instant::now() + delay);
+                if !self.ever_read && means_no_dcgm(&e, self.options.embedded) {
+                    self.last_state = SourceState::Disabled;
+                    self.last_error = Some(format!(
+                        "{e:#} (taken as no DCGM on this node, not as DCGM down, until DCGM has been read once)"
+                    ));
+                    return Err(self.last_failure());
+                }
+                self.last_state = SourceState::Enabled;
                 self.last_error = Some(format!("{e:#}"));
+                Err(e)
             }
         }
-        result
+    }
+
+    /// The last read's failure again, as it was classified.
+    fn last_failure(&self) -> anyhow::Error {
+        let message = self.last_error.as_deref().unwrap_or("DCGM: not connected");
+        match self.last_state {
+            SourceState::Enabled => anyhow!("{message}"),
+            state => NotApplicable::new(state, message).into(),
+        }
     }
 
     fn try_read(&mut self, geometry: &[GpuSnapshot]) -> anyhow::Result<Utilization> {
@@ -405,6 +458,38 @@ impl DcgmSource {
 fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
     min.saturating_mul(factor).min(max).max(min.min(max))
+}
+
+/// Whether a failure, before DCGM was ever read, means the node has no DCGM
+/// (the module's documentation says which): the library file is absent, or
+/// no host engine answers the connection (not embedded).
+fn means_no_dcgm(e: &anyhow::Error, embedded: bool) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<DcgmError>())
+        .any(|d| match d {
+            DcgmError::Load { library, cause } => library_file_absent(library, cause),
+            DcgmError::Call {
+                function: "dcgmConnect_v2",
+                ..
+            } => !embedded,
+            _ => false,
+        })
+}
+
+/// Whether `dlopen` failed because the file `library` names is not there,
+/// rather than because it, or a library it needs, cannot be loaded. glibc's
+/// `dlerror` text is "<object>: <what failed>: <strerror>", the object being
+/// the one that could not be opened (glibc elf/dl-load.c `_dl_map_object`,
+/// "cannot open shared object file"; dlfcn/dlerror.c): a dependency of
+/// DCGM's that is missing names the dependency, not `library`. The exporter
+/// never calls `setlocale`, so strerror's text is the C locale's.
+fn library_file_absent(library: &str, cause: &libloading::Error) -> bool {
+    let libloading::Error::DlOpen { .. } = cause else {
+        return false;
+    };
+    let text = cause.to_string();
+    text.starts_with(&format!("{library}: cannot open shared object file"))
+        && text.ends_with("No such file or directory")
 }
 
 fn is_connection_loss(e: &anyhow::Error) -> bool {

@@ -3,7 +3,7 @@ use std::mem::{offset_of, size_of};
 use super::bindings::*;
 use super::raw::{self, FieldValue, HierarchyEntry, Value};
 use super::*;
-use crate::model::{ComputeInstanceSnapshot, DeviceHealth, GpuInstanceSnapshot};
+use crate::model::{ComputeInstanceSnapshot, DeviceHealth, GpuInstanceSnapshot, SourceState};
 
 /// Every versioned struct's size and version word, as DCGM 4's
 /// `MAKE_DCGM_VERSION(type, ver) = sizeof(type) | ver << 24` gives them for
@@ -439,9 +439,38 @@ fn a_missing_library_is_a_clear_error_repeated_unchanged_during_the_backoff() {
         e.contains("cannot load /nonexistent/libdcgm.so.4") && e.contains("--dcgm.library"),
         "{e}"
     );
-    let again = format!("{:#}", source.read(&[]).unwrap_err());
+    let again = source.read(&[]).unwrap_err();
     // Unchanged, so the poller logs it once and not on every poll.
-    assert_eq!(again, e);
+    assert_eq!(format!("{again:#}"), e);
+    // No library file: no DCGM on this node, not DCGM down, during the backoff too.
+    assert_eq!(crate::source::failure_state(&again), SourceState::Disabled);
+}
+
+#[test]
+fn no_library_file_means_no_dcgm_but_a_file_that_is_no_library_is_dcgm_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = |library: &std::path::Path| {
+        let mut source = DcgmSource::new(DcgmOptions {
+            library: Some(library.to_path_buf()),
+            ..DcgmOptions::default()
+        });
+        let e = source.read(&[]).unwrap_err();
+        (crate::source::failure_state(&e), format!("{e:#}"))
+    };
+    let (absent, e) = state(&dir.path().join("libdcgm.so.4"));
+    assert_eq!(absent, SourceState::Disabled, "{e}");
+    assert!(e.contains("no DCGM on this node"), "{e}");
+
+    let broken = dir.path().join("libdcgm-broken.so.4");
+    std::fs::write(&broken, b"not an ELF file, long enough to be read as one").unwrap();
+    let (state_of_broken, e) = state(&broken);
+    assert_eq!(
+        state_of_broken,
+        SourceState::Enabled,
+        "installed but unloadable is down: {e}"
+    );
+    let (state_of_dir, e) = state(dir.path());
+    assert_eq!(state_of_dir, SourceState::Enabled, "{e}");
 }
 
 #[test]
