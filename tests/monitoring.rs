@@ -1267,6 +1267,7 @@ impl MigrationNode {
                 nvml.to_str().unwrap(),
                 "--dcgm.library",
                 dcgm.to_str().unwrap(),
+                "--nvml.pcie-throughput",
                 "--kubelet.pod-resources-socket",
                 kubelet.socket.to_str().unwrap(),
             ],
