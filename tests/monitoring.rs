@@ -1346,9 +1346,11 @@ fn the_dcgm_exporter_migration_guide_matches_the_exporter() {
         node.diagnostics()
     );
 
-    node.wait(Duration::from_secs(30), "Prometheus scraping the exporter", || {
-        (!node.monitoring.prometheus.query("up == 1").is_empty()).then_some(())
-    });
+    node.wait(
+        Duration::from_secs(30),
+        "Prometheus scraping the exporter",
+        || (!node.monitoring.prometheus.query("up == 1").is_empty()).then_some(()),
+    );
     // dcgm-exporter's queries are valid PromQL (nothing here exports their series).
     for query in &before {
         node.monitoring.prometheus.query(query);
