@@ -1166,7 +1166,7 @@ fn url_encoding_and_substitution_are_what_prometheus_and_grafana_expect() {
 const MIGRATION_GUIDE: &str = "docs/migrating-from-dcgm-exporter.md";
 
 /// The guide's queries, `(before, after)`, each in the order it appears: the
-/// body of every ```` ```promql ```` block, sorted by the last line above it,
+/// body of every ```` ```promql ```` block, told apart by the last line above it,
 /// which starts `**Before**` (dcgm-exporter's) or `**After**` (ours).
 fn migration_queries(guide: &str) -> (Vec<String>, Vec<String>) {
     let (mut before, mut after) = (Vec::new(), Vec::new());
