@@ -10,6 +10,9 @@
 //! * On an Ampere node (the real exporter on fake-nvml) without DCGM, GPM
 //!   (unsupported) and DCGM (disabled) raise nothing; a DCGM host engine that
 //!   worked and then dies (fake-dcgm) pages MigExporterSourceDown.
+//! * `docs/migrating-from-dcgm-exporter.md` uses only series an H100 node
+//!   exports (fake-nvml, fake-dcgm, a kubelet), and each of its "after"
+//!   queries returns data.
 //!
 //! The test command (`scripts/test.sh`) installs Prometheus and Alertmanager
 //! (Debian packages `prometheus` and `prometheus-alertmanager`); without them
@@ -1156,4 +1159,208 @@ fn url_encoding_and_substitution_are_what_prometheus_and_grafana_expect() {
         ),
         r#"rate(x{node=~"n1"}[15s]) or y{node="n1"}"#
     );
+}
+
+// ------------------------------------------- migrating from dcgm-exporter
+
+const MIGRATION_GUIDE: &str = "docs/migrating-from-dcgm-exporter.md";
+
+/// The guide's queries, `(before, after)`, each in the order it appears: the
+/// body of every ```` ```promql ```` block, told apart by the last line above it,
+/// which starts `**Before**` (dcgm-exporter's) or `**After**` (ours).
+fn migration_queries(guide: &str) -> (Vec<String>, Vec<String>) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut label = "";
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "```promql" {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            let query = body.join("\n").trim().to_string();
+            if label.starts_with("**Before**") {
+                before.push(query);
+            } else if label.starts_with("**After**") {
+                after.push(query);
+            } else {
+                panic!("{MIGRATION_GUIDE}: a promql block under neither **Before** nor **After**: {query}");
+            }
+        } else if !line.trim().is_empty() {
+            label = line.trim();
+        }
+    }
+    (before, after)
+}
+
+/// The metric names of an exposition's samples.
+fn sample_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// An H100 node as the guide's reader runs it, through the real NVML and DCGM
+/// paths (fake-nvml, fake-dcgm) and a kubelet: GPU 0 in MIG mode with a
+/// 3g.40gb (GI 2) and a 1g.10gb (GI 7) under load, the 1g.10gb held by a
+/// pod, and an XID raised after the exporter started; GPU 1 without MIG.
+/// Prometheus scrapes it with the README's relabelling, so `node` is set.
+struct MigrationNode {
+    // Dropped in this order: the programs first, the directory last.
+    monitoring: Monitoring,
+    exporter: Exporter,
+    _kubelet: FakeKubelet,
+    _dir: tempfile::TempDir,
+}
+
+impl MigrationNode {
+    fn start() -> MigrationNode {
+        let dir = tempfile::tempdir().unwrap();
+        let world = dir.path().join("world.json");
+        let w = world.to_str().unwrap();
+        mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", w]);
+        mig_sim(&world, &["-i", "0", "-mig", "1"]);
+        mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19", "-C"]);
+        mig_sim(
+            &world,
+            &[
+                "load",
+                "--gpu",
+                "0",
+                "--gi",
+                "2",
+                "--sm-active",
+                "0.8",
+                "--sm-occupancy",
+                "0.5",
+                "--tensor-active",
+                "0.3",
+                "--dram-active",
+                "0.4",
+                "--fb-used-mib",
+                "20000",
+            ],
+        );
+        // `mig-sim load` has no flag for the graphics engine; GPU 1's whole-GPU load likewise.
+        edit_world(&world, |w| {
+            for gi in &mut w.gpus[0].gpu_instances {
+                for ci in &mut gi.compute_instances {
+                    ci.load.gr_engine_active = 0.9;
+                    ci.load.tensor_active = ci.load.tensor_active.max(0.1);
+                }
+            }
+            let whole = &mut w.gpus[1].telemetry;
+            whole.utilization_percent = 60;
+            whole.dram_active = 0.2;
+            whole.compute_load.gr_engine_active = 0.6;
+            whole.compute_load.sm_active = 0.5;
+            whole.compute_load.sm_occupancy = 0.3;
+            whole.compute_load.tensor_active = 0.2;
+        });
+        let kubelet = FakeKubelet::start(dir.path());
+        let nvml = built("libfake_nvml.so");
+        let dcgm = built("libfake_dcgm.so");
+        let exporter = Exporter::start_with_env(
+            &[
+                "--nvml",
+                "--nvml.library",
+                nvml.to_str().unwrap(),
+                "--dcgm.library",
+                dcgm.to_str().unwrap(),
+                "--nvml.pcie-throughput",
+                "--kubelet.pod-resources-socket",
+                kubelet.socket.to_str().unwrap(),
+            ],
+            &[("MIG_WORLD", world.as_path())],
+        );
+        let text = exporter.metrics();
+        let held = text
+            .lines()
+            .filter(|l| l.starts_with("nvidia_mig_compute_instance_info{"))
+            .find(|l| l.contains("gpu=\"0\"") && l.contains("profile=\"1g.10gb\""))
+            .and_then(|l| l.split("mig_uuid=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("GPU 0 has a 1g.10gb MIG device:\n{text}"))
+            .to_string();
+        kubelet.set(|a| {
+            a.pods.pod_resources = vec![pod(
+                "ml",
+                "trainer-0",
+                "main",
+                vec![devices("nvidia.com/mig-1g.10gb", &[&held])],
+            )]
+        });
+        // XID 79 (fallen off the bus), after the exporter registered for events.
+        edit_world(&world, |w| w.gpus[0].telemetry.xid_events.push(79));
+        let monitoring = Monitoring::start(dir.path(), &[&exporter.address]);
+        MigrationNode {
+            monitoring,
+            exporter,
+            _kubelet: kubelet,
+            _dir: dir,
+        }
+    }
+
+    fn wait<T>(&self, timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        wait_until(timeout, what, || self.diagnostics(), f)
+    }
+
+    fn diagnostics(&self) -> String {
+        let log = self.exporter.log();
+        format!(
+            "{}\n--- exporter log (tail):\n{}",
+            self.monitoring.diagnostics(),
+            log[log.len().saturating_sub(10)..].join("\n")
+        )
+    }
+}
+
+#[test]
+fn the_dcgm_exporter_migration_guide_matches_the_exporter() {
+    let guide = std::fs::read_to_string(root().join(MIGRATION_GUIDE)).expect(MIGRATION_GUIDE);
+    let ours = contract::metric_names(&guide);
+    assert!(ours.len() >= 30, "{MIGRATION_GUIDE} names only {ours:?}");
+    let (before, after) = migration_queries(&guide);
+    assert!(
+        after.len() >= 5 && before.len() == after.len(),
+        "{MIGRATION_GUIDE}: {} before and {} after queries",
+        before.len(),
+        after.len()
+    );
+
+    let node = MigrationNode::start();
+    // Every name of ours the guide uses is in the exposition (DCGM's values
+    // and the pod come within a few polls).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let exported = sample_names(&node.exporter.metrics());
+        let missing: Vec<&String> = ours.iter().filter(|n| !exported.contains(*n)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        missing.is_empty(),
+        "{MIGRATION_GUIDE} names series the exporter does not export: {missing:?}\n{}",
+        node.diagnostics()
+    );
+
+    node.wait(
+        Duration::from_secs(30),
+        "Prometheus scraping the exporter",
+        || (!node.monitoring.prometheus.query("up == 1").is_empty()).then_some(()),
+    );
+    // dcgm-exporter's queries are valid PromQL (nothing here exports their series).
+    for query in &before {
+        node.monitoring.prometheus.query(query);
+    }
+    for query in &after {
+        let result = node.wait(
+            Duration::from_secs(30),
+            &format!("{MIGRATION_GUIDE}: {query} to return data"),
+            || Some(node.monitoring.prometheus.query(query)).filter(|r| !r.is_empty()),
+        );
+        assert!(!result.is_empty());
+    }
 }
