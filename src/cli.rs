@@ -963,23 +963,21 @@ mod tests {
             if !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
                 continue;
             }
-            // What clap does with MIG_EXPORTER_NVML=1: the flag's value parser reads it.
-            for (word, want) in [
-                ("true", true),
-                ("1", true),
-                ("yes", true),
-                ("false", false),
-                ("0", false),
-            ] {
-                let parsed = arg
-                    .get_value_parser()
-                    .parse_ref(&command, Some(&arg), std::ffi::OsStr::new(word))
+            // An environment value goes through the flag's value parser; the same
+            // parser behind an option that takes a value reads what it would.
+            let option = clap::Command::new("t").arg(
+                clap::Arg::new("flag")
+                    .long("flag")
+                    .action(clap::ArgAction::Set)
+                    .value_parser(arg.get_value_parser().clone()),
+            );
+            for (word, want) in [("true", true), ("1", true), ("yes", true), ("false", false), ("0", false)] {
+                let parsed = option
+                    .clone()
+                    .try_get_matches_from(["t".to_string(), format!("--flag={word}")])
+                    .map(|m| m.get_one::<bool>("flag").copied())
                     .unwrap_or_else(|e| panic!("{owner} {arg}: {word}: {e}"));
-                assert_eq!(
-                    parsed.downcast_ref::<bool>(),
-                    Some(&want),
-                    "{owner} {arg}: {word}"
-                );
+                assert_eq!(parsed, Some(want), "{owner} {arg}: {word}");
             }
         }
     }
