@@ -971,7 +971,13 @@ mod tests {
                     .action(clap::ArgAction::Set)
                     .value_parser(arg.get_value_parser().clone()),
             );
-            for (word, want) in [("true", true), ("1", true), ("yes", true), ("false", false), ("0", false)] {
+            for (word, want) in [
+                ("true", true),
+                ("1", true),
+                ("yes", true),
+                ("false", false),
+                ("0", false),
+            ] {
                 let parsed = option
                     .clone()
                     .try_get_matches_from(["t".to_string(), format!("--flag={word}")])
