@@ -2,8 +2,11 @@
 #   docker build -t mig-exporter .
 #   docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all \
 #     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter --nvml
-# Without a GPU, `docker run --rm -p 10110:10110 mig-exporter` serves the
-# built-in simulated node. On Kubernetes see deploy/daemonset.yaml.
+# The image always reads the hardware (MIG_EXPORTER_NVML=true below, as if
+# every start passed --nvml, whatever arguments `docker run` gives): without a
+# driver it serves mig_exporter_source_up{source="nvml"} 0 and the reason,
+# never a simulated node. For the demo, run the binary without a source flag
+# (`-e MIG_EXPORTER_NVML=false`). On Kubernetes see deploy/daemonset.yaml.
 
 # Build: the exporter alone, release profile, the committed lock file.
 FROM rust:1-bookworm AS build
@@ -31,4 +34,7 @@ COPY --from=build /out/mig-exporter /usr/local/bin/mig-exporter
 USER 65532:65532
 EXPOSE 10110
 ENV NVIDIA_DRIVER_CAPABILITIES=utility
+# An environment variable, not a CMD: `docker run IMAGE --poll.interval=1s`
+# replaces a CMD, and with it --nvml.
+ENV MIG_EXPORTER_NVML=true
 ENTRYPOINT ["/usr/local/bin/mig-exporter"]

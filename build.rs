@@ -12,9 +12,14 @@
 //! libclang; the test `dcgm_bindings` (run with the feature) fails when the
 //! committed file differs from what the header generates, and rewrites it
 //! when `DCGM_BINDINGS_UPDATE=1` is set.
+//!
+//! It also records what `--version` and `mig_exporter_build_info` print: the
+//! git revision, the build date and the compiler's version. None of it needs
+//! a network, and each falls back to `unknown` (a source tarball has no .git).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    build_info::emit();
     pod_resources::generate();
     #[cfg(feature = "dcgm-bindgen")]
     dcgm::generate();
@@ -71,5 +76,107 @@ mod dcgm {
         bindings
             .write_to_file(out.join("dcgm_bindings.rs"))
             .unwrap_or_else(|e| panic!("cannot write the DCGM bindings to {}: {e}", out.display()));
+    }
+}
+
+mod build_info {
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const UNKNOWN: &str = "unknown";
+
+    pub fn emit() {
+        println!("cargo:rerun-if-env-changed=MIG_EXPORTER_REVISION");
+        println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+        let revision = std::env::var("MIG_EXPORTER_REVISION")
+            .ok()
+            .filter(|r| !r.is_empty())
+            .or_else(git_revision)
+            .unwrap_or_else(|| UNKNOWN.into());
+        println!("cargo:rustc-env=MIG_EXPORTER_REVISION={revision}");
+        println!("cargo:rustc-env=MIG_EXPORTER_BUILD_DATE={}", build_date());
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let rust_version = output(Command::new(rustc).arg("--version")).unwrap_or_else(|| UNKNOWN.into());
+        println!("cargo:rustc-env=MIG_EXPORTER_RUST_VERSION={rust_version}");
+        let target = std::env::var("TARGET").unwrap_or_else(|_| UNKNOWN.into());
+        println!("cargo:rustc-env=MIG_EXPORTER_TARGET={target}");
+    }
+
+    fn output(command: &mut Command) -> Option<String> {
+        let out = command.output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    fn git(args: &[&str]) -> Option<String> {
+        output(Command::new("git").args(args))
+    }
+
+    /// HEAD's commit, only when this crate is the top of a git work tree (a
+    /// tarball unpacked inside some other repository must not take its
+    /// revision). Rebuilt when HEAD moves.
+    fn git_revision() -> Option<String> {
+        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+        let top = git(&["-C", &manifest_dir, "rev-parse", "--show-toplevel"])?;
+        if Path::new(&top).canonicalize().ok()? != Path::new(&manifest_dir).canonicalize().ok()? {
+            return None;
+        }
+        let revision = git(&["-C", &manifest_dir, "rev-parse", "--short=12", "HEAD"])?;
+        let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+        watched.extend(git(&["-C", &manifest_dir, "symbolic-ref", "-q", "HEAD"]));
+        for name in watched {
+            if let Some(path) = git(&[
+                "-C",
+                &manifest_dir,
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-path",
+                &name,
+            ]) {
+                if Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            }
+        }
+        Some(revision)
+    }
+
+    /// UTC, as Prometheus exporters print it (`20060102-15:04:05`); from
+    /// SOURCE_DATE_EPOCH when set, for reproducible builds.
+    fn build_date() -> String {
+        let seconds = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(epoch) => match epoch.trim().parse::<u64>() {
+                Ok(s) => s,
+                Err(_) => return UNKNOWN.into(),
+            },
+            Err(_) => match SystemTime::now().duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_secs(),
+                Err(_) => return UNKNOWN.into(),
+            },
+        };
+        let (days, time) = (seconds / 86_400, seconds % 86_400);
+        let (year, month, day) = civil_from_days(days as i64);
+        format!(
+            "{year:04}{month:02}{day:02}-{:02}:{:02}:{:02}",
+            time / 3600,
+            time / 60 % 60,
+            time % 60
+        )
+    }
+
+    /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+    /// `civil_from_days` algorithm).
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        (year, month, day)
     }
 }

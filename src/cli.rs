@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::drift::report::CheckReport;
@@ -31,11 +32,18 @@ pub type Sources = (Box<dyn GeometrySource>, Vec<Box<dyn UtilizationSource>>);
 /// No host: every address of both families, so IPv6-only and dual-stack nodes work too.
 pub const DEFAULT_LISTEN: &str = ":10110";
 
+/// Where the DaemonSet puts this node's name (the downward API's spec.nodeName), read when
+/// neither --kubernetes.node-name nor MIG_EXPORTER_KUBERNETES_NODE_NAME gives it.
+pub const NODE_NAME_ENV: &str = "NODE_NAME";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mig-exporter",
     version,
-    about = "Prometheus exporter for NVIDIA MIG geometry, utilization and drift"
+    long_version = crate::LONG_VERSION,
+    about = "Prometheus exporter for NVIDIA MIG geometry, utilization and drift",
+    after_help = "Every flag can also be set from the environment variable in [env: ...] beside it; \
+                  a flag on the command line wins."
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -62,43 +70,88 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Built-in simulated node (h100-mixed, a100-single, h100-rebooted, gi-without-ci, a100-pending).
-    /// The default when no other source is given.
-    #[arg(long, value_name = "SCENARIO", conflicts_with = "world")]
+    /// Without --simulate, --world or --nvml: the hardware where NVIDIA's driver answers,
+    /// else h100-mixed, with a warning.
+    #[arg(
+        long,
+        env = "MIG_EXPORTER_SIMULATE",
+        value_name = "SCENARIO",
+        conflicts_with = "world"
+    )]
     pub simulate: Option<String>,
     /// Simulated node read from a World file, re-read on every poll (mutate it with `mig-sim`).
-    #[arg(long, value_name = "FILE", conflicts_with = "nvml")]
+    #[arg(
+        long,
+        env = "MIG_EXPORTER_WORLD",
+        value_name = "FILE",
+        conflicts_with = "nvml"
+    )]
     pub world: Option<PathBuf>,
-    /// Read the real node through NVML (libnvidia-ml.so.1).
-    #[arg(long, conflicts_with = "simulate")]
+    /// Read the real node through NVML (libnvidia-ml.so.1), never a simulated one: a missing
+    /// driver shows as mig_exporter_source_up{source="nvml"} 0.
+    #[arg(long, env = "MIG_EXPORTER_NVML", conflicts_with = "simulate", value_parser = BoolishValueParser::new())]
     pub nvml: bool,
-    /// Load NVML from this file instead of the system's libnvidia-ml.so.1.
-    #[arg(long = "nvml.library", value_name = "PATH", requires = "nvml")]
+    /// Load NVML from this file instead of the system's libnvidia-ml.so.1 (also where a start
+    /// without --nvml, --simulate or --world looks for the driver).
+    #[arg(
+        long = "nvml.library",
+        env = "MIG_EXPORTER_NVML_LIBRARY",
+        value_name = "PATH",
+        conflicts_with_all = ["simulate", "world"]
+    )]
     pub nvml_library: Option<PathBuf>,
     /// Cadence of NVML reads that are expensive on real GPUs (total energy ≈ 4 ms per call).
-    #[arg(long = "nvml.slow-interval", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(
+        long = "nvml.slow-interval",
+        env = "MIG_EXPORTER_NVML_SLOW_INTERVAL",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
     pub nvml_slow_interval: Duration,
     /// Also read PCIe throughput (≈ 21 ms per GPU on a real H100), on the slow cadence.
-    #[arg(long = "nvml.pcie-throughput")]
+    #[arg(
+        long = "nvml.pcie-throughput",
+        env = "MIG_EXPORTER_NVML_PCIE_THROUGHPUT",
+        value_parser = BoolishValueParser::new()
+    )]
     pub nvml_pcie_throughput: bool,
     /// With --nvml, do not read per-instance activity from DCGM.
-    #[arg(long = "no-dcgm", requires = "nvml")]
+    #[arg(long = "no-dcgm", env = "MIG_EXPORTER_NO_DCGM", requires = "nvml", value_parser = BoolishValueParser::new())]
     pub no_dcgm: bool,
     /// With --nvml, do not read GPU and GPU-instance activity from NVML GPM
     /// (GPU Performance Monitoring, Hopper and newer).
-    #[arg(long = "no-gpm", requires = "nvml")]
+    #[arg(long = "no-gpm", env = "MIG_EXPORTER_NO_GPM", requires = "nvml", value_parser = BoolishValueParser::new())]
     pub no_gpm: bool,
     /// Load DCGM from this file instead of libdcgm.so.4.
-    #[arg(long = "dcgm.library", value_name = "PATH", requires = "nvml")]
+    #[arg(
+        long = "dcgm.library",
+        env = "MIG_EXPORTER_DCGM_LIBRARY",
+        value_name = "PATH",
+        requires = "nvml"
+    )]
     pub dcgm_library: Option<PathBuf>,
     /// The nv-hostengine to read: host[:port], or unix:///path for its unix socket.
-    #[arg(long = "dcgm.address", value_name = "ADDR", default_value = "localhost:5555", value_parser = DcgmAddress::parse)]
+    #[arg(
+        long = "dcgm.address",
+        env = "MIG_EXPORTER_DCGM_ADDRESS",
+        value_name = "ADDR",
+        default_value = "localhost:5555",
+        value_parser = DcgmAddress::parse
+    )]
     pub dcgm_address: DcgmAddress,
     /// Start a DCGM host engine inside the exporter instead of connecting to one.
-    #[arg(long = "dcgm.embedded", requires = "nvml")]
+    #[arg(
+        long = "dcgm.embedded",
+        env = "MIG_EXPORTER_DCGM_EMBEDDED",
+        requires = "nvml",
+        value_parser = BoolishValueParser::new()
+    )]
     pub dcgm_embedded: bool,
     /// Tests only: where /proc/driver/nvidia and /dev/nvidia-caps are looked for.
     #[arg(
         long = "nvml.capabilities-root",
+        env = "MIG_EXPORTER_NVML_CAPABILITIES_ROOT",
         value_name = "DIR",
         requires = "nvml",
         hide = true
@@ -111,12 +164,13 @@ pub struct SourceArgs {
 pub struct DriftArgs {
     /// nvidia-mig-parted config file (version: v1) holding the MIG geometry the node should have;
     /// re-read on every poll.
-    #[arg(long = "mig.config", value_name = "FILE")]
+    #[arg(long = "mig.config", env = "MIG_EXPORTER_MIG_CONFIG", value_name = "FILE")]
     pub mig_config: Option<PathBuf>,
     /// The config of --mig.config that applies (the node's nvidia.com/mig.config label value).
     /// Without it or --mig.config-name-file, the file's only config.
     #[arg(
         long = "mig.config-name",
+        env = "MIG_EXPORTER_MIG_CONFIG_NAME",
         value_name = "NAME",
         requires = "mig_config",
         conflicts_with = "mig_config_name_file"
@@ -124,17 +178,27 @@ pub struct DriftArgs {
     pub mig_config_name: Option<String>,
     /// File holding the config name, re-read on every poll: the bare label value, or
     /// `nvidia.com/mig.config="NAME"` among other label lines. Empty: no desired config.
-    #[arg(long = "mig.config-name-file", value_name = "FILE", requires = "mig_config")]
+    #[arg(
+        long = "mig.config-name-file",
+        env = "MIG_EXPORTER_MIG_CONFIG_NAME_FILE",
+        value_name = "FILE",
+        requires = "mig_config"
+    )]
     pub mig_config_name_file: Option<PathBuf>,
     /// Read the desired config from the Kubernetes API, as the GPU operator's MIG manager does: the
     /// config this node's nvidia.com/mig.config label names, in the operator's mig-parted ConfigMap.
     /// Read-only: a get of this node and of the ConfigMap (README, "Desired state from the GPU
     /// operator"). Needs the node's name (--kubernetes.node-name or NODE_NAME).
-    #[arg(long = "mig.config-from-kubernetes", conflicts_with = "mig_config")]
+    #[arg(
+        long = "mig.config-from-kubernetes",
+        env = "MIG_EXPORTER_MIG_CONFIG_FROM_KUBERNETES",
+        conflicts_with = "mig_config",
+        value_parser = BoolishValueParser::new()
+    )]
     pub mig_config_from_kubernetes: bool,
     /// The GPU operator's namespace, where its mig-parted ConfigMaps are.
     #[arg(
-        long = "mig.config-namespace",
+        long = "mig.config-namespace", env = "MIG_EXPORTER_MIG_CONFIG_NAMESPACE",
         value_name = "NAMESPACE",
         default_value = from_kubernetes::DEFAULT_NAMESPACE,
         requires = "mig_config_from_kubernetes"
@@ -145,7 +209,7 @@ pub struct DriftArgs {
     /// for the node (GPU operator 26.3 and later), then the operator's default one. Give the one
     /// the operator's migManager.config.name names when it has one.
     #[arg(
-        long = "mig.config-configmap",
+        long = "mig.config-configmap", env = "MIG_EXPORTER_MIG_CONFIG_CONFIGMAP",
         value_name = "NAME",
         value_delimiter = ',',
         default_values_t = from_kubernetes::DEFAULT_CONFIG_MAPS.map(String::from),
@@ -154,7 +218,7 @@ pub struct DriftArgs {
     pub mig_config_configmaps: Vec<String>,
     /// The ConfigMap key holding the mig-parted config.
     #[arg(
-        long = "mig.config-key",
+        long = "mig.config-key", env = "MIG_EXPORTER_MIG_CONFIG_KEY",
         value_name = "KEY",
         default_value = from_kubernetes::DEFAULT_KEY,
         requires = "mig_config_from_kubernetes"
@@ -162,7 +226,7 @@ pub struct DriftArgs {
     pub mig_config_key: String,
     /// How often to read the label and the ConfigMap from the Kubernetes API.
     #[arg(
-        long = "mig.config-interval",
+        long = "mig.config-interval", env = "MIG_EXPORTER_MIG_CONFIG_INTERVAL",
         value_name = "DURATION",
         default_value = "30s",
         value_parser = parse_duration,
@@ -174,28 +238,36 @@ pub struct DriftArgs {
     /// Where each GPU's last-known-good geometry is kept across restarts and reboots.
     /// Default with --nvml: /var/lib/mig-exporter/state.json when /var/lib/mig-exporter exists,
     /// else in memory; with a simulated node (--simulate, --world): in memory.
-    #[arg(long = "state.file", value_name = "FILE")]
+    #[arg(long = "state.file", env = "MIG_EXPORTER_STATE_FILE", value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 }
 
 /// How the exporter reaches the Kubernetes API server (for --mig.config-from-kubernetes).
 #[derive(Debug, Clone, Args)]
 pub struct KubernetesArgs {
-    /// This node's name, as the downward API's spec.nodeName gives it.
-    #[arg(long = "kubernetes.node-name", value_name = "NAME", env = "NODE_NAME")]
+    /// This node's name, as the downward API's spec.nodeName gives it. Default: NODE_NAME.
+    #[arg(
+        long = "kubernetes.node-name",
+        value_name = "NAME",
+        env = "MIG_EXPORTER_KUBERNETES_NODE_NAME"
+    )]
     pub kubernetes_node_name: Option<String>,
     /// The API server, https://HOST[:PORT]. Default: KUBERNETES_SERVICE_HOST and
     /// KUBERNETES_SERVICE_PORT, which the kubelet gives every pod.
-    #[arg(long = "kubernetes.api-server", value_name = "URL")]
+    #[arg(
+        long = "kubernetes.api-server",
+        env = "MIG_EXPORTER_KUBERNETES_API_SERVER",
+        value_name = "URL"
+    )]
     pub kubernetes_api_server: Option<String>,
     /// The service account token, re-read for every request.
-    #[arg(long = "kubernetes.token-file", value_name = "FILE", default_value = crate::kube::DEFAULT_TOKEN_FILE)]
+    #[arg(long = "kubernetes.token-file", env = "MIG_EXPORTER_KUBERNETES_TOKEN_FILE", value_name = "FILE", default_value = crate::kube::DEFAULT_TOKEN_FILE)]
     pub kubernetes_token_file: PathBuf,
     /// The CA certificates the API server's certificate must chain to.
-    #[arg(long = "kubernetes.ca-file", value_name = "FILE", default_value = crate::kube::DEFAULT_CA_FILE)]
+    #[arg(long = "kubernetes.ca-file", env = "MIG_EXPORTER_KUBERNETES_CA_FILE", value_name = "FILE", default_value = crate::kube::DEFAULT_CA_FILE)]
     pub kubernetes_ca_file: PathBuf,
     /// How long one read of the Kubernetes API (the node and the ConfigMaps) may take.
-    #[arg(long = "kubernetes.timeout", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "kubernetes.timeout", env = "MIG_EXPORTER_KUBERNETES_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub kubernetes_timeout: Duration,
 }
 
@@ -221,10 +293,15 @@ impl DriftArgs {
     fn kubernetes_source(&self) -> anyhow::Result<DesiredSource> {
         use crate::kube::{ApiServer, Client};
         let k = &self.kubernetes;
-        let node = k.kubernetes_node_name.clone().filter(|n| !n.is_empty()).context(
-            "--mig.config-from-kubernetes needs this node's name: --kubernetes.node-name, or \
+        let node = k
+            .kubernetes_node_name
+            .clone()
+            .or_else(|| std::env::var(NODE_NAME_ENV).ok())
+            .filter(|n| !n.is_empty())
+            .context(
+                "--mig.config-from-kubernetes needs this node's name: --kubernetes.node-name, or \
              NODE_NAME set from the downward API's spec.nodeName",
-        )?;
+            )?;
         let server = match &k.kubernetes_api_server {
             Some(url) => ApiServer::parse(url)?,
             None => ApiServer::in_cluster(|name| std::env::var(name).ok())?,
@@ -314,15 +391,16 @@ pub struct KubeletArgs {
     /// missing socket then shows as mig_exporter_source_up{source="kubelet"} 0).
     #[arg(
         long = "kubelet.pod-resources-socket",
+        env = "MIG_EXPORTER_KUBELET_POD_RESOURCES_SOCKET",
         value_name = "PATH",
         conflicts_with = "no_kubelet"
     )]
     pub pod_resources_socket: Option<PathBuf>,
     /// How long one poll of the kubelet (connect, List, GetAllocatableResources) may take.
-    #[arg(long = "kubelet.timeout", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long = "kubelet.timeout", env = "MIG_EXPORTER_KUBELET_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Do not read the kubelet, even where its socket exists.
-    #[arg(long = "no-kubelet")]
+    #[arg(long = "no-kubelet", env = "MIG_EXPORTER_NO_KUBELET", value_parser = BoolishValueParser::new())]
     pub no_kubelet: bool,
 }
 
@@ -346,10 +424,18 @@ pub struct OtlpArgs {
     /// Push metrics over OTLP to this collector (e.g. http://collector:4318, or
     /// http://collector:4317 with grpc), as OTEL_EXPORTER_OTLP_ENDPOINT does; overrides it.
     /// Without it or an OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT, nothing is pushed.
-    #[arg(long = "otlp.endpoint", value_name = "URL")]
+    #[arg(
+        long = "otlp.endpoint",
+        env = "MIG_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
     pub endpoint: Option<String>,
     /// OTLP transport: grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
-    #[arg(long = "otlp.protocol", value_name = "PROTOCOL")]
+    #[arg(
+        long = "otlp.protocol",
+        env = "MIG_EXPORTER_OTLP_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
     pub protocol: Option<crate::expose::otlp::Protocol>,
 }
 
@@ -373,32 +459,52 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub otlp: OtlpArgs,
     /// Address to listen on: `:PORT` or `[::]:PORT` for every address of both families,
-    /// `0.0.0.0:PORT` for IPv4 only, `HOST:PORT`, `[IPV6]:PORT`. Repeat for several.
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// `0.0.0.0:PORT` for IPv4 only, `HOST:PORT`, `[IPV6]:PORT`. Repeat for several (or separate
+    /// them with commas).
+    #[arg(long = "web.listen-address", env = "MIG_EXPORTER_WEB_LISTEN_ADDRESS", value_name = "ADDR", default_value = DEFAULT_LISTEN, value_delimiter = ',')]
     pub listen_address: Vec<ListenAddress>,
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
+    #[arg(
+        long = "web.telemetry-path",
+        env = "MIG_EXPORTER_WEB_TELEMETRY_PATH",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
     pub telemetry_path: String,
     /// How often to read the node (e.g. 500ms, 5s, 1m). NVML GPM samples at
     /// most every 100 ms whatever this says; a faster poll shows its latest rate.
-    #[arg(long = "poll.interval", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "poll.interval", env = "MIG_EXPORTER_POLL_INTERVAL", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Only log messages with the given severity or above: debug, info, warn, error.
-    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        long = "log.level",
+        env = "MIG_EXPORTER_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
     pub log_level: LogLevel,
     /// Output format of log messages.
-    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
+    #[arg(
+        long = "log.format",
+        env = "MIG_EXPORTER_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "logfmt"
+    )]
     pub log_format: LogFormat,
     /// TLS and basic authentication, in the Prometheus exporter-toolkit format (see the
     /// README's Security section); re-read when it or a certificate it names changes.
-    #[arg(long = "web.config.file", value_name = "FILE")]
+    #[arg(
+        long = "web.config.file",
+        env = "MIG_EXPORTER_WEB_CONFIG_FILE",
+        value_name = "FILE"
+    )]
     pub web_config_file: Option<PathBuf>,
     /// Longest wait for a request's headers (the idle time of a kept-alive connection
     /// included) and for a TLS handshake; slower connections are closed.
-    #[arg(long = "web.read-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "web.read-timeout", env = "MIG_EXPORTER_WEB_READ_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub read_timeout: Duration,
     /// Connections served at once; further ones wait until one closes.
-    #[arg(long = "web.max-connections", value_name = "N", default_value = "512",
+    #[arg(long = "web.max-connections", env = "MIG_EXPORTER_WEB_MAX_CONNECTIONS", value_name = "N", default_value = "512",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }
@@ -407,7 +513,13 @@ pub struct ServeArgs {
 pub struct GeometryArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    #[arg(long, short, value_name = "FORMAT", default_value = "table")]
+    #[arg(
+        long,
+        env = "MIG_EXPORTER_OUTPUT",
+        short,
+        value_name = "FORMAT",
+        default_value = "table"
+    )]
     pub output: OutputFormat,
 }
 
@@ -417,7 +529,13 @@ pub struct CheckArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub drift: DriftArgs,
-    #[arg(long, short, value_name = "FORMAT", default_value = "table")]
+    #[arg(
+        long,
+        env = "MIG_EXPORTER_OUTPUT",
+        short,
+        value_name = "FORMAT",
+        default_value = "table"
+    )]
     pub output: OutputFormat,
 }
 
@@ -435,27 +553,78 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h`.
+/// Parses a duration as Prometheus writes one: numbers with units from hours
+/// down to milliseconds, each unit at most once, e.g. `500ms`, `5s`, `1m30s`, `2h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 5s, 1m)"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("'{s}' has no unit ms, s, m or h")),
-    };
-    if d.is_zero() {
+    const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+    let not_a_duration = || format!("'{s}' is not a duration (e.g. 500ms, 5s, 1m30s, 2h)");
+    if s.is_empty() {
+        return Err(not_a_duration());
+    }
+    let mut rest = s;
+    let mut millis: u64 = 0;
+    // Index into UNITS of the smallest unit the next number may have.
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(not_a_duration());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("'{s}' is too long"))?;
+        let after = &rest[digits..];
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let unit = &after[..unit_len];
+        let Some(position) = UNITS.iter().position(|(name, _)| *name == unit) else {
+            return Err(if unit.is_empty() {
+                format!("'{s}' has no unit ms, s, m or h")
+            } else {
+                format!("'{s}': unknown unit '{unit}' (ms, s, m or h)")
+            });
+        };
+        if position < next_unit {
+            return Err(format!(
+                "'{s}': units go from hours down to milliseconds, each once (e.g. 1h30m)"
+            ));
+        }
+        next_unit = position + 1;
+        millis = n
+            .checked_mul(UNITS[position].1)
+            .and_then(|m| millis.checked_add(m))
+            .ok_or_else(|| format!("'{s}' is too long"))?;
+        rest = &after[unit_len..];
+    }
+    if millis == 0 {
         return Err(format!("'{s}' must be longer than zero"));
     }
-    Ok(d)
+    Ok(Duration::from_millis(millis))
 }
 
 impl SourceArgs {
+    /// A start that names no source (no --nvml, --simulate or --world) reads
+    /// the hardware where NVIDIA's driver answers (the library loads and
+    /// reports a GPU), as other GPU exporters do; elsewhere it serves the
+    /// built-in demo. Returns why it is the demo, which the caller must say
+    /// loudly: the packaged starts pass --nvml, so only a start by hand gets here.
+    pub fn resolve_default(&mut self) -> Option<String> {
+        if self.nvml || self.simulate.is_some() || self.world.is_some() {
+            return None;
+        }
+        match crate::source::nvml::probe(self.nvml_library.as_deref()) {
+            Ok(gpus) => {
+                tracing::info!(
+                    gpus,
+                    "NVIDIA's driver answers: reading this node through NVML, as --nvml does"
+                );
+                self.nvml = true;
+                None
+            }
+            Err(reason) => {
+                self.simulate = Some(DEFAULT_SCENARIO.to_string());
+                Some(reason)
+            }
+        }
+    }
+
     /// The built-in scenario the flags select, when they select one.
     pub fn scenario(&self) -> Option<&str> {
         (!self.nvml && self.world.is_none()).then(|| self.simulate.as_deref().unwrap_or(DEFAULT_SCENARIO))
@@ -515,15 +684,30 @@ impl SourceArgs {
     }
 }
 
+/// What the demo fallback says, in the log and on stderr.
+pub fn demo_warning(reason: &str) -> String {
+    format!(
+        "no NVIDIA driver answered ({reason}): serving the built-in SIMULATED node '{DEFAULT_SCENARIO}', \
+         not this machine's GPUs. Pass --nvml to read the hardware (a missing driver then shows as \
+         mig_exporter_source_up{{source=\"nvml\"}} 0), or --simulate SCENARIO to run the demo on purpose"
+    )
+}
+
 /// Runs the command; the exit status is `check`'s verdict, or success.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::Geometry(args)) => {
+        Some(Command::Geometry(mut args)) => {
+            if let Some(reason) = args.source.resolve_default() {
+                eprintln!("mig-exporter: {}", demo_warning(&reason));
+            }
             let reading = args.source.open()?.poll()?;
             print!("{}", geometry::render(&reading, args.output));
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Check(args)) => {
+        Some(Command::Check(mut args)) => {
+            if let Some(reason) = args.source.resolve_default() {
+                eprintln!("mig-exporter: {}", demo_warning(&reason));
+            }
             let report = check(&args);
             print!("{}", report.render(args.output));
             Ok(ExitCode::from(report.status.exit_code()))
@@ -556,8 +740,11 @@ fn check(args: &CheckArgs) -> CheckReport {
     CheckReport::judged(reading.hostname, reading.gpus.len(), drift, last_known_good)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log_level, args.log_format);
+    if let Some(reason) = args.source.resolve_default() {
+        tracing::warn!(simulate = DEFAULT_SCENARIO, "{}", demo_warning(&reason));
+    }
     let web_config = match &args.web_config_file {
         Some(path) => Some(Arc::new(crate::expose::server::WebConfigFile::open(path)?)),
         None => None,
@@ -678,6 +865,177 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn durations_combine_units_as_prometheus_writes_them() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("2h0m5s250ms"),
+            Ok(Duration::from_millis(7_205_250))
+        );
+        assert_eq!(parse_duration("0m10s"), Ok(Duration::from_secs(10)));
+        for (bad, says) in [
+            ("30s1m", "from hours down"),
+            ("1m1m", "from hours down"),
+            ("1m30", "no unit"),
+            ("1m30x", "unknown unit 'x'"),
+            ("1.5s", "unknown unit '.'"),
+            ("m30s", "is not a duration"),
+            ("", "is not a duration"),
+            ("0m0s", "longer than zero"),
+            ("99999999999999999999s", "too long"),
+            ("9999999999999999h", "too long"),
+        ] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains(says) && e.contains(&format!("'{bad}'")), "{bad}: {e}");
+        }
+        let cli = Cli::try_parse_from(["mig-exporter", "--poll.interval", "1m30s"]).unwrap();
+        assert_eq!(cli.serve.poll_interval, Duration::from_secs(90));
+    }
+
+    /// Every argument of `command` and of its subcommands, with the command's name.
+    fn every_arg(command: &clap::Command) -> Vec<(String, clap::Arg)> {
+        let mut args: Vec<(String, clap::Arg)> = command
+            .get_arguments()
+            .map(|a| (command.get_name().to_string(), a.clone()))
+            .collect();
+        for sub in command.get_subcommands() {
+            args.extend(every_arg(sub));
+        }
+        args
+    }
+
+    #[test]
+    fn every_flag_has_its_environment_variable_and_help_lists_it() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.build();
+        let mut checked = 0;
+        for (owner, arg) in every_arg(&command) {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let want = format!("MIG_EXPORTER_{}", long.replace(['.', '-'], "_").to_uppercase());
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "{owner} --{long}"
+            );
+            // Kubernetes gives every pod MIG_EXPORTER_SERVICE_* and MIG_EXPORTER_PORT*
+            // for a Service named mig-exporter: no flag may take those.
+            assert!(
+                !want.starts_with("MIG_EXPORTER_SERVICE_") && !want.starts_with("MIG_EXPORTER_PORT"),
+                "{want} is a Kubernetes service variable"
+            );
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked}");
+        let help = |command: &mut clap::Command| command.render_long_help().to_string();
+        let top = help(&mut command);
+        for (owner, arg) in every_arg(&command) {
+            let (Some(env), false) = (arg.get_env(), arg.is_hide_set()) else {
+                continue;
+            };
+            let env = env.to_string_lossy();
+            let text = if owner == "mig-exporter" {
+                top.clone()
+            } else {
+                help(command.find_subcommand_mut(&owner).expect("a subcommand"))
+            };
+            assert!(
+                text.contains(&format!("[env: {env}")),
+                "{owner} --help lacks {env}"
+            );
+        }
+    }
+
+    #[test]
+    fn boolean_flags_take_the_usual_words_from_the_environment() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.build();
+        for (owner, arg) in every_arg(&command) {
+            if !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                continue;
+            }
+            // An environment value goes through the flag's value parser; the same
+            // parser behind an option that takes a value reads what it would.
+            let option = clap::Command::new("t").arg(
+                clap::Arg::new("flag")
+                    .long("flag")
+                    .action(clap::ArgAction::Set)
+                    .value_parser(arg.get_value_parser().clone()),
+            );
+            for (word, want) in [
+                ("true", true),
+                ("1", true),
+                ("yes", true),
+                ("false", false),
+                ("0", false),
+            ] {
+                let parsed = option
+                    .clone()
+                    .try_get_matches_from(["t".to_string(), format!("--flag={word}")])
+                    .map(|m| m.get_one::<bool>("flag").copied())
+                    .unwrap_or_else(|e| panic!("{owner} {arg}: {word}: {e}"));
+                assert_eq!(parsed, Some(want), "{owner} {arg}: {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_naming_a_source_is_left_as_it_is() {
+        for args in [
+            &["mig-exporter", "--nvml"][..],
+            &["mig-exporter", "--simulate", "a100-single"],
+            &["mig-exporter", "--world", "/w.json"],
+        ] {
+            let mut cli = Cli::try_parse_from(args).unwrap();
+            let before = format!("{:?}", cli.serve.source);
+            assert_eq!(cli.serve.source.resolve_default(), None, "{args:?}");
+            assert_eq!(format!("{:?}", cli.serve.source), before, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_start_without_a_driver_is_the_demo_and_says_why() {
+        let mut cli =
+            Cli::try_parse_from(["mig-exporter", "--nvml.library", "/nonexistent/libnvidia-ml.so.1"])
+                .unwrap();
+        let reason = cli.serve.source.resolve_default().expect("the demo");
+        assert!(
+            reason.contains("cannot load /nonexistent/libnvidia-ml.so.1"),
+            "{reason}"
+        );
+        assert!(!cli.serve.source.nvml);
+        assert_eq!(cli.serve.source.scenario(), Some(DEFAULT_SCENARIO));
+        let warning = demo_warning(&reason);
+        assert!(
+            warning.contains("--nvml") && warning.contains("--simulate") && warning.contains("SIMULATED"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn the_long_version_names_revision_build_date_and_rust() {
+        use clap::CommandFactory;
+        let version = Cli::command().render_long_version();
+        assert!(
+            version.starts_with(&format!("mig-exporter version {}", env!("CARGO_PKG_VERSION"))),
+            "{version}"
+        );
+        for part in [
+            format!("revision: {}", crate::REVISION),
+            "build date:".to_string(),
+            "rust version: rustc ".to_string(),
+        ] {
+            assert!(version.contains(&part), "{part} in {version}");
+        }
     }
 
     #[test]

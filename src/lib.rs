@@ -16,8 +16,21 @@ pub mod poll;
 pub mod relay;
 pub mod source;
 
-/// Source revision baked in at build time (`MIG_EXPORTER_REVISION`), for `build_info`.
-pub const REVISION: &str = match option_env!("MIG_EXPORTER_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+/// Source revision (git HEAD, or `MIG_EXPORTER_REVISION` at build time, else
+/// `unknown`), set by build.rs; for `build_info` and `--version`.
+pub const REVISION: &str = env!("MIG_EXPORTER_REVISION");
+
+/// What `--version` prints after the name, as Prometheus exporters do: version,
+/// revision, build date (UTC), the compiler, and the target.
+pub const LONG_VERSION: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    " (revision: ",
+    env!("MIG_EXPORTER_REVISION"),
+    ")\n  build date:   ",
+    env!("MIG_EXPORTER_BUILD_DATE"),
+    "\n  rust version: ",
+    env!("MIG_EXPORTER_RUST_VERSION"),
+    "\n  platform:     ",
+    env!("MIG_EXPORTER_TARGET"),
+);

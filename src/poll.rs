@@ -162,6 +162,7 @@ impl Poller {
             drift,
             pods,
             blocked,
+            simulated: self.source.simulated(),
         }
     }
 

@@ -36,29 +36,43 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub struct RelayArgs {
     /// The kubelet's pod-resources socket, connected to once per client.
     #[arg(
-        long = "kubelet.pod-resources-socket",
+        long = "kubelet.pod-resources-socket", env = "MIG_EXPORTER_KUBELET_POD_RESOURCES_SOCKET",
         value_name = "PATH",
         default_value = crate::source::kubelet::DEFAULT_SOCKET
     )]
     pub upstream: PathBuf,
     /// Where to listen: a unix socket created with mode 0660 and the process's group.
     /// A socket left there by an earlier run is replaced; any other file is an error.
-    #[arg(long = "relay.listen-socket", value_name = "PATH")]
+    #[arg(
+        long = "relay.listen-socket",
+        env = "MIG_EXPORTER_RELAY_LISTEN_SOCKET",
+        value_name = "PATH"
+    )]
     pub listen_socket: PathBuf,
     /// Connections relayed at once; further ones wait until one closes.
-    #[arg(long = "relay.max-connections", value_name = "N", default_value = "4",
+    #[arg(long = "relay.max-connections", env = "MIG_EXPORTER_RELAY_MAX_CONNECTIONS", value_name = "N", default_value = "4",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Longest a relayed connection stays open (the exporter's calls take at most
     /// its --kubelet.timeout); older ones are closed.
-    #[arg(long = "relay.connection-timeout", value_name = "DURATION", default_value = "10s",
+    #[arg(long = "relay.connection-timeout", env = "MIG_EXPORTER_RELAY_CONNECTION_TIMEOUT", value_name = "DURATION", default_value = "10s",
           value_parser = parse_duration)]
     pub connection_timeout: Duration,
     /// Only log messages with the given severity or above: debug, info, warn, error.
-    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        long = "log.level",
+        env = "MIG_EXPORTER_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
     pub log_level: LogLevel,
     /// Output format of log messages.
-    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
+    #[arg(
+        long = "log.format",
+        env = "MIG_EXPORTER_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "logfmt"
+    )]
     pub log_format: LogFormat,
 }
 

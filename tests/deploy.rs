@@ -683,7 +683,10 @@ fn the_systemd_units_run_flags_the_exporter_accepts() {
     let check = exec_start("mig-exporter-check.service");
     let cli = Cli::try_parse_from(std::iter::once("mig-exporter".to_string()).chain(check.clone()))
         .unwrap_or_else(|e| panic!("mig-exporter-check.service: {check:?}: {e}"));
-    assert!(matches!(cli.command, Some(Command::Check(_))), "{check:?}");
+    assert!(
+        matches!(&cli.command, Some(Command::Check(args)) if args.source.nvml),
+        "the gate judges the hardware, never a demo: {check:?}"
+    );
     let unit = std::fs::read_to_string(deploy().join("systemd/mig-exporter-check.service")).expect("unit");
     assert!(
         unit.contains("Type=oneshot") && unit.contains("RemainAfterExit=yes"),
@@ -957,6 +960,35 @@ fn relay_args(cli: &mig_exporter::cli::Cli) -> &mig_exporter::relay::RelayArgs {
     match &cli.command {
         Some(mig_exporter::cli::Command::RelayPodResources(args)) => args,
         other => panic!("not relay-pod-resources: {other:?}"),
+    }
+}
+
+/// A packaged start reads the hardware or shows why it cannot: it passes
+/// --nvml, never leaving the choice to the driver probe of a bare start.
+#[test]
+fn the_daemonset_and_the_chart_always_pass_nvml() {
+    let mut starts = vec![("deploy/daemonset.yaml".to_string(), documents("daemonset.yaml"))];
+    for (name, values) in [
+        ("default", None),
+        ("OVERRIDES", Some(OVERRIDES)),
+        ("SWITCHED_OFF", Some(SWITCHED_OFF)),
+    ] {
+        starts.push((
+            format!("chart with {name} values"),
+            render(values).unwrap_or_else(|e| panic!("{e}")),
+        ));
+    }
+    for (origin, docs) in starts {
+        let ds = find(&docs, "DaemonSet").unwrap_or_else(|| panic!("{origin}: no DaemonSet"));
+        let cli = parse_args(ds);
+        assert!(
+            cli.command.is_none() && cli.serve.source.nvml,
+            "{origin}: the exporter container serves with --nvml"
+        );
+        assert!(
+            cli.serve.source.simulate.is_none() && cli.serve.source.world.is_none(),
+            "{origin}"
+        );
     }
 }
 

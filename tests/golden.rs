@@ -33,6 +33,7 @@ fn exposition(scenario: &str, format: Format) -> String {
         driver_version: reading.driver_version,
         gpus: reading.gpus,
         drift,
+        simulated: true,
         ..Default::default()
     });
     let text = metrics::render(&metrics::registry(published), format).unwrap();

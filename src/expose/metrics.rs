@@ -666,6 +666,13 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
         "The exporter's build; always 1.",
         [(build, 1u32)],
     )?;
+    gauge(
+        enc,
+        "mig_exporter_simulated",
+        "1 if the node is the built-in simulator's (--simulate, --world, or a start without --nvml \
+         where no NVIDIA driver answered), not hardware; 0 with --nvml.",
+        [([] as Labels<0>, flag(s.simulated))],
+    )?;
     let source = |h: &crate::model::SourceHealth| -> Labels<'static, 1> { [("source", Lv::S(h.name))] };
     gauge(
         enc,
@@ -728,6 +735,20 @@ mod tests {
             ..Default::default()
         });
         render(&registry(published), Format::PrometheusText).unwrap()
+    }
+
+    #[test]
+    fn the_simulated_series_says_whether_the_node_is_made_up() {
+        for simulated in [true, false] {
+            let published = Arc::new(Published::default());
+            published.publish(NodeSnapshot {
+                simulated,
+                ..Default::default()
+            });
+            let text = render(&registry(published), Format::PrometheusText).unwrap();
+            let line = format!("mig_exporter_simulated {}", u32::from(simulated));
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     /// The series of one family: its lines up to the value.

@@ -19,6 +19,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .gpu{background:#fff;border:1px solid #d9dde3;border-radius:8px;padding:.8rem 1rem;margin:.8rem 0}
 .gpu h2{font-size:1rem;margin:0 0 .4rem}.gpu .meta{color:#5b6673;font-size:.8rem;margin-bottom:.5rem}
 .warn{color:#8a4b00;font-weight:600}
+.simulated{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #b7791f;background:#fff4d6;font-weight:600}
 .blocked{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #c0392b;background:#fdecea;font-weight:600}
 .slots{display:grid;gap:4px;grid-auto-rows:minmax(5.5rem,auto)}
 .slot{border:1px dashed #c3c9d1;border-radius:6px;color:#9aa3ad;font-size:.75rem;padding:.3rem}
@@ -35,6 +36,11 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .nodrift{color:#145c24;font-size:.8rem;margin-bottom:.4rem}.expected,.desired{color:#5b6673;font-size:.8rem;margin-bottom:.4rem}
 "#;
 
+/// Shown on a simulated node, so a demo is never taken for the machine's GPUs.
+const SIMULATED_BANNER: &str = "<div class=\"simulated\" role=\"alert\">Simulated node: these GPUs are \
+    made up by mig-exporter's built-in simulator (--simulate or --world, or a start without --nvml \
+    where no NVIDIA driver answered), not this machine's. Start it with --nvml to read the hardware.</div>";
+
 pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
     let mut html = String::with_capacity(32 * 1024);
     let title = format!("mig-exporter on {}", escape(&snapshot.hostname));
@@ -49,6 +55,9 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
         escape(snapshot.driver_version.as_deref().unwrap_or("unknown")),
         escape(telemetry_path),
     );
+    if snapshot.simulated {
+        html.push_str(SIMULATED_BANNER);
+    }
     if let Some(why) = &snapshot.blocked {
         let _ = write!(html, "<div class=\"blocked\">{}</div>", escape(why));
     }
@@ -413,6 +422,24 @@ mod tests {
         ] {
             assert!(html.contains(badge), "{badge}");
         }
+    }
+
+    #[test]
+    fn a_simulated_node_carries_a_banner_that_names_nvml_and_hardware_does_not() {
+        let mut simulated = snapshot("h100-mixed");
+        simulated.simulated = true;
+        let html = render(&simulated, "/metrics");
+        let banner = html
+            .split("<div class=\"simulated\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .expect("a banner");
+        assert!(
+            banner.contains("Simulated node") && banner.contains("--nvml") && banner.contains("--simulate"),
+            "{banner}"
+        );
+        let hardware = snapshot("h100-mixed");
+        assert!(!render(&hardware, "/metrics").contains("class=\"simulated\""));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct NodeSnapshot {
     /// the fix (e.g. a container runtime that did not inject the MIG monitor
     /// device): readiness fails and the landing page says it.
     pub blocked: Option<String>,
+    /// The node is the simulator's (a built-in scenario or a World file),
+    /// not hardware: `mig_exporter_simulated` is 1 and the landing page says so.
+    pub simulated: bool,
 }
 
 /// One GPU or MIG device allocated to one container, from the kubelet.

@@ -57,6 +57,11 @@ pub trait GeometrySource: Send {
     fn name(&self) -> &'static str;
     /// Reads the node once. Runs on a blocking thread; may take milliseconds.
     fn poll(&mut self) -> anyhow::Result<NodeReading>;
+    /// Whether what it reads is made up (the simulator), not hardware:
+    /// `mig_exporter_simulated` and the landing page's banner say so.
+    fn simulated(&self) -> bool {
+        false
+    }
 }
 
 /// A source of per-instance activity for the geometry a [`GeometrySource`]

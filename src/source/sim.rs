@@ -25,6 +25,10 @@ impl GeometrySource for SimSource {
         "sim"
     }
 
+    fn simulated(&self) -> bool {
+        true
+    }
+
     fn poll(&mut self) -> anyhow::Result<NodeReading> {
         Ok(match self {
             SimSource::Scenario(world) => reading_from_world(world),

@@ -17,6 +17,11 @@ pub mod kubelet;
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
 
+/// Where a start without --nvml looks for the driver, as --nvml.library does.
+pub const NVML_LIBRARY_ENV: &str = "MIG_EXPORTER_NVML_LIBRARY";
+/// A driver that is not there: what a machine without NVIDIA's driver has.
+pub const NO_DRIVER: &str = "/nonexistent/libnvidia-ml.so.1";
+
 /// An artifact of this workspace (binary, cdylib, `examples/…`), found
 /// beside the exporter: `scripts/test.sh` builds them all before the tests.
 pub fn built(name: &str) -> PathBuf {
@@ -128,6 +133,17 @@ impl Exporter {
     }
 
     fn listening(mut command: Command, args: &[&str]) -> Exporter {
+        // A start that names no source reads the hardware where a driver answers:
+        // here it is the demo, as on a machine without one, unless the test says otherwise.
+        let names_a_source = args.iter().any(|a| {
+            ["--nvml", "--simulate", "--world"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        });
+        let names_a_library = command.get_envs().any(|(k, _)| k == NVML_LIBRARY_ENV);
+        if !names_a_source && !names_a_library {
+            command.env(NVML_LIBRARY_ENV, NO_DRIVER);
+        }
         let mut child = command
             .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
             .args(args)

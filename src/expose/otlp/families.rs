@@ -691,6 +691,14 @@ fn exporter_families() -> Vec<Family> {
     };
     vec![
         family(
+            "mig_exporter_simulated",
+            "nvidia.mig.simulated",
+            "",
+            Gauge,
+            "1 if the node is the built-in simulator's, not hardware; 0 with --nvml.",
+            |s, emit| emit(flag(s.simulated), Vec::new()),
+        ),
+        family(
             "mig_exporter_source_info",
             "nvidia.mig.source.info",
             "",

@@ -11,7 +11,7 @@ pub(crate) mod raw;
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -88,6 +88,26 @@ struct SlowValues {
     energy_joules: Option<f64>,
     pcie_tx_bytes_per_second: Option<f64>,
     pcie_rx_bytes_per_second: Option<f64>,
+}
+
+/// Whether NVIDIA's driver answers: the library (the system's
+/// `libnvidia-ml.so.1` when `None`) loads, initialises and reports at least
+/// one GPU. How many it reports, or why not.
+pub fn probe(library: Option<&Path>) -> Result<u32, String> {
+    let mut builder = Nvml::builder();
+    if let Some(path) = library {
+        builder.lib_path(path.as_os_str());
+    }
+    let name = library.map_or("libnvidia-ml.so.1".into(), |p| p.display().to_string());
+    let nvml = builder.init().map_err(|e| match e {
+        NvmlError::LibloadingError(e) => format!("cannot load {name}: {e}"),
+        e => format!("{name}: nvmlInit: {e}"),
+    })?;
+    match nvml.device_count() {
+        Ok(0) => Err(format!("{name} reports no GPU")),
+        Ok(gpus) => Ok(gpus),
+        Err(e) => Err(format!("{name}: nvmlDeviceGetCount: {e}")),
+    }
 }
 
 impl NvmlSource {
