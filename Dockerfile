@@ -1,9 +1,11 @@
 # mig-exporter container image.
-#   docker build -t mig-exporter .
+#   docker build -t mig-exporter:0.1.0 .
 #   docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all \
-#     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter --nvml
-# Without a GPU, `docker run --rm -p 10110:10110 mig-exporter` serves the
+#     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter:0.1.0 --nvml
+# Without a GPU, `docker run --rm -p 10110:10110 mig-exporter:0.1.0` serves the
 # built-in simulated node. On Kubernetes see deploy/daemonset.yaml.
+# The tag is the image the chart (image.repository, appVersion) and
+# deploy/daemonset.yaml run; tests/deploy.rs keeps the three the same.
 
 # Build: the exporter alone, release profile, the committed lock file.
 FROM rust:1-bookworm AS build
