@@ -1526,6 +1526,7 @@ fn run_commands(stage: &[(String, String)]) -> Vec<Vec<String>> {
         .iter()
         .filter(|(op, _)| op == "RUN")
         .flat_map(|(_, args)| args.split("&&").map(|c| c.split_whitespace().map(str::to_string).collect()))
+        .filter(|command: &Vec<String>| !command.is_empty())
         .collect()
 }
 
