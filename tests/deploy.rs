@@ -1494,7 +1494,11 @@ fn dockerfile_stage(n: usize) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
     let mut instructions: Vec<String> = Vec::new();
     let mut continued = false;
-    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (body, continues) = match line.strip_suffix('\\') {
             Some(body) => (body.trim(), true),
             None => (line, false),
@@ -1525,7 +1529,10 @@ fn run_commands(stage: &[(String, String)]) -> Vec<Vec<String>> {
     stage
         .iter()
         .filter(|(op, _)| op == "RUN")
-        .flat_map(|(_, args)| args.split("&&").map(|c| c.split_whitespace().map(str::to_string).collect()))
+        .flat_map(|(_, args)| {
+            args.split("&&")
+                .map(|c| c.split_whitespace().map(str::to_string).collect())
+        })
         .filter(|command: &Vec<String>| !command.is_empty())
         .collect()
 }
@@ -1536,13 +1543,20 @@ fn the_image_build_stage_copies_what_exists_and_builds_what_ci_builds() {
     for (_, args) in build.iter().filter(|(op, _)| op == "COPY") {
         let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
         for source in &words[..words.len().saturating_sub(1)] {
-            assert!(root().join(source).exists(), "the Dockerfile copies {source}, which does not exist");
+            assert!(
+                root().join(source).exists(),
+                "the Dockerfile copies {source}, which does not exist"
+            );
         }
     }
 
     let commands = run_commands(&build);
     let cargo: Vec<&Vec<String>> = commands.iter().filter(|c| c[0] == "cargo").collect();
-    assert_eq!(cargo.len(), 1, "one cargo command in the build stage: {commands:?}");
+    assert_eq!(
+        cargo.len(),
+        1,
+        "one cargo command in the build stage: {commands:?}"
+    );
     let cargo = cargo[0];
     assert_eq!(cargo[1], "build", "{cargo:?}");
     // scripts/release.sh builds the tarball's binary with the same command.
@@ -1579,10 +1593,18 @@ fn the_image_build_stage_copies_what_exists_and_builds_what_ci_builds() {
             "--locked" => {}
             "--bin" => {
                 let bin = words.next().expect("--bin NAME");
-                assert!(root_bins.contains(bin), "--bin {bin}: not a binary of the package ({root_bins:?})");
-                assert!(ci.contains(&"--bins"), "scripts/test.sh does not build --bins: {ci:?}");
+                assert!(
+                    root_bins.contains(bin),
+                    "--bin {bin}: not a binary of the package ({root_bins:?})"
+                );
+                assert!(
+                    ci.contains(&"--bins"),
+                    "scripts/test.sh does not build --bins: {ci:?}"
+                );
             }
-            other => panic!("the Dockerfile's cargo build passes {other}, which scripts/test.sh's build does not cover"),
+            other => panic!(
+                "the Dockerfile's cargo build passes {other}, which scripts/test.sh's build does not cover"
+            ),
         }
     }
 
@@ -1610,7 +1632,10 @@ fn the_image_the_dockerfile_builds_is_the_one_the_chart_and_daemonset_run() {
         .expect("Chart.yaml YAML"),
     )
     .unwrap();
-    assert_eq!(chart_yaml["appVersion"], version, "the chart's appVersion is Cargo.toml's version");
+    assert_eq!(
+        chart_yaml["appVersion"], version,
+        "the chart's appVersion is Cargo.toml's version"
+    );
     let values: Json = serde_json::to_value(
         serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
             &std::fs::read_to_string(chart().join("values.yaml")).expect("values.yaml"),
@@ -1622,14 +1647,22 @@ fn the_image_the_dockerfile_builds_is_the_one_the_chart_and_daemonset_run() {
         Some("") | None => version,
         Some(tag) => tag,
     };
-    let image = format!("{}:{tag}", values["image"]["repository"].as_str().expect("image.repository"));
+    let image = format!(
+        "{}:{tag}",
+        values["image"]["repository"].as_str().expect("image.repository")
+    );
     assert_eq!(image, format!("mig-exporter:{version}"));
 
     let ds = documents("daemonset.yaml").remove(0);
     let pod = &ds["spec"]["template"]["spec"];
     for list in ["initContainers", "containers"] {
         for container in pod[list].as_array().into_iter().flatten() {
-            assert_eq!(container["image"], image.as_str(), "deploy/daemonset.yaml {}", container["name"]);
+            assert_eq!(
+                container["image"],
+                image.as_str(),
+                "deploy/daemonset.yaml {}",
+                container["name"]
+            );
         }
     }
 
@@ -1639,7 +1672,11 @@ fn the_image_the_dockerfile_builds_is_the_one_the_chart_and_daemonset_run() {
         .filter_map(|l| l.trim_start_matches('#').trim().strip_prefix("docker build -t "))
         .filter_map(|rest| rest.split_whitespace().next())
         .collect();
-    assert_eq!(built, [image.as_str()], "the Dockerfile's `docker build -t` tags the image the chart runs");
+    assert_eq!(
+        built,
+        [image.as_str()],
+        "the Dockerfile's `docker build -t` tags the image the chart runs"
+    );
 }
 
 // Issue 17: the default install on a GPU-operator cluster.

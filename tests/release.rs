@@ -56,7 +56,11 @@ fn packaged() -> &'static (PathBuf, PathBuf) {
             .arg(&unpacked)
             .output()
             .expect("run tar");
-        assert!(untar.status.success(), "{}", String::from_utf8_lossy(&untar.stderr));
+        assert!(
+            untar.status.success(),
+            "{}",
+            String::from_utf8_lossy(&untar.stderr)
+        );
         (out, unpacked)
     })
 }
@@ -91,7 +95,11 @@ fn the_tarball_holds_the_binary_dashboards_alert_rules_units_and_docs() {
         .arg(out.join(tarball_name()))
         .output()
         .expect("run tar");
-    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
     let files: BTreeSet<String> = String::from_utf8(listing.stdout)
         .expect("UTF-8 listing")
         .lines()
@@ -100,10 +108,16 @@ fn the_tarball_holds_the_binary_dashboards_alert_rules_units_and_docs() {
         .collect();
 
     let top = top_dir();
-    let mut expected: BTreeSet<String> = ["mig-exporter", "LICENSE", "README.md", "CHANGELOG.md", "BUILD-INFO"]
-        .iter()
-        .map(|f| format!("{top}/{f}"))
-        .collect();
+    let mut expected: BTreeSet<String> = [
+        "mig-exporter",
+        "LICENSE",
+        "README.md",
+        "CHANGELOG.md",
+        "BUILD-INFO",
+    ]
+    .iter()
+    .map(|f| format!("{top}/{f}"))
+    .collect();
     expected.insert(format!("{top}/alerts/mig-exporter.rules.yml"));
     for unit in names_in("deploy/systemd", ".service") {
         expected.insert(format!("{top}/systemd/{unit}"));
@@ -146,7 +160,9 @@ fn the_checksum_file_verifies_the_tarball() {
     let sums = std::fs::read_to_string(out.join("sha256sums.txt")).expect("sha256sums.txt");
     let lines: Vec<&str> = sums.lines().collect();
     assert_eq!(lines.len(), 1, "{sums}");
-    let (hex, name) = lines[0].split_once("  ").expect("`HASH  NAME` as sha256sum writes it");
+    let (hex, name) = lines[0]
+        .split_once("  ")
+        .expect("`HASH  NAME` as sha256sum writes it");
     assert_eq!(name, tarball_name());
     let bytes = std::fs::read(out.join(name)).expect("tarball");
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
@@ -157,7 +173,11 @@ fn the_checksum_file_verifies_the_tarball() {
         .current_dir(out)
         .output()
         .expect("run sha256sum");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// The newest `GLIBC_x.y` symbol version in `binary`, read independently of the script.
@@ -172,7 +192,11 @@ fn newest_glibc(binary: &[u8]) -> Option<Vec<u32>> {
         let Ok(text) = std::str::from_utf8(&rest[..end]) else {
             continue;
         };
-        let parts: Option<Vec<u32>> = text.trim_end_matches('.').split('.').map(|p| p.parse().ok()).collect();
+        let parts: Option<Vec<u32>> = text
+            .trim_end_matches('.')
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect();
         if let Some(parts) = parts.filter(|p| p.len() >= 2) {
             if newest.as_ref().is_none_or(|n| parts > *n) {
                 newest = Some(parts);
@@ -193,7 +217,10 @@ fn build_info_names_the_version_target_and_oldest_glibc_the_binary_runs_on() {
             .to_string()
     };
     assert_eq!(field("version"), VERSION);
-    assert_eq!(field("target"), format!("{}-unknown-linux-gnu", std::env::consts::ARCH));
+    assert_eq!(
+        field("target"),
+        format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+    );
     let glibc = newest_glibc(&std::fs::read(EXPORTER).unwrap()).expect("a glibc build");
     let glibc: Vec<String> = glibc.iter().map(u32::to_string).collect();
     assert_eq!(field("minimum glibc"), glibc.join("."));
@@ -235,8 +262,14 @@ fn the_changelog_and_readme_link_the_stability_promise() {
     let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).expect("CHANGELOG.md");
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     assert!(root().join("docs/stability.md").is_file());
-    assert!(changelog.contains("(docs/stability.md)"), "CHANGELOG.md links docs/stability.md");
-    assert!(readme.contains("(docs/stability.md)"), "README.md links docs/stability.md");
+    assert!(
+        changelog.contains("(docs/stability.md)"),
+        "CHANGELOG.md links docs/stability.md"
+    );
+    assert!(
+        readme.contains("(docs/stability.md)"),
+        "README.md links docs/stability.md"
+    );
     // Keep a Changelog: the version Cargo.toml builds has its section, or is still Unreleased.
     assert!(
         changelog.contains("## [Unreleased]") || changelog.contains(&format!("## [{VERSION}]")),
