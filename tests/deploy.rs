@@ -1473,8 +1473,8 @@ fn dockerfile_build_copies() -> BTreeSet<String> {
     copied
 }
 
-#[test]
-fn the_image_build_copies_every_file_cargo_needs() {
+/// `cargo metadata --no-deps` of the workspace.
+fn cargo_metadata() -> Json {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = std::process::Command::new(&cargo)
         .args(["metadata", "--offline", "--no-deps", "--format-version", "1"])
@@ -1482,7 +1482,12 @@ fn the_image_build_copies_every_file_cargo_needs() {
         .output()
         .unwrap_or_else(|e| panic!("{cargo} metadata: {e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let metadata: Json = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    serde_json::from_slice(&out.stdout).expect("cargo metadata JSON")
+}
+
+#[test]
+fn the_image_build_copies_every_file_cargo_needs() {
+    let metadata = cargo_metadata();
     let copied = dockerfile_build_copies();
     assert!(copied.contains("Cargo.lock"), "{copied:?}");
     let mut missing = BTreeSet::new();
@@ -1512,6 +1517,197 @@ fn the_image_build_copies_every_file_cargo_needs() {
     assert!(
         missing.is_empty(),
         "the Dockerfile's build stage does not copy {missing:?}: cargo fails on a declared target it cannot find"
+    );
+}
+
+/// The instructions of the Dockerfile's stage `n` (0: the build stage), with
+/// continuation lines joined and comments dropped: (instruction, arguments).
+fn dockerfile_stage(n: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut instructions: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (body, continues) = match line.strip_suffix('\\') {
+            Some(body) => (body.trim(), true),
+            None => (line, false),
+        };
+        match instructions.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(body);
+            }
+            _ => instructions.push(body.to_string()),
+        }
+        continued = continues;
+    }
+    instructions
+        .split(|i| i.starts_with("FROM "))
+        .nth(n + 1)
+        .unwrap_or_else(|| panic!("the Dockerfile has no stage {n}"))
+        .iter()
+        .map(|i| {
+            let (op, args) = i.split_once(' ').unwrap_or((i, ""));
+            (op.to_string(), args.to_string())
+        })
+        .collect()
+}
+
+/// The commands of the stage's `RUN` instructions (split at `&&`), as words.
+fn run_commands(stage: &[(String, String)]) -> Vec<Vec<String>> {
+    stage
+        .iter()
+        .filter(|(op, _)| op == "RUN")
+        .flat_map(|(_, args)| {
+            args.split("&&")
+                .map(|c| c.split_whitespace().map(str::to_string).collect())
+        })
+        .filter(|command: &Vec<String>| !command.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_image_build_stage_copies_what_exists_and_builds_what_ci_builds() {
+    let build = dockerfile_stage(0);
+    for (_, args) in build.iter().filter(|(op, _)| op == "COPY") {
+        let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+        for source in &words[..words.len().saturating_sub(1)] {
+            assert!(
+                root().join(source).exists(),
+                "the Dockerfile copies {source}, which does not exist"
+            );
+        }
+    }
+
+    let commands = run_commands(&build);
+    let cargo: Vec<&Vec<String>> = commands.iter().filter(|c| c[0] == "cargo").collect();
+    assert_eq!(
+        cargo.len(),
+        1,
+        "one cargo command in the build stage: {commands:?}"
+    );
+    let cargo = cargo[0];
+    assert_eq!(cargo[1], "build", "{cargo:?}");
+    // scripts/release.sh builds the tarball's binary with the same command.
+    let release = std::fs::read_to_string(root().join("scripts/release.sh")).expect("scripts/release.sh");
+    assert!(
+        release.contains(&cargo.join(" ")),
+        "scripts/release.sh does not run the Dockerfile's `{}`",
+        cargo.join(" ")
+    );
+
+    // CI (scripts/test.sh) compiles the same targets from the same lock file;
+    // the release profile changes code generation, not what must compile.
+    let test_sh = std::fs::read_to_string(root().join("scripts/test.sh")).expect("scripts/test.sh");
+    let ci: Vec<&str> = test_sh
+        .lines()
+        .find(|l| l.starts_with("cargo build "))
+        .expect("scripts/test.sh runs cargo build")
+        .split_whitespace()
+        .collect();
+    assert!(ci.contains(&"--workspace") && ci.contains(&"--locked"), "{ci:?}");
+    let root_bins: Vec<String> = cargo_metadata()["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| p["manifest_path"].as_str() == Some(root().join("Cargo.toml").to_str().unwrap()))
+        .flat_map(|p| p["targets"].as_array().expect("targets").clone())
+        .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+        .map(|t| t["name"].as_str().expect("target name").to_string())
+        .collect();
+    let mut words = cargo[2..].iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--release" => {}
+            "--locked" => {}
+            "--bin" => {
+                let bin = words.next().expect("--bin NAME");
+                assert!(
+                    root_bins.contains(bin),
+                    "--bin {bin}: not a binary of the package ({root_bins:?})"
+                );
+                assert!(
+                    ci.contains(&"--bins"),
+                    "scripts/test.sh does not build --bins: {ci:?}"
+                );
+            }
+            other => panic!(
+                "the Dockerfile's cargo build passes {other}, which scripts/test.sh's build does not cover"
+            ),
+        }
+    }
+
+    // The runtime stage takes the binary from where the build stage put it.
+    let installed = commands
+        .iter()
+        .find(|c| c[0] == "install")
+        .and_then(|c| c.last())
+        .expect("the build stage installs the binary");
+    let runtime = dockerfile_stage(1);
+    let (_, copy) = runtime
+        .iter()
+        .find(|(op, args)| op == "COPY" && args.starts_with("--from=build "))
+        .expect("the runtime stage copies from the build stage");
+    assert_eq!(copy.split_whitespace().nth(1), Some(installed.as_str()), "{copy}");
+}
+
+#[test]
+fn the_image_the_dockerfile_builds_is_the_one_the_chart_and_daemonset_run() {
+    let version = env!("CARGO_PKG_VERSION");
+    let chart_yaml: Json = serde_json::to_value(
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
+            &std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"),
+        )
+        .expect("Chart.yaml YAML"),
+    )
+    .unwrap();
+    assert_eq!(
+        chart_yaml["appVersion"], version,
+        "the chart's appVersion is Cargo.toml's version"
+    );
+    let values: Json = serde_json::to_value(
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
+            &std::fs::read_to_string(chart().join("values.yaml")).expect("values.yaml"),
+        )
+        .expect("values.yaml YAML"),
+    )
+    .unwrap();
+    let tag = match values["image"]["tag"].as_str() {
+        Some("") | None => version,
+        Some(tag) => tag,
+    };
+    let image = format!(
+        "{}:{tag}",
+        values["image"]["repository"].as_str().expect("image.repository")
+    );
+    assert_eq!(image, format!("mig-exporter:{version}"));
+
+    let ds = documents("daemonset.yaml").remove(0);
+    let pod = &ds["spec"]["template"]["spec"];
+    for list in ["initContainers", "containers"] {
+        for container in pod[list].as_array().into_iter().flatten() {
+            assert_eq!(
+                container["image"],
+                image.as_str(),
+                "deploy/daemonset.yaml {}",
+                container["name"]
+            );
+        }
+    }
+
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let built: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').trim().strip_prefix("docker build -t "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        built,
+        [image.as_str()],
+        "the Dockerfile's `docker build -t` tags the image the chart runs"
     );
 }
 
