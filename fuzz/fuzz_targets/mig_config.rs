@@ -17,8 +17,11 @@ fn node() -> &'static [GpuSnapshot] {
     static NODE: OnceLock<Vec<GpuSnapshot>> = OnceLock::new();
     NODE.get_or_init(|| {
         let mut node = reading_from_world(&World::new("fuzz", Product::H100_80GB, 2)).gpus;
-        let mut a100 = reading_from_world(&World::new("fuzz", Product::A100Sxm4_40GB, 1)).gpus;
+        // Another host name, so the A100 does not get the UUID of the first H100
+        // (a simulated GPU's UUID follows the host name and index).
+        let mut a100 = reading_from_world(&World::new("fuzz-a100", Product::A100Sxm4_40GB, 1)).gpus;
         a100[0].index = 2;
+        assert!(node.iter().all(|g| g.uuid != a100[0].uuid));
         node.append(&mut a100);
         node
     })
