@@ -77,6 +77,20 @@ struct Dashboard {
     json: Json,
 }
 
+/// Load on GPU 0's GI 2 (its 3g.40gb), for panels and queries that need data.
+fn load_gpu0_gi2(world: &Path) {
+    let load = [
+        ("--sm-active", "0.8"),
+        ("--sm-occupancy", "0.5"),
+        ("--tensor-active", "0.3"),
+        ("--dram-active", "0.4"),
+        ("--fb-used-mib", "20000"),
+    ];
+    let mut args = vec!["load", "--gpu", "0", "--gi", "2"];
+    args.extend(load.iter().flat_map(|(flag, value)| [*flag, *value]));
+    mig_sim(world, &args);
+}
+
 fn dashboards() -> Vec<Dashboard> {
     let dir = root().join("dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -635,26 +649,7 @@ impl Stack {
         let w = world.to_str().unwrap();
         mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", w]);
         make_layout(&world);
-        mig_sim(
-            &world,
-            &[
-                "load",
-                "--gpu",
-                "0",
-                "--gi",
-                "2",
-                "--sm-active",
-                "0.8",
-                "--sm-occupancy",
-                "0.5",
-                "--tensor-active",
-                "0.3",
-                "--dram-active",
-                "0.4",
-                "--fb-used-mib",
-                "20000",
-            ],
-        );
+        load_gpu0_gi2(&world);
         let config = dir.path().join("mig.yaml");
         std::fs::write(&config, MIG_CONFIG).unwrap();
         let kubelet = FakeKubelet::start(dir.path());
@@ -1221,26 +1216,7 @@ impl MigrationNode {
         mig_sim(&world, &["init", "--gpus", "2", "--product", "h100-80gb", w]);
         mig_sim(&world, &["-i", "0", "-mig", "1"]);
         mig_sim(&world, &["-i", "0", "mig", "-cgi", "9,19", "-C"]);
-        mig_sim(
-            &world,
-            &[
-                "load",
-                "--gpu",
-                "0",
-                "--gi",
-                "2",
-                "--sm-active",
-                "0.8",
-                "--sm-occupancy",
-                "0.5",
-                "--tensor-active",
-                "0.3",
-                "--dram-active",
-                "0.4",
-                "--fb-used-mib",
-                "20000",
-            ],
-        );
+        load_gpu0_gi2(&world);
         // `mig-sim load` has no flag for the graphics engine; GPU 1's whole-GPU load likewise.
         edit_world(&world, |w| {
             for gi in &mut w.gpus[0].gpu_instances {
