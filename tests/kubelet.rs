@@ -154,17 +154,22 @@ fn drift(exposition: &str, gpu: u32, reason: &str) -> bool {
     })
 }
 
+/// The exporter on the simulated node `world`, reading `kubelet`.
+fn on_world_with_kubelet(world: &Path, kubelet: &FakeKubelet) -> Exporter {
+    Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--kubelet.pod-resources-socket",
+        kubelet.socket.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn owners_and_advertised_mismatch_end_to_end_with_both_strategies() {
     let dir = tempfile::tempdir().unwrap();
     let world = world(dir.path());
     let kubelet = FakeKubelet::start(dir.path());
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let (migs, gpu1) = devices_of(&exporter.metrics());
     assert_eq!(migs.len(), 3, "{migs:?}");
     assert!(gpu1.starts_with("GPU-"), "{gpu1}");
@@ -620,12 +625,7 @@ fn what_the_device_plugin_advertises_is_judged_right_in_each_of_its_configuratio
     // GPU 0: a 1g.10gb+me, a 3g.40gb and a 1g.10gb; GPU 1 without MIG.
     let world = h100_world(dir.path(), 2, "20,9,19");
     let kubelet = FakeKubelet::start(dir.path());
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let answer = |plugin: &Plugin| {
         let w = mig_model::World::load(&world).unwrap();
         let advertised = device_plugin::advertised(&w, plugin).expect("the plugin starts");
@@ -742,12 +742,7 @@ fn ids_that_are_not_uuids_are_not_judged_and_the_exporter_says_why_once() {
             ("nvidia.com/gpu".into(), "1:0".into()),
         ])
     });
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let page = || exporter.get("/", None).1;
     wait_for(
         || {
@@ -812,12 +807,7 @@ fn a_completed_job_does_not_keep_its_mig_device_whatever_the_kubelet_version() {
     let dir = tempfile::tempdir().unwrap();
     let world = world(dir.path());
     let kubelet = FakeKubelet::start(dir.path());
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let (migs, _) = devices_of(&exporter.metrics());
     let (held, profile, _, _) = migs[1].clone();
     let resource = format!("nvidia.com/mig-{profile}");
@@ -887,12 +877,7 @@ fn two_holders_of_one_device_at_the_first_read_are_reported_not_published() {
             ),
         ];
     });
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     wait_for(
         || owners_of(&exporter.metrics(), &other) == ["other"],
         "the other owner",
@@ -921,12 +906,7 @@ fn devices_of_dra_claims_get_owners_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let world = world(dir.path());
     let kubelet = FakeKubelet::start(dir.path());
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let (_, gpu1) = devices_of(&exporter.metrics());
     // The NVIDIA DRA driver's names (NVIDIA/k8s-dra-driver-gpu
     // cmd/gpu-kubelet-plugin/mig.go, `ToCanonicalName`): the parent's minor
@@ -969,12 +949,7 @@ fn with_get_allocatable_gated_off_owners_are_served_and_the_log_says_why_nothing
         a.pods.pod_resources = vec![pod("ml", "p", "c", vec![devices("nvidia.com/gpu", &["GPU-a"])])];
         a.allocatable_gate_off = true;
     });
-    let exporter = Exporter::start(&[
-        "--world",
-        world.to_str().unwrap(),
-        "--kubelet.pod-resources-socket",
-        kubelet.socket.to_str().unwrap(),
-    ]);
+    let exporter = on_world_with_kubelet(&world, &kubelet);
     let (migs, _) = devices_of(&exporter.metrics());
     let (held, profile, _, _) = migs[0].clone();
     kubelet.set(|a| {
