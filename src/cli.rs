@@ -779,6 +779,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let host_name = first.hostname.clone();
+    let node_name = args.drift.kubernetes.kubernetes_node_name.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -797,7 +798,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
-        let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name)?;
+        let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name, node_name.as_deref())?;
         let app = crate::expose::http::router_with(published, &args.telemetry_path, otlp_counters);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
         for listener in &listeners {
@@ -822,13 +823,14 @@ fn start_otlp(
     settings: Option<crate::expose::otlp::Settings>,
     published: &Arc<Published>,
     host_name: &str,
+    node_name: Option<&str>,
 ) -> anyhow::Result<OtlpStart> {
     use crate::expose::otlp::{ExportStats, Pusher, StatsCollector};
     let Some(settings) = settings else {
         return Ok((None, Vec::new()));
     };
     let stats = Arc::new(ExportStats::default());
-    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name)?;
+    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name, node_name)?;
     Ok((Some(pusher), vec![Box::new(StatsCollector(stats))]))
 }
 
