@@ -15,7 +15,7 @@ use crate::drift::{
     from_kubernetes, ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR,
     DEFAULT_STATE_FILE,
 };
-use crate::expose::listen::ListenAddress;
+use crate::expose::listen_address::ListenAddress;
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{unix_now, Poller, Published};
 use crate::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource};
@@ -746,7 +746,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(simulate = DEFAULT_SCENARIO, "{}", demo_warning(&reason));
     }
     let web_config = match &args.web_config_file {
-        Some(path) => Some(Arc::new(crate::expose::server::WebConfigFile::open(path)?)),
+        Some(path) => Some(Arc::new(crate::expose::listener::WebConfigFile::open(path)?)),
         None => None,
     };
     let (source, utilization) = args.source.open_with_utilization()?;
@@ -798,16 +798,16 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
         let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name)?;
-        let app = crate::expose::http::router_with(published, &args.telemetry_path, otlp_counters);
+        let app = crate::expose::routes::router_with(published, &args.telemetry_path, otlp_counters);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
         for listener in &listeners {
             tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
         }
-        let limits = crate::expose::server::Limits {
+        let limits = crate::expose::listener::Limits {
             read_timeout: args.read_timeout,
             max_connections: args.max_connections as usize,
         };
-        crate::expose::server::serve(listeners, app, limits, web_config, shutdown_signal()).await;
+        crate::expose::listener::serve(listeners, app, limits, web_config, shutdown_signal()).await;
         Ok(())
     })
 }

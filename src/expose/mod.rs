@@ -1,9 +1,9 @@
 //! Everything that leaves the process: `/metrics`, the HTTP server and its landing page.
 
-pub mod http;
-pub mod listen;
+pub mod listen_address;
+pub mod listener;
 pub mod metrics;
 pub mod otlp;
 pub mod page;
-pub mod server;
+pub mod routes;
 pub mod web_config;

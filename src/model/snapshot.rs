@@ -353,6 +353,20 @@ impl SourceHealth {
             poll_duration: DurationHistogram::default(),
         }
     }
+
+    /// Books one poll of the source: how long it took, and whether it
+    /// succeeded (`error` is `None`) or why not. A failure counts in
+    /// `errors_total` only while the source is enabled; set `state` first.
+    pub fn record(&mut self, elapsed_seconds: f64, now: f64, error: Option<String>) {
+        self.poll_duration.observe(elapsed_seconds);
+        self.up = error.is_none();
+        match error {
+            None => self.last_success_seconds = Some(now),
+            Some(_) if self.state == SourceState::Enabled => self.errors_total += 1,
+            Some(_) => {}
+        }
+        self.last_error = error;
+    }
 }
 
 /// Poll-duration histogram with fixed buckets, owned by the poller and copied
