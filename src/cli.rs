@@ -507,6 +507,16 @@ pub struct ServeArgs {
     #[arg(long = "web.max-connections", env = "MIG_EXPORTER_WEB_MAX_CONNECTIONS", value_name = "N", default_value = "512",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Also serve, on the same /metrics, the DCGM_FI_* series dcgm-exporter's dashboards and
+    /// alerts read, with its labels and units, while a team moves over (Prometheus only; see
+    /// docs/migrating-from-dcgm-exporter.md). Hostname is --kubernetes.node-name, else NODE_NAME,
+    /// else the host's name.
+    #[arg(
+        long = "compat.dcgm-exporter",
+        env = "MIG_EXPORTER_COMPAT_DCGM_EXPORTER",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub compat_dcgm_exporter: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -797,8 +807,25 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
-        let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name)?;
-        let app = crate::expose::routes::router_with(published, &args.telemetry_path, otlp_counters);
+        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name)?;
+        if args.compat_dcgm_exporter {
+            let node_name = args
+                .drift
+                .kubernetes
+                .kubernetes_node_name
+                .clone()
+                .or_else(|| std::env::var(NODE_NAME_ENV).ok())
+                .filter(|n| !n.is_empty());
+            tracing::info!(
+                hostname = node_name.as_deref().unwrap_or(&host_name),
+                "also serving dcgm-exporter's series (--compat.dcgm-exporter)"
+            );
+            extra.push(Box::new(crate::expose::dcgm_compat::DcgmCompatCollector::new(
+                published.clone(),
+                node_name,
+            )));
+        }
+        let app = crate::expose::routes::router_with(published, &args.telemetry_path, extra);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
         for listener in &listeners {
             tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
@@ -1035,6 +1062,23 @@ mod tests {
             "rust version: rustc ".to_string(),
         ] {
             assert!(version.contains(&part), "{part} in {version}");
+        }
+    }
+
+    #[test]
+    fn the_dcgm_exporter_compatibility_is_off_unless_asked_for() {
+        let cli = Cli::try_parse_from(["mig-exporter"]).unwrap();
+        assert!(!cli.serve.compat_dcgm_exporter);
+        for args in [
+            &["mig-exporter", "--compat.dcgm-exporter"][..],
+            &["mig-exporter", "serve", "--compat.dcgm-exporter"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let serve = match cli.command {
+                Some(Command::Serve(serve)) => serve,
+                _ => cli.serve,
+            };
+            assert!(serve.compat_dcgm_exporter, "{args:?}");
         }
     }
 

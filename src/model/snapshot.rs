@@ -96,6 +96,11 @@ pub struct DeviceHealth {
     pub pcie_rx_bytes_per_second: Option<f64>,
     /// XID errors seen since the exporter started, per XID code.
     pub xid_errors: Vec<(u64, u64)>,
+    /// The code of the last XID error seen since the exporter started; `None`
+    /// before the first (and where XID events cannot be read). What
+    /// dcgm-exporter's `DCGM_FI_DEV_XID_ERRORS` shows, which the counts above
+    /// cannot tell once two codes have been seen.
+    pub last_xid: Option<u64>,
     /// Framebuffer free on the whole GPU (DCGM).
     pub memory_free_bytes: Option<u64>,
     /// Whole-GPU profiling activity (DCGM).

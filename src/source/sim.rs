@@ -97,6 +97,10 @@ fn device_health(gpu: &Gpu) -> DeviceHealth {
         pcie_tx_bytes_per_second: Some(kib(t.pcie_tx_kibps)),
         pcie_rx_bytes_per_second: Some(kib(t.pcie_rx_kibps)),
         xid_errors,
+        // The World lists XIDs in the order raised; the NVML source keeps the
+        // last one nvmlEventSetWait_v2 delivers. unverified: that NVML
+        // delivers a GPU's events in the order raised (nvml.h does not say).
+        last_xid: t.xid_events.last().copied(),
         ..DeviceHealth::default()
     }
 }

@@ -62,6 +62,8 @@ struct Session {
     nvml: Arc<Nvml>,
     /// XID counts per GPU UUID since the exporter started.
     xid_counts: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// The last XID per GPU UUID, in the order NVML delivered the events.
+    last_xid: BTreeMap<String, u64>,
     slow: SlowReadings,
     /// Each GPU's profile table (profile info and placements, about 90 calls
     /// per GPU), by UUID: fixed while the driver is loaded, so read once per session.
@@ -185,6 +187,7 @@ impl NvmlSource {
             xid,
             nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
+            last_xid: BTreeMap::new(),
             slow: SlowReadings::default(),
             profile_tables: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -270,6 +273,7 @@ impl Session {
                 .get(&gpu.uuid)
                 .map(|m| m.iter().map(|(&k, &v)| (k, v)).collect())
                 .unwrap_or_default();
+            gpu.health.last_xid = self.last_xid.get(&gpu.uuid).copied();
             gpus.push(gpu);
         }
         if slow_due {
@@ -300,7 +304,13 @@ impl Session {
             let device = unsafe { Device::new(handle, &self.nvml) };
             let uuid = device.uuid().unwrap_or_else(|_| "unknown".to_string());
             tracing::warn!(gpu_uuid = %uuid, xid, "XID error");
-            *self.xid_counts.entry(uuid).or_default().entry(xid).or_default() += 1;
+            *self
+                .xid_counts
+                .entry(uuid.clone())
+                .or_default()
+                .entry(xid)
+                .or_default() += 1;
+            self.last_xid.insert(uuid, xid);
         }
     }
 }
