@@ -24,11 +24,14 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
-RELEASE = os.path.join(ROOT, "target", "release")
+# Where cargo puts the release build: CARGO_TARGET_DIR when set (as .ci/run
+# sets it), the project's target/ otherwise.
+TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
+RELEASE = os.path.join(TARGET, "release")
 EXPORTER = os.path.join(RELEASE, "mig-exporter")
 MIG_SIM = os.path.join(RELEASE, "mig-sim")
 FAKE_NVML = os.path.join(RELEASE, "libfake_nvml.so")
-TOOLS = os.path.join(ROOT, "target", "bench-tools")
+TOOLS = os.path.join(TARGET, "bench-tools")
 ALL_SMI_VERSION = "0.22.0"  # the newest all-smi whose rust-version this toolchain meets
 ALL_SMI = os.path.join(TOOLS, "bin", "all-smi")
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -115,7 +118,9 @@ _apt_updated = False
 
 def _deb_installed(pkg):
     out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
-    return out.returncode == 0 and out.stdout.endswith("installed")
+    # dpkg's status is "WANT ERROR STATUS"; only "install ok installed" is a
+    # usable package ("unknown ok not-installed" also ends in "installed").
+    return out.returncode == 0 and out.stdout.split() == ["install", "ok", "installed"]
 
 
 def ensure_debs(packages):
@@ -159,7 +164,7 @@ def machine():
 
 
 def workdir(prefix):
-    d = tempfile.mkdtemp(prefix=f"mig-bench-{prefix}-", dir=os.path.join(ROOT, "target"))
+    d = tempfile.mkdtemp(prefix=f"mig-bench-{prefix}-", dir=TARGET)
 
     def remove():
         # The processes first: one still running may write into d again (fake-nvml's stats file).

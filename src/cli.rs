@@ -15,7 +15,7 @@ use crate::drift::{
     from_kubernetes, ConfigName, DesiredSource, DriftTracker, StateDoc, StateStore, DEFAULT_STATE_DIR,
     DEFAULT_STATE_FILE,
 };
-use crate::expose::listen::ListenAddress;
+use crate::expose::listen_address::ListenAddress;
 use crate::geometry::{self, OutputFormat};
 use crate::poll::{unix_now, Poller, Published};
 use crate::source::dcgm::{DcgmAddress, DcgmOptions, DcgmSource};
@@ -507,6 +507,16 @@ pub struct ServeArgs {
     #[arg(long = "web.max-connections", env = "MIG_EXPORTER_WEB_MAX_CONNECTIONS", value_name = "N", default_value = "512",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Also serve, on the same /metrics, the DCGM_FI_* series dcgm-exporter's dashboards and
+    /// alerts read, with its labels and units, while a team moves over (Prometheus only; see
+    /// docs/migrating-from-dcgm-exporter.md). Hostname is --kubernetes.node-name, else NODE_NAME,
+    /// else the host's name.
+    #[arg(
+        long = "compat.dcgm-exporter",
+        env = "MIG_EXPORTER_COMPAT_DCGM_EXPORTER",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub compat_dcgm_exporter: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -746,7 +756,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(simulate = DEFAULT_SCENARIO, "{}", demo_warning(&reason));
     }
     let web_config = match &args.web_config_file {
-        Some(path) => Some(Arc::new(crate::expose::server::WebConfigFile::open(path)?)),
+        Some(path) => Some(Arc::new(crate::expose::listener::WebConfigFile::open(path)?)),
         None => None,
     };
     let (source, utilization) = args.source.open_with_utilization()?;
@@ -779,7 +789,14 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let host_name = first.hostname.clone();
-    let node_name = args.drift.kubernetes.kubernetes_node_name.clone();
+    // This node's name: --kubernetes.node-name, else NODE_NAME (downward API).
+    let node_name = args
+        .drift
+        .kubernetes
+        .kubernetes_node_name
+        .clone()
+        .or_else(|| std::env::var(NODE_NAME_ENV).ok())
+        .filter(|n| !n.is_empty());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -798,17 +815,27 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
-        let (_pusher, otlp_counters) = start_otlp(otlp, &published, &host_name, node_name.as_deref())?;
-        let app = crate::expose::http::router_with(published, &args.telemetry_path, otlp_counters);
+        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name, node_name.as_deref())?;
+        if args.compat_dcgm_exporter {
+            tracing::info!(
+                hostname = node_name.as_deref().unwrap_or(&host_name),
+                "also serving dcgm-exporter's series (--compat.dcgm-exporter)"
+            );
+            extra.push(Box::new(crate::expose::dcgm_compat::DcgmCompatCollector::new(
+                published.clone(),
+                node_name.clone(),
+            )));
+        }
+        let app = crate::expose::routes::router_with(published, &args.telemetry_path, extra);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
         for listener in &listeners {
             tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
         }
-        let limits = crate::expose::server::Limits {
+        let limits = crate::expose::listener::Limits {
             read_timeout: args.read_timeout,
             max_connections: args.max_connections as usize,
         };
-        crate::expose::server::serve(listeners, app, limits, web_config, shutdown_signal()).await;
+        crate::expose::listener::serve(listeners, app, limits, web_config, shutdown_signal()).await;
         Ok(())
     })
 }
@@ -1037,6 +1064,23 @@ mod tests {
             "rust version: rustc ".to_string(),
         ] {
             assert!(version.contains(&part), "{part} in {version}");
+        }
+    }
+
+    #[test]
+    fn the_dcgm_exporter_compatibility_is_off_unless_asked_for() {
+        let cli = Cli::try_parse_from(["mig-exporter"]).unwrap();
+        assert!(!cli.serve.compat_dcgm_exporter);
+        for args in [
+            &["mig-exporter", "--compat.dcgm-exporter"][..],
+            &["mig-exporter", "serve", "--compat.dcgm-exporter"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let serve = match cli.command {
+                Some(Command::Serve(serve)) => serve,
+                _ => cli.serve,
+            };
+            assert!(serve.compat_dcgm_exporter, "{args:?}");
         }
     }
 

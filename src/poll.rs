@@ -217,16 +217,14 @@ fn release_free_memory() {
 ///
 /// [`NotApplicable`]: crate::source::NotApplicable
 fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: anyhow::Result<T>) -> Option<T> {
-    health.poll_duration.observe(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
     match result {
         Ok(value) => {
             if !health.up {
                 tracing::info!(source = health.name, "source is up");
             }
             health.state = SourceState::Enabled;
-            health.up = true;
-            health.last_error = None;
-            health.last_success_seconds = Some(now);
+            health.record(elapsed, now, None);
             Some(value)
         }
         Err(e) => {
@@ -240,11 +238,7 @@ fn account<T>(health: &mut SourceHealth, started: Instant, now: f64, result: any
                 }
             }
             health.state = state;
-            health.up = false;
-            if state == SourceState::Enabled {
-                health.errors_total += 1;
-            }
-            health.last_error = Some(message);
+            health.record(elapsed, now, Some(message));
             None
         }
     }

@@ -842,6 +842,8 @@ hostPaths:
   podResources: /var/snap/microk8s/common/var/lib/kubelet/pod-resources
   state: /srv/mig-exporter
 logFormat: logfmt
+compat:
+  dcgmExporter: true
 extraArgs:
   - --poll.interval=2s
   - --mig.config=/etc/mig-parted/config.yaml
@@ -1156,6 +1158,10 @@ fn the_chart_values_reach_the_objects() {
         Some(std::path::Path::new("/etc/mig-parted/config.yaml"))
     );
     assert_eq!(format!("{}", serve.source.dcgm_address), "10.0.0.7:5556");
+    assert!(serve.compat_dcgm_exporter, "compat.dcgmExporter");
+    let defaults = render(None).unwrap_or_else(|e| panic!("{e}"));
+    let default_serve = parse_args(find(&defaults, "DaemonSet").expect("DaemonSet")).serve;
+    assert!(!default_serve.compat_dcgm_exporter, "off by default");
     assert_eq!(
         serve.web_config_file.as_deref(),
         Some(std::path::Path::new("/etc/mig-exporter/web/web-config.yml"))

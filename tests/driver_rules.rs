@@ -173,7 +173,7 @@ fn a_gpu_without_a_table_is_listed_and_judged_by_what_its_driver_reports() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("profile_mismatch"), "{}", stdout(&out));
     // Cannot be held: judged with the driver's SM slices and instance counts
-    // (the placements' part is in src/drift/desired.rs's unit tests).
+    // (the placements' part is in src/drift/desired/resolve.rs's unit tests).
     let out = check(&world, &config, "too-many-2g");
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(

@@ -1,5 +1,5 @@
 //! `--web.listen-address` as prometheus/exporter-toolkit takes it (see
-//! src/expose/listen.rs): `:PORT` and `[::]:PORT` serve both address
+//! src/expose/listen_address.rs): `:PORT` and `[::]:PORT` serve both address
 //! families, `0.0.0.0:PORT` IPv4 only, and the flag repeats. The harness
 //! always passes `--web.listen-address 127.0.0.1:0` first, so every exporter
 //! here has that listener too.

@@ -1209,7 +1209,8 @@ struct MigrationNode {
 }
 
 impl MigrationNode {
-    fn start() -> MigrationNode {
+    /// The node, the exporter started with `extra` flags besides the guide's.
+    fn start(extra: &[&str]) -> MigrationNode {
         let dir = tempfile::tempdir().unwrap();
         let world = dir.path().join("world.json");
         let w = world.to_str().unwrap();
@@ -1236,19 +1237,18 @@ impl MigrationNode {
         let kubelet = FakeKubelet::start(dir.path());
         let nvml = built("libfake_nvml.so");
         let dcgm = built("libfake_dcgm.so");
-        let exporter = Exporter::start_with_env(
-            &[
-                "--nvml",
-                "--nvml.library",
-                nvml.to_str().unwrap(),
-                "--dcgm.library",
-                dcgm.to_str().unwrap(),
-                "--nvml.pcie-throughput",
-                "--kubelet.pod-resources-socket",
-                kubelet.socket.to_str().unwrap(),
-            ],
-            &[("MIG_WORLD", world.as_path())],
-        );
+        let mut args = vec![
+            "--nvml",
+            "--nvml.library",
+            nvml.to_str().unwrap(),
+            "--dcgm.library",
+            dcgm.to_str().unwrap(),
+            "--nvml.pcie-throughput",
+            "--kubelet.pod-resources-socket",
+            kubelet.socket.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let exporter = Exporter::start_with_env(&args, &[("MIG_WORLD", world.as_path())]);
         let text = exporter.metrics();
         let held = text
             .lines()
@@ -1304,15 +1304,15 @@ fn the_dcgm_exporter_migration_guide_matches_the_exporter() {
         after.len()
     );
 
-    let node = MigrationNode::start();
+    let node = MigrationNode::start(&[]);
     // Every name of ours the guide uses is in the exposition (DCGM's values
     // and the pod come within a few polls).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let missing = loop {
+    let (missing, exported) = loop {
         let exported = sample_names(&node.exporter.metrics());
-        let missing: Vec<&String> = ours.iter().filter(|n| !exported.contains(*n)).collect();
+        let missing: Vec<String> = ours.iter().filter(|n| !exported.contains(*n)).cloned().collect();
         if missing.is_empty() || Instant::now() > deadline {
-            break missing;
+            break (missing, exported);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -1321,6 +1321,9 @@ fn the_dcgm_exporter_migration_guide_matches_the_exporter() {
         "{MIGRATION_GUIDE} names series the exporter does not export: {missing:?}\n{}",
         node.diagnostics()
     );
+    // Without --compat.dcgm-exporter, none of dcgm-exporter's series.
+    let theirs: Vec<&String> = exported.iter().filter(|n| n.starts_with("DCGM_")).collect();
+    assert!(theirs.is_empty(), "served without the flag: {theirs:?}");
 
     node.wait(
         Duration::from_secs(30),
@@ -1338,5 +1341,175 @@ fn the_dcgm_exporter_migration_guide_matches_the_exporter() {
             || Some(node.monitoring.prometheus.query(query)).filter(|r| !r.is_empty()),
         );
         assert!(!result.is_empty());
+    }
+}
+
+/// A query's series keyed by the value of `label` (one series per value).
+fn by_label(result: &[Json], label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for series in result {
+        let key = series["metric"][label].as_str().unwrap_or_default().to_string();
+        let value: f64 = series["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a sample value: {series}"));
+        assert!(
+            out.insert(key.clone(), value).is_none(),
+            "two series with {label}={key:?}: {result:?}"
+        );
+    }
+    out
+}
+
+/// Asserts that two keyed results hold the same keys and values within `tolerance`.
+fn assert_agree(what: &str, theirs: &BTreeMap<String, f64>, ours: &BTreeMap<String, f64>, tolerance: f64) {
+    assert!(!ours.is_empty(), "{what}: nothing of ours");
+    assert_eq!(
+        theirs.keys().collect::<Vec<_>>(),
+        ours.keys().collect::<Vec<_>>(),
+        "{what}: dcgm-exporter's {theirs:?}, ours {ours:?}"
+    );
+    for (key, want) in ours {
+        let got = theirs[key];
+        assert!(
+            (got - want).abs() <= tolerance,
+            "{what} {key}: dcgm-exporter's {got}, ours {want}"
+        );
+    }
+}
+
+/// The node of the guide with `--compat.dcgm-exporter`: queries written as
+/// for dcgm-exporter, run by a real Prometheus, say what our own series say,
+/// in dcgm-exporter's units; and every "before" query of the guide returns
+/// data. GPU 0 is in MIG mode with GI 2 (3g.40gb) and GI 7 (1g.10gb, held by
+/// trainer-0), GPU 1 is not; XID 79 was raised on GPU 0.
+#[test]
+fn the_dcgm_exporter_compatible_series_answer_its_queries_as_our_series_do() {
+    let node = MigrationNode::start(&["--compat.dcgm-exporter", "--kubernetes.node-name", "gpu-node-1"]);
+    let prometheus = &node.monitoring.prometheus;
+    // Waits until both queries return data (DCGM's values come within a few polls).
+    let both = |theirs: &str, ours: &str| {
+        node.wait(
+            Duration::from_secs(30),
+            &format!("{theirs} and {ours} to return data"),
+            || {
+                let (t, o) = (prometheus.query(theirs), prometheus.query(ours));
+                (!t.is_empty() && !o.is_empty()).then_some((t, o))
+            },
+        )
+    };
+
+    // Activity per profile, averaged as a fleet panel does; Hostname is the node name.
+    let (theirs, ours) = both(
+        r#"avg by (Hostname, GPU_I_PROFILE) (DCGM_FI_PROF_SM_ACTIVE{GPU_I_ID!=""})"#,
+        "avg by (profile) (nvidia_mig_gpu_instance_sm_active_ratio)",
+    );
+    assert!(
+        theirs.iter().all(|s| s["metric"]["Hostname"] == "gpu-node-1"),
+        "{theirs:?}"
+    );
+    assert_agree(
+        "SM active per profile",
+        &by_label(&theirs, "GPU_I_PROFILE"),
+        &by_label(&ours, "profile"),
+        1e-9,
+    );
+    assert_eq!(by_label(&ours, "profile").len(), 2, "3g.40gb and 1g.10gb");
+
+    // Framebuffer used per GPU, MiB against bytes: each GPU instance rounds down once.
+    let (theirs, ours) = both(
+        r#"sum by (UUID) (DCGM_FI_DEV_FB_USED{GPU_I_ID!=""}) * 1048576"#,
+        "sum by (gpu_uuid) (nvidia_mig_gpu_instance_memory_used_bytes)",
+    );
+    assert_agree(
+        "framebuffer used per MIG GPU",
+        &by_label(&theirs, "UUID"),
+        &by_label(&ours, "gpu_uuid"),
+        2.0 * 1048576.0,
+    );
+    let (theirs, ours) = both(
+        r#"DCGM_FI_DEV_FB_USED{GPU_I_ID=""} * 1048576"#,
+        r#"nvidia_gpu_memory_used_bytes unless on (gpu_uuid) nvidia_mig_mode_current == 1"#,
+    );
+    assert_agree(
+        "framebuffer used on the GPU without MIG",
+        &by_label(&theirs, "UUID"),
+        &by_label(&ours, "gpu_uuid"),
+        1048576.0,
+    );
+
+    // One series per GPU instance, as dcgm-exporter watches them.
+    let (theirs, ours) = both(
+        r#"count(DCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID!=""})"#,
+        "count(nvidia_mig_gpu_instance_info)",
+    );
+    assert_agree("GPU instances", &by_label(&theirs, ""), &by_label(&ours, ""), 0.0);
+
+    // A GPU's temperature on each of its entities: 2 GPU instances and GPU 1.
+    let (theirs, ours) = both("DCGM_FI_DEV_GPU_TEMP > 0", "nvidia_gpu_temperature_celsius");
+    assert_eq!(theirs.len(), 3, "{theirs:?}");
+    let temperature = by_label(&ours, "gpu_uuid");
+    for series in &theirs {
+        let uuid = series["metric"]["UUID"].as_str().unwrap();
+        let got: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
+        assert_eq!(got, temperature[uuid].round(), "{series}");
+    }
+    for (theirs, ours, scale, what) in [
+        (
+            "max by (UUID) (DCGM_FI_DEV_SM_CLOCK)",
+            "nvidia_gpu_sm_clock_hz",
+            1e6,
+            "SM clock, MHz against Hz",
+        ),
+        (
+            "max by (UUID) (DCGM_FI_DEV_POWER_USAGE)",
+            "nvidia_gpu_power_watts",
+            1.0,
+            "power",
+        ),
+        (
+            "DCGM_FI_DEV_GPU_UTIL",
+            "nvidia_gpu_utilization_ratio",
+            0.01,
+            "utilization, percent against a ratio (GPU 1 only: none under MIG)",
+        ),
+    ] {
+        let (t, o) = both(theirs, ours);
+        let scaled = by_label(&t, "UUID")
+            .into_iter()
+            .map(|(k, v)| (k, v * scale))
+            .collect();
+        assert_agree(what, &scaled, &by_label(&o, "gpu_uuid"), scale / 2.0);
+    }
+
+    // dcgm-exporter's XID alert: the GPU's last XID, by code.
+    let (theirs, ours) = both(
+        "DCGM_FI_DEV_XID_ERRORS != 0",
+        r#"nvidia_gpu_xid_errors_total{xid="79"}"#,
+    );
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0]["metric"]["err_code"], "79");
+    assert_eq!(theirs[0]["value"][1], "79");
+    assert_eq!(theirs[0]["metric"]["UUID"], ours[0]["metric"]["gpu_uuid"]);
+
+    // The pod's labels are on its GPU instance's series.
+    let (theirs, ours) = both(
+        r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="ml", pod="trainer-0", container="main"}"#,
+        r#"nvidia_mig_gpu_instance_gr_engine_active_ratio{profile="1g.10gb"}"#,
+    );
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0]["metric"]["GPU_I_PROFILE"], "1g.10gb");
+    assert_eq!(theirs[0]["metric"]["GPU_I_ID"], ours[0]["metric"]["gi"]);
+    assert_eq!(theirs[0]["value"][1], ours[0]["value"][1]);
+
+    // Every dcgm-exporter query of the guide now returns data.
+    let guide = std::fs::read_to_string(root().join(MIGRATION_GUIDE)).expect(MIGRATION_GUIDE);
+    let (before, _) = migration_queries(&guide);
+    for query in &before {
+        node.wait(
+            Duration::from_secs(30),
+            &format!("{MIGRATION_GUIDE}: {query} to return data with --compat.dcgm-exporter"),
+            || (!prometheus.query(query).is_empty()).then_some(()),
+        );
     }
 }

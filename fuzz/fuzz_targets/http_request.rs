@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::Router;
 use libfuzzer_sys::fuzz_target;
-use mig_exporter::expose::http::router;
+use mig_exporter::expose::routes::router;
 use mig_exporter::expose::metrics::Format;
 use mig_exporter::poll::{Poller, Published};
 use mig_exporter::source::scenarios::{self, DEFAULT_SCENARIO};

@@ -459,14 +459,7 @@ impl StateStore {
             .as_ref()
             .or(f.write_error.as_ref())
             .map(|e| e.to_string());
-        f.health.poll_duration.observe(started.elapsed().as_secs_f64());
-        f.health.up = error.is_none();
-        if error.is_some() {
-            f.health.errors_total += 1;
-        } else {
-            f.health.last_success_seconds = Some(now);
-        }
-        f.health.last_error = error;
+        f.health.record(started.elapsed().as_secs_f64(), now, error);
         self.log_error();
     }
 

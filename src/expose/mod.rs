@@ -1,9 +1,10 @@
 //! Everything that leaves the process: `/metrics`, the HTTP server and its landing page.
 
-pub mod http;
-pub mod listen;
+pub mod dcgm_compat;
+pub mod listen_address;
+pub mod listener;
 pub mod metrics;
 pub mod otlp;
 pub mod page;
-pub mod server;
+pub mod routes;
 pub mod web_config;

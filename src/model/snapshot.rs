@@ -101,6 +101,11 @@ pub struct DeviceHealth {
     /// set registered for the GPU; the simulator: always). Only then does a
     /// code of [`ALERTED_XIDS`] not seen yet count as 0.
     pub xid_counted: bool,
+    /// The code of the last XID error seen since the exporter started; `None`
+    /// before the first (and where XID events cannot be read). What
+    /// dcgm-exporter's `DCGM_FI_DEV_XID_ERRORS` shows, which the counts above
+    /// cannot tell once two codes have been seen.
+    pub last_xid: Option<u64>,
     /// Framebuffer free on the whole GPU (DCGM).
     pub memory_free_bytes: Option<u64>,
     /// Whole-GPU profiling activity (DCGM).
@@ -391,6 +396,20 @@ impl SourceHealth {
             errors_total: 0,
             poll_duration: DurationHistogram::default(),
         }
+    }
+
+    /// Books one poll of the source: how long it took, and whether it
+    /// succeeded (`error` is `None`) or why not. A failure counts in
+    /// `errors_total` only while the source is enabled; set `state` first.
+    pub fn record(&mut self, elapsed_seconds: f64, now: f64, error: Option<String>) {
+        self.poll_duration.observe(elapsed_seconds);
+        self.up = error.is_none();
+        match error {
+            None => self.last_success_seconds = Some(now),
+            Some(_) if self.state == SourceState::Enabled => self.errors_total += 1,
+            Some(_) => {}
+        }
+        self.last_error = error;
     }
 }
 

@@ -100,6 +100,10 @@ fn device_health(gpu: &Gpu) -> DeviceHealth {
         // The World's `telemetry.xid_events` is the simulated GPU's XID
         // stream, always read (fake-nvml delivers the same through events).
         xid_counted: true,
+        // The World lists XIDs in the order raised; the NVML source keeps the
+        // last one nvmlEventSetWait_v2 delivers. unverified: that NVML
+        // delivers a GPU's events in the order raised (nvml.h does not say).
+        last_xid: t.xid_events.last().copied(),
         ..DeviceHealth::default()
     }
 }

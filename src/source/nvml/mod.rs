@@ -65,6 +65,8 @@ struct Session {
     /// Indexes of the GPUs registered in `xid` for XID events: only their
     /// XIDs are counted.
     xid_gpus: BTreeSet<u32>,
+    /// The last XID per GPU UUID, in the order NVML delivered the events.
+    last_xid: BTreeMap<String, u64>,
     slow: SlowReadings,
     /// Each GPU's profile table (profile info and placements, about 90 calls
     /// per GPU), by UUID: fixed while the driver is loaded, so read once per session.
@@ -195,6 +197,7 @@ impl NvmlSource {
             nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
             xid_gpus,
+            last_xid: BTreeMap::new(),
             slow: SlowReadings::default(),
             profile_tables: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -281,6 +284,7 @@ impl Session {
                 .map(|m| m.iter().map(|(&k, &v)| (k, v)).collect())
                 .unwrap_or_default();
             gpu.health.xid_counted = self.xid.is_some() && self.xid_gpus.contains(&index);
+            gpu.health.last_xid = self.last_xid.get(&gpu.uuid).copied();
             gpus.push(gpu);
         }
         if slow_due {
@@ -311,7 +315,13 @@ impl Session {
             let device = unsafe { Device::new(handle, &self.nvml) };
             let uuid = device.uuid().unwrap_or_else(|_| "unknown".to_string());
             tracing::warn!(gpu_uuid = %uuid, xid, "XID error");
-            *self.xid_counts.entry(uuid).or_default().entry(xid).or_default() += 1;
+            *self
+                .xid_counts
+                .entry(uuid.clone())
+                .or_default()
+                .entry(xid)
+                .or_default() += 1;
+            self.last_xid.insert(uuid, xid);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Every endpoint only reads the published snapshot; none changes any state.
 //! Each route takes GET and HEAD only (other methods get 405 with `Allow`),
 //! other paths 404. Connection and request limits, TLS and basic auth are
-//! [`super::server`]'s.
+//! [`super::listener`]'s.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
