@@ -292,21 +292,22 @@ fn every_drift_reason_is_alerted_on() {
         )
         .to_string()
     };
-    // The reasons the exporter reports (src/expose/metrics.rs, README), and
-    // `advertised_mismatch` (the kubelet source; listed there too, added here in case).
-    let metrics = std::fs::read_to_string(root().join("src/expose/metrics.rs")).unwrap();
-    let help = metrics
-        .split("reason says how")
-        .nth(1)
-        .and_then(|rest| rest.split(").").next())
-        .expect("nvidia_mig_drift's help lists the reasons");
-    let mut reasons: BTreeSet<String> = help
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.contains('_'))
-        .map(str::to_string)
+    // Every reason the exporter reports, and the help of nvidia_mig_drift
+    // (the contract, and so docs/metrics.md) names each.
+    let help = &mig_exporter::expose::contract::find("nvidia_mig_drift")
+        .expect("nvidia_mig_drift is in the contract")
+        .help;
+    let reasons: BTreeSet<String> = mig_exporter::model::DriftReason::ALL
+        .iter()
+        .map(|r| r.as_str().to_string())
         .collect();
     assert!(reasons.contains("geometry_lost"), "{reasons:?}");
-    reasons.insert("advertised_mismatch".to_string());
+    for reason in &reasons {
+        assert!(
+            help.contains(reason.as_str()),
+            "nvidia_mig_drift's help lists {reason}: {help}"
+        );
+    }
     let covered_by = |reason: &str| -> &str {
         match reason {
             "mig_mode_lost" | "geometry_lost" => "MigGeometryLost",
@@ -357,7 +358,7 @@ fn rules_use_only_metric_names_of_the_contract() {
         for metric in contract::metric_names(text(&rule["expr"], "expr")) {
             assert!(
                 known.contains(&metric),
-                "{name} uses {metric}, which src/expose/metrics.rs does not define"
+                "{name} uses {metric}, which the metric contract (src/expose/contract.rs) does not define"
             );
         }
     }

@@ -2,12 +2,12 @@
 //!
 //! * an OTLP gRPC receiver in this test: the resource from `OTEL_SERVICE_NAME`
 //!   and `OTEL_RESOURCE_ATTRIBUTES`, the headers of `OTEL_EXPORTER_OTLP_HEADERS`,
-//!   and every series of `/metrics` under the README's OTLP name with the same
+//!   and every series of `/metrics` under the contract's OTLP name with the same
 //!   value; series that come and go with the geometry and drift;
 //! * an OTLP/HTTP receiver in this test: the signal path, the per-signal
 //!   endpoint and headers;
 //! * a real OTLP receiver over HTTP/protobuf that writes to a real Prometheus,
-//!   where every family arrives under the README's Prometheus-style name and
+//!   where every family arrives under the contract's Prometheus-style name and
 //!   queries return what `/metrics` says. Debian builds Prometheus without its
 //!   own OTLP receiver, so the receiver is vmagent (Debian's victoria-metrics)
 //!   with Prometheus naming, remote-writing to Prometheus;
@@ -43,34 +43,19 @@ use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
 
 use common::daemon::{free_address, Daemon};
 use common::{wait_for, Exporter};
+use mig_exporter::expose::contract;
 
 // ------------------------------------------------------------ the contract
 
-/// Labels of `/metrics` and the attributes they become over OTLP.
-const LABEL_TO_ATTRIBUTE: [(&str, &str); 22] = [
-    ("gpu", "nvidia.gpu.index"),
-    ("gpu_uuid", "hw.id"),
-    ("name", "hw.model"),
-    ("pci_bus_id", "nvidia.gpu.pci_bus_id"),
-    ("driver_version", "hw.driver_version"),
-    ("gi", "nvidia.mig.gi.id"),
-    ("ci", "nvidia.mig.ci.id"),
-    ("profile", "nvidia.mig.profile"),
-    ("profile_id", "nvidia.mig.profile.id"),
-    ("placement_start", "nvidia.mig.placement.start"),
-    ("placement_size", "nvidia.mig.placement.size"),
-    ("ci_profile", "nvidia.mig.ci.profile"),
-    ("ci_profile_id", "nvidia.mig.ci.profile.id"),
-    ("mig_uuid", "nvidia.mig.device.uuid"),
-    ("reason", "nvidia.mig.drift.reason"),
-    ("source", "nvidia.mig.source"),
-    ("state", "nvidia.mig.source.state"),
-    ("error_type", "error.type"),
-    ("xid", "nvidia.gpu.xid"),
-    ("namespace", "k8s.namespace.name"),
-    ("pod", "k8s.pod.name"),
-    ("container", "k8s.container.name"),
-];
+/// Labels of `/metrics` and the attributes they become over OTLP: the
+/// contract's label table.
+fn label_to_attribute() -> BTreeMap<&'static str, &'static str> {
+    contract::label::ALL
+        .iter()
+        .filter(|l| !l.otlp.is_empty())
+        .map(|l| (l.prometheus, l.otlp))
+        .collect()
+}
 
 /// Families that change on every poll: `/metrics` and a push may come
 /// from different polls, so only their presence is compared.
@@ -80,74 +65,37 @@ const MOVING: [&str; 3] = [
     "mig_exporter_poll_errors_total",
 ];
 
-/// A row of the README's table of every metric, for one Prometheus family.
+/// What the contract says of one pushed Prometheus family.
 struct Row {
-    /// The OTLP name (the first, where a family has two).
+    /// The OTLP name (a histogram's sum; its count has a name of its own).
     otlp: String,
     /// The names a Prometheus-naming OTLP receiver gives it.
     prometheus_style: Vec<String>,
 }
 
-/// The README's OTLP table by Prometheus family, each activity kind
-/// spelled out; families that are not pushed as metrics are left out.
-fn readme_table() -> BTreeMap<String, Row> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = readme
-        .split("\n## OTLP\n")
-        .nth(1)
-        .expect("README has an OTLP section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let kinds = [
-        "gr_engine_active",
-        "sm_active",
-        "sm_occupancy",
-        "tensor_active",
-        "dram_active",
-        "fp64_active",
-        "fp32_active",
-        "fp16_active",
-    ];
-    let names =
-        |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
-    let mut table = BTreeMap::new();
-    // The rows of the five-column table of every metric.
-    for line in section.lines().filter(|l| l.starts_with("| `")) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() != 7 {
-            continue;
-        }
-        // Attributes in parentheses and the resource are not metric names.
-        let otlp_cell = cells[2].split('(').next().unwrap();
-        if otlp_cell.starts_with("resource") {
-            continue;
-        }
-        let Some(otlp) = names(otlp_cell).into_iter().next() else {
-            continue;
-        };
-        let prometheus_style = names(cells[5]);
-        for p in names(cells[1]) {
-            let spelled: Vec<&str> = if p.contains("<kind>") {
-                kinds.to_vec()
-            } else {
-                vec![""]
+/// The contract (docs/metrics.md is generated from it) by Prometheus
+/// family; families that are not pushed are left out.
+fn contract_table() -> BTreeMap<String, Row> {
+    let table: BTreeMap<String, Row> = contract::metrics()
+        .iter()
+        .filter(|m| !m.otlp.is_empty() && m.read.is_some())
+        .map(|m| {
+            let row = Row {
+                otlp: m.otlp.to_string(),
+                prometheus_style: m.prometheus_style(),
             };
-            for k in spelled {
-                let row = Row {
-                    otlp: otlp.replace("<kind>", k),
-                    prometheus_style: prometheus_style.iter().map(|n| n.replace("<kind>", k)).collect(),
-                };
-                table.insert(p.replace("<kind>", k), row);
-            }
-        }
-    }
-    assert!(table.len() > 40, "the README's OTLP table has a row per family");
+            (m.prometheus.to_string(), row)
+        })
+        .collect();
+    assert!(table.len() > 40, "the contract has a row per family");
     table
 }
 
-fn readme_mapping() -> BTreeMap<String, String> {
-    readme_table().into_iter().map(|(p, row)| (p, row.otlp)).collect()
+fn contract_mapping() -> BTreeMap<String, String> {
+    contract_table()
+        .into_iter()
+        .map(|(p, row)| (p, row.otlp))
+        .collect()
 }
 
 /// One series of a Prometheus text exposition.
@@ -178,7 +126,7 @@ fn parse_exposition(text: &str) -> Vec<Series> {
                 None => (key, ""),
             };
             let labels = split_labels(labels);
-            // A counter's family keeps its `_total` (as the README names it).
+            // A counter's family keeps its `_total` (as the contract names it).
             let family = if types.contains_key(name) || name.ends_with("_total") {
                 name.to_string()
             } else {
@@ -389,15 +337,15 @@ fn grpc_push_carries_the_resource_the_headers_and_every_series_of_metrics() {
     assert!(!resource["host.name"].is_empty(), "{resource:?}");
 
     let pushed = points(&request);
-    let mapping = readme_mapping();
-    let labels: BTreeMap<&str, &str> = LABEL_TO_ATTRIBUTE.into_iter().collect();
+    let mapping = contract_mapping();
+    let labels = label_to_attribute();
     let mut families = BTreeSet::new();
     for series in &metrics {
         if series.family.starts_with("mig_exporter_otlp_") || series.family == "mig_exporter_build_info" {
             continue;
         }
         let Some(name) = mapping.get(&series.family) else {
-            panic!("{} is not in the README's OTLP table", series.family)
+            panic!("{} is not pushed by the contract", series.family)
         };
         families.insert(series.family.clone());
         if series.family == "mig_exporter_poll_duration_seconds" {
@@ -793,7 +741,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
     );
     let metrics = parse_exposition(&exporter.metrics());
     // /metrics family, the Prometheus-style name of the pushed series (the
-    // README's last column), and the label pairs that identify a series in both.
+    // contract's), and the label pairs that identify a series in both.
     let checks: [Check; 7] = [
         (
             "nvidia_gpu_memory_total_bytes",
@@ -863,8 +811,8 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
         );
         assert_eq!(got, expected, "{promql} in Prometheus is {family} on /metrics");
     }
-    // Every family of /metrics arrives under the README's Prometheus-style name.
-    let table = readme_table();
+    // Every family of /metrics arrives under its Prometheus-style name.
+    let table = contract_table();
     let wanted: BTreeSet<String> = metrics
         .iter()
         .filter_map(|s| table.get(&s.family))

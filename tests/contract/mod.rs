@@ -15,27 +15,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Metric names the exporter defines: the quoted names of
-/// src/expose/metrics.rs with the suffixes their types add, the generated
-/// activity families as the golden expositions show them, and
-/// [`NOT_YET_EXPORTED`].
+/// Metric names the exporter defines: every sample name of the metric
+/// contract (src/expose/contract.rs) and [`NOT_YET_EXPORTED`].
 pub fn contract_names() -> BTreeSet<String> {
-    let mut known = BTreeSet::new();
-    let metrics =
-        std::fs::read_to_string(root().join("src/expose/metrics.rs")).expect("src/expose/metrics.rs");
-    // Metric names are the quoted identifiers; text between literals is never one.
-    for literal in metrics.split('"') {
-        let identifier = literal.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if identifier && (literal.starts_with("nvidia_") || literal.starts_with("mig_exporter_")) {
-            for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
-                known.insert(format!("{literal}{suffix}"));
-            }
-        }
-    }
-    for golden in std::fs::read_dir(root().join("tests/golden")).expect("tests/golden") {
-        let text = std::fs::read_to_string(golden.unwrap().path()).unwrap();
-        known.extend(metric_names(&text));
-    }
+    let mut known: BTreeSet<String> = mig_exporter::expose::contract::sample_names()
+        .into_iter()
+        .collect();
     known.extend(NOT_YET_EXPORTED.iter().map(|s| s.to_string()));
     known
 }
