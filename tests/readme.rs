@@ -819,3 +819,53 @@ fn the_gpu_models_named_are_those_mig_sim_lists() {
     }
     assert_eq!(models, 16, "{listed}");
 }
+
+#[test]
+fn the_readme_stays_a_front_door_under_16_kib_whose_links_resolve() {
+    let text = readme();
+    assert!(
+        text.len() < 16 * 1024,
+        "README.md is {} bytes: move detail into docs/ (limit 16 KiB)",
+        text.len()
+    );
+    // Contributor material lives in CONTRIBUTING.md and docs/.
+    for heading in ["## Tests", "## Benchmarks", "## Fuzz", "## How it works"] {
+        assert!(
+            !text.contains(&format!("\n{heading}\n")),
+            "{heading} belongs in CONTRIBUTING.md"
+        );
+    }
+    // Every relative link names a file of the repository, and an anchor a
+    // heading of it.
+    let mut links = 0;
+    for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+        if target.contains("://") {
+            continue;
+        }
+        let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let file = root().join(path);
+        assert!(file.exists(), "README links {target}, which does not exist");
+        if !anchor.is_empty() {
+            let linked = std::fs::read_to_string(&file).unwrap();
+            let anchors: Vec<String> = linked
+                .lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|h| {
+                    h.trim_start_matches('#')
+                        .trim()
+                        .to_lowercase()
+                        .chars()
+                        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                        .map(|c| if c == ' ' { '-' } else { c })
+                        .collect()
+                })
+                .collect();
+            assert!(
+                anchors.iter().any(|a| a == anchor),
+                "README links {target}: no such heading in {path}"
+            );
+        }
+        links += 1;
+    }
+    assert!(links > 10, "{links} links");
+}
