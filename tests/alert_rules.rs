@@ -292,7 +292,7 @@ fn every_drift_reason_is_alerted_on() {
         )
         .to_string()
     };
-    // The reasons the exporter reports (src/expose/metrics.rs, README), and
+    // The reasons the exporter reports (src/expose/metrics.rs, docs/drift.md), and
     // `advertised_mismatch` (the kubelet source; listed there too, added here in case).
     let metrics = std::fs::read_to_string(root().join("src/expose/metrics.rs")).unwrap();
     let help = metrics

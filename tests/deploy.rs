@@ -283,7 +283,7 @@ fn names<'a>(object: &'a Json, list: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Checks what README "What the container needs" promises: each container
+/// Checks what docs/security.md "What the container needs" promises: each container
 /// has a read-only root, no privilege escalation and only the capabilities
 /// and user it needs; `uid`/`gid` are the exporter's.
 fn assert_least_privilege(pod: &Json, uid: u64, gid: u64) {
@@ -596,7 +596,7 @@ fn the_servicemonitor_puts_no_exporter_namespace_pod_or_container_on_series() {
 }
 
 #[test]
-fn the_readme_shows_the_servicemonitors_relabelings() {
+fn the_monitoring_docs_show_the_servicemonitors_relabelings() {
     let sm = documents("servicemonitor.yaml").remove(0);
     let endpoint = &sm["spec"]["endpoints"][0];
     assert_eq!(endpoint["honorLabels"], true);
@@ -607,13 +607,14 @@ fn the_readme_shows_the_servicemonitors_relabelings() {
             {"action": "labeldrop", "regex": "namespace|pod|container"},
         ])
     );
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    // docs/monitoring.md ("The `node` label") shows it for other Kubernetes scrape configs.
+    let doc = std::fs::read_to_string(root().join("docs/monitoring.md")).expect("docs/monitoring.md");
     assert!(
-        readme.contains(
+        doc.contains(
             "- sourceLabels: [__meta_kubernetes_pod_node_name]\n        targetLabel: node\n      \
              - action: labeldrop\n        regex: namespace|pod|container"
         ),
-        "the README shows the same relabelling"
+        "docs/monitoring.md shows the same relabelling"
     );
 }
 

@@ -2,12 +2,12 @@
 //!
 //! * an OTLP gRPC receiver in this test: the resource from `OTEL_SERVICE_NAME`
 //!   and `OTEL_RESOURCE_ATTRIBUTES`, the headers of `OTEL_EXPORTER_OTLP_HEADERS`,
-//!   and every series of `/metrics` under the README's OTLP name with the same
+//!   and every series of `/metrics` under the OTLP name in docs/metrics.md with the same
 //!   value; series that come and go with the geometry and drift;
 //! * an OTLP/HTTP receiver in this test: the signal path, the per-signal
 //!   endpoint and headers;
 //! * a real OTLP receiver over HTTP/protobuf that writes to a real Prometheus,
-//!   where every family arrives under the README's Prometheus-style name and
+//!   where every family arrives under the Prometheus-style name in docs/metrics.md and
 //!   queries return what `/metrics` says. Debian builds Prometheus without its
 //!   own OTLP receiver, so the receiver is vmagent (Debian's victoria-metrics)
 //!   with Prometheus naming, remote-writing to Prometheus;
@@ -81,7 +81,7 @@ const MOVING: [&str; 3] = [
     "mig_exporter_poll_errors_total",
 ];
 
-/// A row of the README's table of every metric, for one Prometheus family.
+/// A row of the table of every metric in docs/metrics.md, for one Prometheus family.
 struct Row {
     /// The OTLP name (the first, where a family has two).
     otlp: String,
@@ -89,14 +89,14 @@ struct Row {
     prometheus_style: Vec<String>,
 }
 
-/// The README's OTLP table by Prometheus family, each activity kind
+/// The OTLP table of docs/metrics.md by Prometheus family, each activity kind
 /// spelled out; families that are not pushed as metrics are left out.
 fn readme_table() -> BTreeMap<String, Row> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = readme
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).unwrap();
+    let section = doc
         .split("\n## OTLP\n")
         .nth(1)
-        .expect("README has an OTLP section")
+        .expect("docs/metrics.md has an OTLP section")
         .split("\n## ")
         .next()
         .unwrap();
@@ -143,7 +143,10 @@ fn readme_table() -> BTreeMap<String, Row> {
             }
         }
     }
-    assert!(table.len() > 40, "the README's OTLP table has a row per family");
+    assert!(
+        table.len() > 40,
+        "the OTLP table of docs/metrics.md has a row per family"
+    );
     table
 }
 
@@ -179,7 +182,7 @@ fn parse_exposition(text: &str) -> Vec<Series> {
                 None => (key, ""),
             };
             let labels = split_labels(labels);
-            // A counter's family keeps its `_total` (as the README names it).
+            // A counter's family keeps its `_total` (as docs/metrics.md names it).
             let family = if types.contains_key(name) || name.ends_with("_total") {
                 name.to_string()
             } else {
@@ -394,7 +397,7 @@ fn grpc_push_carries_the_resource_the_headers_and_every_series_of_metrics() {
             continue;
         }
         let Some(name) = mapping.get(&series.family) else {
-            panic!("{} is not in the README's OTLP table", series.family)
+            panic!("{} is not in the OTLP table of docs/metrics.md", series.family)
         };
         families.insert(series.family.clone());
         if series.family == "mig_exporter_poll_duration_seconds" {
@@ -782,7 +785,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
     );
     let metrics = parse_exposition(&exporter.metrics());
     // /metrics family, the Prometheus-style name of the pushed series (the
-    // README's last column), and the label pairs that identify a series in both.
+    // last column of docs/metrics.md's table), and the label pairs that identify a series in both.
     let checks: [Check; 7] = [
         (
             "nvidia_gpu_memory_total_bytes",
@@ -852,7 +855,7 @@ fn pushed_metrics_reach_a_real_prometheus_with_the_values_of_metrics() {
         );
         assert_eq!(got, expected, "{promql} in Prometheus is {family} on /metrics");
     }
-    // Every family of /metrics arrives under the README's Prometheus-style name.
+    // Every family of /metrics arrives under the Prometheus-style name in docs/metrics.md.
     let table = readme_table();
     let wanted: BTreeSet<String> = metrics
         .iter()

@@ -350,7 +350,7 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 }
 
 /// The most `nvidia_*` series a GPU can have, from its product alone: every
-/// per-GPU family of the metric contract (README "Metrics"), three per GPU
+/// per-GPU family of the metric contract (docs/metrics.md), three per GPU
 /// instance profile (max, remaining, expected), every GPU-instance family for
 /// as many GPU instances as the GPU has compute slices, every
 /// compute-instance family for as many compute instances, two per drift

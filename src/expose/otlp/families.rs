@@ -1,6 +1,6 @@
 //! The OTLP metric contract: every Prometheus family of `metrics.rs`, under
 //! OpenTelemetry's hardware names (`hw.*`) where one exists and
-//! `nvidia.gpu.*` / `nvidia.mig.*` otherwise. The README's OTLP table lists
+//! `nvidia.gpu.*` / `nvidia.mig.*` otherwise. docs/metrics.md's OTLP table lists
 //! the same mapping; a test keeps the two equal.
 
 use opentelemetry::KeyValue;
@@ -769,7 +769,7 @@ mod tests {
 
     use super::*;
 
-    /// A name with its activity kind written `<kind>`, as the README has it.
+    /// A name with its activity kind written `<kind>`, as docs/metrics.md has it.
     fn generic(name: &str) -> String {
         Activity::KINDS
             .iter()
@@ -788,11 +788,11 @@ mod tests {
         cell.split('`').skip(1).step_by(2).map(str::to_string).collect()
     }
 
-    /// The README's table of every metric: Prometheus names, OTLP names
+    /// docs/metrics.md's table of every metric: Prometheus names, OTLP names
     /// (what stands before any parenthesis), unit, instrument.
     fn readme_rows() -> Vec<(Vec<String>, Vec<String>, String, String)> {
-        let readme = include_str!("../../../README.md");
-        let section = readme.split("\n## OTLP\n").nth(1).expect("an OTLP section");
+        let doc = include_str!("../../../docs/metrics.md");
+        let section = doc.split("\n## OTLP\n").nth(1).expect("an OTLP section");
         let section = section.split("\n## ").next().unwrap();
         section
             .lines()
@@ -812,7 +812,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_maps_every_family_as_the_code_does() {
+    fn the_metrics_docs_map_every_family_as_the_code_does() {
         let rows = readme_rows();
         let from_readme: BTreeSet<(String, String)> = rows
             .iter()
@@ -863,7 +863,7 @@ mod tests {
                 let known = [family.to_string(), format!("{family}_total")];
                 assert!(
                     known.iter().any(|f| readme.contains(&generic(f))),
-                    "{family} has no row in the README's OTLP table"
+                    "{family} has no row in the OTLP table of docs/metrics.md"
                 );
                 seen += 1;
             }
