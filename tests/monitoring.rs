@@ -901,7 +901,10 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
     assert_eq!(labels["gpu"], "0", "{alert}");
     assert_eq!(labels["gpu_uuid"], uuid0.as_str(), "{alert}");
     assert_eq!(labels["severity"], "critical", "{alert}");
-    assert_eq!(labels["job"], "mig-exporter", "{alert}");
+    assert!(
+        labels.get("instance").is_none() && labels.get("job").is_none(),
+        "per node, not per exporter pod: {alert}"
+    );
     assert_eq!(notification["status"], "firing");
     assert_eq!(notification["groupLabels"]["gpu"], "0");
     assert_eq!(notification["groupLabels"]["node"], NODE);
@@ -917,7 +920,10 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
             .starts_with(&format!("GPU 0 ({uuid0}) of {NODE} has lost")),
         "{alert}"
     );
-    assert_eq!(annotations["runbook_url"], "docs/runbooks.md#miggeometrylost");
+    assert_eq!(
+        annotations["runbook_url"],
+        "https://runbooks.example.com/mig-exporter/runbooks.md#miggeometrylost"
+    );
 
     // Restore the geometry as it was: MIG mode, then the same instances.
     make_layout(&stack.world);
@@ -1064,7 +1070,9 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
     }
     for (_, alert) in node.monitoring.webhook.alerts() {
         assert!(
-            alert["labels"]["alertname"] == "MigExporterAbsent" && alert["labels"].get("instance").is_none(),
+            alert["labels"]["alertname"] == "MigExporterAbsent"
+                && alert["labels"].get("instance").is_none()
+                && alert["labels"].get("node").is_none(),
             "only the absence before the first scrape: {alert}"
         );
     }
@@ -1098,12 +1106,21 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
         );
     let labels = &alert["labels"];
     assert_eq!(labels["source"], "dcgm", "{alert}");
-    assert_eq!(
-        labels["instance"],
-        node.no_host_engine.address.as_str(),
+    // Per node, not per exporter pod: no instance (nor job) on the alert,
+    // so a replaced exporter pod does not start the alert over.
+    assert!(
+        labels.get("instance").is_none() && labels.get("job").is_none(),
         "{alert}"
     );
     assert_eq!(labels["node"], NODE, "{alert}");
+    // Both exporters run on the same node here: the down DCGM is the one
+    // whose host engine died.
+    assert_eq!(
+        node.instances(r#"mig_exporter_source_up{source="dcgm"} == 0"#),
+        [node.no_host_engine.address.clone()].into_iter().collect(),
+        "{}",
+        node.diagnostics()
+    );
     assert_eq!(labels["severity"], "warning", "{alert}");
     assert_eq!(
         alert["annotations"]["summary"],
@@ -1128,16 +1145,14 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
                 s
             };
             (
-                labels["instance"].as_str().unwrap_or_default().to_string(),
+                labels["node"].as_str().unwrap_or_default().to_string(),
                 labels["source"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect();
     assert_eq!(
         fired,
-        [(node.no_host_engine.address.clone(), "dcgm".to_string())]
-            .into_iter()
-            .collect(),
+        [(NODE.to_string(), "dcgm".to_string())].into_iter().collect(),
         "{}",
         node.diagnostics()
     );
