@@ -7,6 +7,9 @@
 //!   with values the variables' own queries return, returns data.
 //! * A Hopper reboot pages MigGeometryLost with the node and GPU labels, and
 //!   restoring the geometry resolves it.
+//! * A failed and a pending row remapping and an XID 79 page the GPU health
+//!   alerts per node (no exporter address on them), with absolute runbook
+//!   links; a GPU reset resolves the pending one at once.
 //! * On an Ampere node (the real exporter on fake-nvml) without DCGM, GPM
 //!   (unsupported) and DCGM (disabled) raise nothing; a DCGM host engine that
 //!   worked and then dies (fake-dcgm) pages MigExporterSourceDown.
@@ -945,6 +948,86 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
             .lines()
             .all(|l| !(l.starts_with("nvidia_mig_drift{gpu=\"0\""))),
         "GPU 0 has no finding left"
+    );
+}
+
+/// Issue 18: the GPU health alerts, from what the exporter reads of the
+/// GPU, through Prometheus to Alertmanager, one per node and GPU (no
+/// exporter address on them), with absolute runbook links. The simulated
+/// GPU's row-remapping flags and XIDs are those of `nvmlDeviceGetRemappedRows`
+/// and the critical-XID events (mig-model's World, src/source/sim.rs).
+#[test]
+fn gpu_health_alerts_page_per_node_and_a_reset_resolves_the_pending_remap() {
+    let stack = Stack::start();
+    edit_world(&stack.world, |w| {
+        w.gpus[1].telemetry.remapped_rows.pending = true;
+        w.gpus[1].telemetry.remapped_rows.failure = true;
+    });
+    for (alertname, severity) in [
+        ("MigGpuRowRemappingPending", "warning"),
+        ("MigGpuRowRemappingFailed", "critical"),
+    ] {
+        let (_, alert) = stack.wait(
+            Duration::from_secs(45),
+            &format!("{alertname} firing for GPU 1 at the webhook"),
+            || stack.webhook.find("firing", alertname, "1"),
+        );
+        let labels = &alert["labels"];
+        assert_eq!(labels["severity"], severity, "{alert}");
+        assert_eq!(labels["node"], NODE, "{alert}");
+        assert!(
+            labels.get("instance").is_none() && labels.get("job").is_none(),
+            "per node, not per exporter pod: {alert}"
+        );
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            format!(
+                "https://runbooks.example.com/mig-exporter/runbooks.md#{}",
+                alertname.to_lowercase()
+            )
+            .as_str()
+        );
+    }
+
+    // XID 79 on GPU 0: the counter rises, the reset alert pages at once.
+    // (The first event is pushed and scraped before the one the alert sees,
+    // so this holds whether or not the counter is served at 0 beforehand.)
+    edit_world(&stack.world, |w| w.gpus[0].telemetry.xid_events.push(79));
+    stack.wait(Duration::from_secs(30), "XID 79 counted once", || {
+        (!stack
+            .query(r#"nvidia_gpu_xid_errors_total{gpu="0",xid="79"} == 1"#)
+            .is_empty())
+        .then_some(())
+    });
+    edit_world(&stack.world, |w| w.gpus[0].telemetry.xid_events.push(79));
+    let (_, alert) = stack.wait(
+        Duration::from_secs(45),
+        "MigGpuXidResetRequired firing for GPU 0 at the webhook",
+        || stack.webhook.find("firing", "MigGpuXidResetRequired", "0"),
+    );
+    assert_eq!(alert["labels"]["xid"], "79", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "critical", "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("GPU 0 of {NODE} raised XID 79 (GPU has fallen off the bus): it needs a reset").as_str()
+    );
+
+    // A GPU reset applies the pending remap: that alert resolves while the
+    // exporter keeps answering; the failure flag stays, and so does its alert.
+    edit_world(&stack.world, |w| {
+        w.gpus[1].telemetry.remapped_rows.pending = false;
+    });
+    stack.wait(
+        Duration::from_secs(45),
+        "MigGpuRowRemappingPending resolved for GPU 1 at the webhook",
+        || stack.webhook.find("resolved", "MigGpuRowRemappingPending", "1"),
+    );
+    assert!(
+        !stack
+            .query(r#"ALERTS{alertname="MigGpuRowRemappingFailed",alertstate="firing",gpu="1"}"#)
+            .is_empty(),
+        "{}",
+        stack.diagnostics()
     );
 }
 
