@@ -63,7 +63,7 @@ pub enum Command {
     /// state, print the findings; exit 0 no drift, 1 drift, 2 cannot tell.
     Check(CheckArgs),
     /// Relay the kubelet's pod-resources socket to one the exporter's group may use,
-    /// so the exporter need not run as root (see the README's Security section).
+    /// so the exporter need not run as root (see docs/security.md).
     RelayPodResources(crate::relay::RelayArgs),
 }
 
@@ -187,7 +187,7 @@ pub struct DriftArgs {
     pub mig_config_name_file: Option<PathBuf>,
     /// Read the desired config from the Kubernetes API, as the GPU operator's MIG manager does: the
     /// config this node's nvidia.com/mig.config label names, in the operator's mig-parted ConfigMap.
-    /// Read-only: a get of this node and of the ConfigMap (README, "Desired state from the GPU
+    /// Read-only: a get of this node and of the ConfigMap (docs/kubernetes.md, "Desired state from the GPU
     /// operator"). Needs the node's name (--kubernetes.node-name or NODE_NAME).
     #[arg(
         long = "mig.config-from-kubernetes",
@@ -418,7 +418,7 @@ impl KubeletArgs {
 }
 
 /// OTLP push to an OpenTelemetry collector; the standard `OTEL_*` variables
-/// configure it too (see the README's OTLP section).
+/// configure it too (see docs/otlp.md).
 #[derive(Debug, Clone, Args)]
 pub struct OtlpArgs {
     /// Push metrics over OTLP to this collector (e.g. http://collector:4318, or
@@ -492,7 +492,7 @@ pub struct ServeArgs {
     )]
     pub log_format: LogFormat,
     /// TLS and basic authentication, in the Prometheus exporter-toolkit format (see the
-    /// README's Security section); re-read when it or a certificate it names changes.
+    /// docs/security.md); re-read when it or a certificate it names changes.
     #[arg(
         long = "web.config.file",
         env = "MIG_EXPORTER_WEB_CONFIG_FILE",

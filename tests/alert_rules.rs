@@ -140,6 +140,24 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Where every `runbook_url` points: the placeholder an operator replaces
+/// with where they publish docs/runbooks.md (the chart's
+/// `prometheusRule.runbookURLPattern`; docs/runbooks.md, "Runbook links").
+/// `example.com` is reserved for examples, so the link is absolute and can
+/// never reach somebody's real site.
+const RUNBOOK_BASE: &str = "https://runbooks.example.com/mig-exporter/runbooks.md";
+
+/// The XID codes the exporter serves at 0 from its start (so that
+/// `increase()` sees the first one), and exactly the codes the XID alerts
+/// watch: the model's list. The meaning of each is in docs/runbooks.md, with
+/// its source.
+fn watched_xids() -> Vec<u32> {
+    mig_exporter::model::ALERTED_XIDS
+        .iter()
+        .map(|&x| u32::try_from(x).expect("an XID code fits u32"))
+        .collect()
+}
+
 #[test]
 fn promtool_check_rules_accepts_every_rule_file() {
     let out = run_promtool(&["check", "rules"], &rule_files());
@@ -220,13 +238,24 @@ fn every_alert_has_severity_a_reconfiguration_proof_for_annotations_and_a_runboo
             ["critical", "warning", "info"].contains(&severity),
             "{name}: severity {severity}"
         );
-        // A MIG manager's reconfiguration passes through the states these
-        // alerts detect for a few minutes (and a reboot through absence).
-        let hold = seconds(text(&rule["for"], &format!("{name}: for")));
-        assert!(
-            hold >= 10 * 60,
-            "{name}: for {hold}s is shorter than a reconfiguration"
-        );
+        let expr = text(&rule["expr"], &format!("{name}: expr"));
+        if expr.contains("increase(") {
+            // An event (an XID, an ECC error) already happened: it fires at
+            // the first evaluation that sees the counter rise.
+            assert!(
+                rule.get("for").is_none(),
+                "{name}: an event alert waits for nothing"
+            );
+        } else {
+            // A MIG manager's reconfiguration passes through the states these
+            // alerts detect for a few minutes (and a reboot through absence);
+            // and the restart bridge (5 minutes) must never fire on its own.
+            let hold = seconds(text(&rule["for"], &format!("{name}: for")));
+            assert!(
+                hold >= 10 * 60,
+                "{name}: for {hold}s is shorter than a reconfiguration"
+            );
+        }
 
         let summary = text(&rule["annotations"]["summary"], &format!("{name}: summary"));
         let description = text(
@@ -238,8 +267,11 @@ fn every_alert_has_severity_a_reconfiguration_proof_for_annotations_and_a_runboo
                 annotation.contains("$labels.node") && annotation.contains("$labels.instance"),
                 "{name}: the {what} names the node (or the instance where no node label is set)"
             );
+            assert!(
+                annotation.contains("{{ with $labels.cluster }} in cluster {{ . }}{{ end }}"),
+                "{name}: the {what} names the cluster where the series carry one"
+            );
         }
-        let expr = text(&rule["expr"], &format!("{name}: expr"));
         let per_gpu = expr.contains("nvidia_");
         if per_gpu {
             assert!(
@@ -252,8 +284,9 @@ fn every_alert_has_severity_a_reconfiguration_proof_for_annotations_and_a_runboo
             &format!("{name}: runbook_url"),
         );
         let anchor = url
-            .strip_prefix("docs/runbooks.md#")
-            .unwrap_or_else(|| panic!("{name}: runbook_url {url} does not point into docs/runbooks.md"));
+            .strip_prefix(RUNBOOK_BASE)
+            .and_then(|rest| rest.strip_prefix('#'))
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url} is not {RUNBOOK_BASE}#<anchor>"));
         assert_eq!(anchor, name.to_lowercase(), "{name}: anchor of its own section");
         assert!(
             sections.contains(anchor),
@@ -293,7 +326,7 @@ fn every_drift_reason_is_alerted_on() {
         .to_string()
     };
     // Every reason the exporter reports, and the help of nvidia_mig_drift
-    // (the contract, and so docs/metrics.md) names each.
+    // (the contract, and so docs/metrics.md; docs/drift.md explains them) names each.
     let help = &mig_exporter::expose::contract::find("nvidia_mig_drift")
         .expect("nvidia_mig_drift is in the contract")
         .help;
@@ -362,6 +395,107 @@ fn rules_use_only_metric_names_of_the_contract() {
             );
         }
     }
+}
+
+/// The codes of `xid=~"..."` in an expression.
+fn xid_codes(expr: &str) -> Vec<u32> {
+    let Some(rest) = expr.split("xid=~\"").nth(1) else {
+        return Vec::new();
+    };
+    let list = rest.split('"').next().unwrap_or_default();
+    list.split('|')
+        .map(|c| {
+            c.parse()
+                .unwrap_or_else(|_| panic!("bad XID code {c:?} in {expr}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_xid_alerts_watch_exactly_the_codes_served_at_zero_each_once() {
+    let alerts = alerts();
+    let mut seen: BTreeMap<u32, String> = BTreeMap::new();
+    for (name, rule) in &alerts {
+        for code in xid_codes(text(&rule["expr"], "expr")) {
+            if let Some(other) = seen.insert(code, name.clone()) {
+                panic!("XID {code} is watched by both {other} and {name}");
+            }
+        }
+    }
+    let watched: Vec<u32> = seen.keys().copied().collect();
+    assert_eq!(watched, watched_xids(), "{seen:?}");
+    // The reset-or-reboot codes page; the memory events warn.
+    assert_eq!(
+        text(
+            &alerts["MigGpuXidResetRequired"]["labels"]["severity"],
+            "severity"
+        ),
+        "critical"
+    );
+    assert_eq!(
+        text(&alerts["MigGpuXidMemoryError"]["labels"]["severity"], "severity"),
+        "warning"
+    );
+    assert_eq!(xid_codes(r#"x{xid=~"48|79"}"#), [48, 79]);
+    assert!(xid_codes("x").is_empty());
+}
+
+/// The label lists of every `by (...)` and `on (...)` in an expression.
+fn grouping_lists(expr: &str) -> Vec<(String, BTreeSet<String>)> {
+    let mut lists = Vec::new();
+    for keyword in ["by", "on"] {
+        let opener = format!("{keyword} (");
+        for (at, _) in expr.match_indices(&opener) {
+            let boundary = expr[..at]
+                .chars()
+                .last()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if !boundary {
+                continue;
+            }
+            let rest = &expr[at + opener.len()..];
+            let inner = rest.split(')').next().unwrap_or_default();
+            let labels = inner
+                .split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            lists.push((keyword.to_string(), labels));
+        }
+    }
+    lists
+}
+
+#[test]
+fn alerts_are_per_node_and_cluster_not_per_exporter_pod() {
+    for (name, rule) in alerts() {
+        let expr = text(&rule["expr"], "expr");
+        let lists = grouping_lists(expr);
+        assert!(
+            lists.iter().any(|(keyword, _)| keyword == "by"),
+            "{name}: aggregates (by node), so no pod label leaks into the alert: {expr}"
+        );
+        for (keyword, labels) in &lists {
+            assert!(
+                labels.contains("node") && labels.contains("cluster"),
+                "{name}: `{keyword} ({labels:?})` keeps node and cluster"
+            );
+            assert!(
+                !labels.contains("job") || name == "MigExporterAbsent",
+                "{name}: `{keyword} ({labels:?})`: only MigExporterAbsent is per job"
+            );
+            assert!(!labels.contains("pod"), "{name}: {labels:?}");
+        }
+        // `instance` stays only where `node` is missing.
+        if lists.iter().any(|(_, labels)| labels.contains("instance")) {
+            assert!(
+                expr.contains(r#""instance", "", "node", ".+""#),
+                "{name}: groups by instance without dropping it where node is set: {expr}"
+            );
+        }
+    }
+    let lists = grouping_lists("max by (cluster, node) (x) unless on (node) y or nearby (z)");
+    assert_eq!(lists.len(), 2, "{lists:?}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Bad input files given on the command line: the real `mig-exporter`
 //! binary says which file, which line and which field, exits non-zero where
 //! it cannot go on, and never panics. The parsers themselves are fuzzed in
-//! fuzz/ (see "Fuzzing" in the README).
+//! fuzz/ (see "Fuzzing" in CONTRIBUTING.md).
 
 mod common;
 

@@ -283,7 +283,7 @@ fn names<'a>(object: &'a Json, list: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Checks what README "What the container needs" promises: each container
+/// Checks what docs/security.md "What the container needs" promises: each container
 /// has a read-only root, no privilege escalation and only the capabilities
 /// and user it needs; `uid`/`gid` are the exporter's.
 fn assert_least_privilege(pod: &Json, uid: u64, gid: u64) {
@@ -596,7 +596,7 @@ fn the_servicemonitor_puts_no_exporter_namespace_pod_or_container_on_series() {
 }
 
 #[test]
-fn the_readme_shows_the_servicemonitors_relabelings() {
+fn the_monitoring_docs_show_the_servicemonitors_relabelings() {
     let sm = documents("servicemonitor.yaml").remove(0);
     let endpoint = &sm["spec"]["endpoints"][0];
     assert_eq!(endpoint["honorLabels"], true);
@@ -607,13 +607,14 @@ fn the_readme_shows_the_servicemonitors_relabelings() {
             {"action": "labeldrop", "regex": "namespace|pod|container"},
         ])
     );
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    // docs/monitoring.md ("The `node` label") shows it for other Kubernetes scrape configs.
+    let doc = std::fs::read_to_string(root().join("docs/monitoring.md")).expect("docs/monitoring.md");
     assert!(
-        readme.contains(
+        doc.contains(
             "- sourceLabels: [__meta_kubernetes_pod_node_name]\n        targetLabel: node\n      \
              - action: labeldrop\n        regex: namespace|pod|container"
         ),
-        "the README shows the same relabelling"
+        "docs/monitoring.md shows the same relabelling"
     );
 }
 
@@ -1448,6 +1449,99 @@ fn the_charts_prometheus_rule_is_the_alert_file() {
     let alerts: Json =
         serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&alerts).unwrap()).unwrap();
     assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+}
+
+/// Issue 18: runbook links absolute and configurable, kube-prometheus style
+/// (the kubernetes-mixin's `runbookURLPattern`: `%s` is the alert name in
+/// lower case), and labels for every alert (kube-prometheus-stack's
+/// `defaultRules.additionalRuleLabels`).
+#[test]
+fn the_charts_runbook_links_and_rule_labels_are_values() {
+    let alerts: Json = serde_json::to_value(
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
+            &std::fs::read_to_string(root().join("alerts/mig-exporter.rules.yml")).expect("alerts"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let values = r#"
+prometheusRule:
+  runbookURLPattern: https://wiki.example.com/gpu/runbooks/mig/%s?from=alert
+  additionalRuleLabels:
+    team: gpu-platform
+    severity: page-everyone
+"#;
+    let docs = render(Some(values)).unwrap_or_else(|e| panic!("{e}"));
+    let rule = find(&docs, "PrometheusRule").expect("PrometheusRule");
+    let mut count = 0;
+    for (group, expected) in rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(alerts["groups"].as_array().unwrap())
+    {
+        for (rendered, original) in group["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(expected["rules"].as_array().unwrap())
+        {
+            let name = original["alert"].as_str().expect("an alert");
+            assert_eq!(rendered["alert"], name);
+            assert_eq!(
+                rendered["annotations"]["runbook_url"],
+                format!(
+                    "https://wiki.example.com/gpu/runbooks/mig/{}?from=alert",
+                    name.to_lowercase()
+                )
+                .as_str()
+            );
+            assert_eq!(rendered["labels"]["team"], "gpu-platform", "{name}");
+            assert_eq!(
+                rendered["labels"]["severity"], original["labels"]["severity"],
+                "{name}: the rule's own severity wins"
+            );
+            // Everything else is the rule file's.
+            for key in ["expr", "for"] {
+                assert_eq!(rendered.get(key), original.get(key), "{name}: {key}");
+            }
+            for key in ["summary", "description"] {
+                assert_eq!(
+                    rendered["annotations"][key], original["annotations"][key],
+                    "{name}: {key}"
+                );
+            }
+            count += 1;
+        }
+    }
+    assert_eq!(
+        count,
+        alerts["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["rules"].as_array().unwrap().len())
+            .sum::<usize>()
+    );
+    // The default is the rule file's placeholder, so the plain manifests and
+    // the release tarball's rule file carry the same links.
+    let chart_values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    let default = chart_values["prometheusRule"]["runbookURLPattern"]
+        .as_str()
+        .expect("a default");
+    assert_eq!(
+        default,
+        "https://runbooks.example.com/mig-exporter/runbooks.md#%s"
+    );
+
+    for bad in ["https://wiki.example.com/runbooks/mig", "docs/runbooks.md#%s"] {
+        let e = render(Some(&format!(
+            "prometheusRule:\n  runbookURLPattern: \"{bad}\"\n"
+        )))
+        .expect_err(bad);
+        assert!(e.contains("runbookURLPattern"), "{bad}: {e}");
+    }
 }
 
 /// What the build stage of the Dockerfile copies into the image: the first

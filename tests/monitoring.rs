@@ -7,6 +7,9 @@
 //!   with values the variables' own queries return, returns data.
 //! * A Hopper reboot pages MigGeometryLost with the node and GPU labels, and
 //!   restoring the geometry resolves it.
+//! * A failed and a pending row remapping and an XID 79 page the GPU health
+//!   alerts per node (no exporter address on them), with absolute runbook
+//!   links; a GPU reset resolves the pending one at once.
 //! * On an Ampere node (the real exporter on fake-nvml) without DCGM, GPM
 //!   (unsupported) and DCGM (disabled) raise nothing; a DCGM host engine that
 //!   worked and then dies (fake-dcgm) pages MigExporterSourceDown.
@@ -901,7 +904,10 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
     assert_eq!(labels["gpu"], "0", "{alert}");
     assert_eq!(labels["gpu_uuid"], uuid0.as_str(), "{alert}");
     assert_eq!(labels["severity"], "critical", "{alert}");
-    assert_eq!(labels["job"], "mig-exporter", "{alert}");
+    assert!(
+        labels.get("instance").is_none() && labels.get("job").is_none(),
+        "per node, not per exporter pod: {alert}"
+    );
     assert_eq!(notification["status"], "firing");
     assert_eq!(notification["groupLabels"]["gpu"], "0");
     assert_eq!(notification["groupLabels"]["node"], NODE);
@@ -917,7 +923,10 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
             .starts_with(&format!("GPU 0 ({uuid0}) of {NODE} has lost")),
         "{alert}"
     );
-    assert_eq!(annotations["runbook_url"], "docs/runbooks.md#miggeometrylost");
+    assert_eq!(
+        annotations["runbook_url"],
+        "https://runbooks.example.com/mig-exporter/runbooks.md#miggeometrylost"
+    );
 
     // Restore the geometry as it was: MIG mode, then the same instances.
     make_layout(&stack.world);
@@ -939,6 +948,86 @@ fn a_hopper_reboot_pages_geometry_lost_through_alertmanager_and_restoring_resolv
             .lines()
             .all(|l| !(l.starts_with("nvidia_mig_drift{gpu=\"0\""))),
         "GPU 0 has no finding left"
+    );
+}
+
+/// Issue 18: the GPU health alerts, from what the exporter reads of the
+/// GPU, through Prometheus to Alertmanager, one per node and GPU (no
+/// exporter address on them), with absolute runbook links. The simulated
+/// GPU's row-remapping flags and XIDs are those of `nvmlDeviceGetRemappedRows`
+/// and the critical-XID events (mig-model's World, src/source/sim.rs).
+#[test]
+fn gpu_health_alerts_page_per_node_and_a_reset_resolves_the_pending_remap() {
+    let stack = Stack::start();
+    edit_world(&stack.world, |w| {
+        w.gpus[1].telemetry.remapped_rows.pending = true;
+        w.gpus[1].telemetry.remapped_rows.failure = true;
+    });
+    for (alertname, severity) in [
+        ("MigGpuRowRemappingPending", "warning"),
+        ("MigGpuRowRemappingFailed", "critical"),
+    ] {
+        let (_, alert) = stack.wait(
+            Duration::from_secs(45),
+            &format!("{alertname} firing for GPU 1 at the webhook"),
+            || stack.webhook.find("firing", alertname, "1"),
+        );
+        let labels = &alert["labels"];
+        assert_eq!(labels["severity"], severity, "{alert}");
+        assert_eq!(labels["node"], NODE, "{alert}");
+        assert!(
+            labels.get("instance").is_none() && labels.get("job").is_none(),
+            "per node, not per exporter pod: {alert}"
+        );
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            format!(
+                "https://runbooks.example.com/mig-exporter/runbooks.md#{}",
+                alertname.to_lowercase()
+            )
+            .as_str()
+        );
+    }
+
+    // XID 79 on GPU 0: the counter rises, the reset alert pages at once.
+    // (The first event is pushed and scraped before the one the alert sees,
+    // so this holds whether or not the counter is served at 0 beforehand.)
+    edit_world(&stack.world, |w| w.gpus[0].telemetry.xid_events.push(79));
+    stack.wait(Duration::from_secs(30), "XID 79 counted once", || {
+        (!stack
+            .query(r#"nvidia_gpu_xid_errors_total{gpu="0",xid="79"} == 1"#)
+            .is_empty())
+        .then_some(())
+    });
+    edit_world(&stack.world, |w| w.gpus[0].telemetry.xid_events.push(79));
+    let (_, alert) = stack.wait(
+        Duration::from_secs(45),
+        "MigGpuXidResetRequired firing for GPU 0 at the webhook",
+        || stack.webhook.find("firing", "MigGpuXidResetRequired", "0"),
+    );
+    assert_eq!(alert["labels"]["xid"], "79", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "critical", "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        format!("GPU 0 of {NODE} raised XID 79 (GPU has fallen off the bus): it needs a reset").as_str()
+    );
+
+    // A GPU reset applies the pending remap: that alert resolves while the
+    // exporter keeps answering; the failure flag stays, and so does its alert.
+    edit_world(&stack.world, |w| {
+        w.gpus[1].telemetry.remapped_rows.pending = false;
+    });
+    stack.wait(
+        Duration::from_secs(45),
+        "MigGpuRowRemappingPending resolved for GPU 1 at the webhook",
+        || stack.webhook.find("resolved", "MigGpuRowRemappingPending", "1"),
+    );
+    assert!(
+        !stack
+            .query(r#"ALERTS{alertname="MigGpuRowRemappingFailed",alertstate="firing",gpu="1"}"#)
+            .is_empty(),
+        "{}",
+        stack.diagnostics()
     );
 }
 
@@ -1064,7 +1153,9 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
     }
     for (_, alert) in node.monitoring.webhook.alerts() {
         assert!(
-            alert["labels"]["alertname"] == "MigExporterAbsent" && alert["labels"].get("instance").is_none(),
+            alert["labels"]["alertname"] == "MigExporterAbsent"
+                && alert["labels"].get("instance").is_none()
+                && alert["labels"].get("node").is_none(),
             "only the absence before the first scrape: {alert}"
         );
     }
@@ -1098,12 +1189,21 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
         );
     let labels = &alert["labels"];
     assert_eq!(labels["source"], "dcgm", "{alert}");
-    assert_eq!(
-        labels["instance"],
-        node.no_host_engine.address.as_str(),
+    // Per node, not per exporter pod: no instance (nor job) on the alert,
+    // so a replaced exporter pod does not start the alert over.
+    assert!(
+        labels.get("instance").is_none() && labels.get("job").is_none(),
         "{alert}"
     );
     assert_eq!(labels["node"], NODE, "{alert}");
+    // Both exporters run on the same node here: the down DCGM is the one
+    // whose host engine died.
+    assert_eq!(
+        node.instances(r#"mig_exporter_source_up{source="dcgm"} == 0"#),
+        [node.no_host_engine.address.clone()].into_iter().collect(),
+        "{}",
+        node.diagnostics()
+    );
     assert_eq!(labels["severity"], "warning", "{alert}");
     assert_eq!(
         alert["annotations"]["summary"],
@@ -1128,16 +1228,14 @@ fn an_ampere_node_without_dcgm_stays_silent_and_a_host_engine_that_dies_after_wo
                 s
             };
             (
-                labels["instance"].as_str().unwrap_or_default().to_string(),
+                labels["node"].as_str().unwrap_or_default().to_string(),
                 labels["source"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect();
     assert_eq!(
         fired,
-        [(node.no_host_engine.address.clone(), "dcgm".to_string())]
-            .into_iter()
-            .collect(),
+        [(NODE.to_string(), "dcgm".to_string())].into_iter().collect(),
         "{}",
         node.diagnostics()
     );

@@ -1153,7 +1153,6 @@ fn exporter() -> Vec<Metric> {
 
 /// `docs/metrics.md`: the metric reference, generated from the table.
 pub fn reference() -> String {
-    let mut out = String::new();
     let code = |s: &str| {
         if s.is_empty() {
             String::new()
@@ -1161,93 +1160,115 @@ pub fn reference() -> String {
             format!("`{s}`")
         }
     };
+    let mut out = String::from(
+        "# Metrics\n\n\
+         <!-- Generated from src/expose/contract.rs by a test; do not edit here.\n\
+         UPDATE_DOCS=1 cargo test --lib contract rewrites it. -->\n\n\
+         Every family of `/metrics` (below) and of the OTLP push ([OTLP](#otlp)),\n\
+         from the metric contract (`src/expose/contract.rs`), the one table both\n\
+         encoders walk; a test fails when this page differs from it.\n\n\
+         Labels: `gpu` (index), `gpu_uuid`, `gi` (GPU instance id), `ci` (compute\n\
+         instance id), `profile` (the GPU instance's profile, e.g. `3g.40gb`),\n\
+         `mig_uuid`. Constant facts are `_info` series with value 1, to join on. The\n\
+         level says what one series is about. A gauge or an up-down counter is a\n\
+         gauge in Prometheus; a counter's samples end in `_total`; a histogram has\n\
+         `_bucket`, `_sum` and `_count` samples.\n\n\
+         | metric | level | labels | kind | help |\n\
+         |---|---|---|---|---|\n",
+    );
+    for m in metrics() {
+        let labels: Vec<&str> = m.labels.iter().map(|l| l.prometheus).collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            m.prometheus,
+            m.level.as_str(),
+            labels.join(", "),
+            m.kind.as_str(),
+            m.help.replace('|', "\\|"),
+        );
+    }
     out.push_str(
-        "# Metric reference\n\n\
-         <!-- Generated from src/expose/contract.rs; do not edit. Regenerate with\n\
-         UPDATE_DOCS=1 cargo test --lib contract -->\n\n\
-         Every series mig-exporter serves on `/metrics` and pushes over OTLP. Kinds: a\n\
-         gauge or an up-down counter is a gauge in Prometheus; a counter's samples end\n\
-         in `_total`; a histogram has `_bucket`, `_sum` and `_count` samples and is\n\
-         pushed over OTLP as two counters, its sum and its count. Units are UCUM, as\n\
-         OpenTelemetry writes them (`{…}` units are annotations). A family with no\n\
-         series (a reading the source does not have) is left out of `/metrics`.\n\n\
-         ## Metrics\n\n\
-         | Prometheus | OTLP | unit | kind | level | labels | help |\n\
-         |---|---|---|---|---|---|---|\n",
+        "\nA value a source cannot read is left out, never reported as 0; a family\n\
+         with no series is left out whole. Series of a destroyed instance disappear\n\
+         on the next poll. The whole exposition of every scenario is kept in\n\
+         `tests/golden/`; a change to the contract shows there. What a release may\n\
+         change in these names, and how a rename is announced, is promised in\n\
+         [docs/stability.md](stability.md); every change is listed in\n\
+         [CHANGELOG.md](../CHANGELOG.md).\n\n\
+         Coming from dcgm-exporter: [docs/migrating-from-dcgm-exporter.md](migrating-from-dcgm-exporter.md) \
+         maps its series, labels and units to these and rewrites its common panels and alerts.\n\n\
+         ## OTLP\n\n\
+         Every Prometheus metric and its OTLP name, unit (UCUM, as OpenTelemetry\n\
+         writes it; `{…}` units are annotations) and instrument. The last column is\n\
+         the name an OTLP receiver with Prometheus naming gives it (Prometheus's own\n\
+         receiver, or vmagent with `-opentelemetry.usePrometheusNaming`): dots become\n\
+         underscores, the unit becomes a suffix (`_ratio` for a gauge of unit 1),\n\
+         counters end in `_total`.\n\n\
+         | Prometheus | OTLP | unit | instrument | Prometheus-style name |\n\
+         |---|---|---|---|---|\n",
     );
     for m in metrics() {
         let mut otlp = code(m.otlp);
-        if let Some((count, _)) = m.otlp_count {
-            let _ = write!(otlp, " (sum), `{count}` (count)");
+        let mut unit = m.unit.to_string();
+        let mut instrument = m.kind.as_str().to_string();
+        if let Some((count, count_unit)) = m.otlp_count {
+            let _ = write!(otlp, ", `{count}`");
+            let _ = write!(unit, ", {count_unit}");
+            instrument = "counters: the histogram's sum and count".to_string();
         }
         for (k, v) in m.otlp_attributes {
             let _ = write!(otlp, " (`{k}` = `{v}`)");
         }
         if otlp.is_empty() {
+            unit.clear();
+            instrument.clear();
             otlp = if m.prometheus == "mig_exporter_build_info" {
                 "resource `service.version`".to_string()
             } else {
                 "not pushed".to_string()
             };
         }
-        let mut unit = m.unit.to_string();
-        if let Some((_, count_unit)) = m.otlp_count {
-            let _ = write!(unit, ", {count_unit}");
-        }
-        let labels: Vec<String> = m.labels.iter().map(|l| l.prometheus.to_string()).collect();
+        let style: Vec<String> = m.prometheus_style().iter().map(|n| code(n)).collect();
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} |",
             m.prometheus,
             otlp,
             unit,
-            m.kind.as_str(),
-            m.level.as_str(),
-            labels.join(", "),
-            m.help.replace('|', "\\|"),
+            instrument,
+            style.join(", "),
         );
     }
     out.push_str(
-        "\n## Labels and OTLP attributes\n\n\
-         Over OTLP each label becomes an attribute. Every point about a GPU also has\n\
-         `hw.type` = `gpu`, `hw.vendor` = `NVIDIA`, `hw.name` = `gpu0`, `gpu1`, …,\n\
+        "\nUp-down counters and gauges arrive in Prometheus as gauges; counters as\n\
+         `_total` counters. All values are cumulative.\n\n\
+         The labels become attributes. Every point about a GPU (one with `hw.id`)\n\
+         also has `hw.type` = `gpu`, `hw.vendor` = `NVIDIA`, `hw.name` = `gpu0`…,\n\
          `hw.model` (the GPU's product name) and `hw.driver_version` (the NVIDIA\n\
-         driver's), as OpenTelemetry's hardware semantic conventions recommend. An\n\
-         empty optional label (`gi` and `ci` of a whole GPU a pod holds) is no\n\
-         attribute.\n\n\
+         driver's), as OpenTelemetry's hardware semantic conventions recommend for GPU\n\
+         metrics. An empty optional label (`gi` and `ci` of a whole GPU a pod holds)\n\
+         is no attribute.\n\n\
          | label | attribute |\n\
          |---|---|\n",
     );
     for l in label::ALL {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} |",
-            l.prometheus,
-            if l.otlp.is_empty() {
-                "not pushed".to_string()
-            } else {
-                code(l.otlp)
-            }
-        );
+        let attribute = if l.otlp.is_empty() {
+            "not pushed".to_string()
+        } else {
+            code(l.otlp)
+        };
+        let _ = writeln!(out, "| `{}` | {attribute} |", l.prometheus);
     }
     out.push_str(
-        "\n## Names through an OTLP receiver with Prometheus naming\n\n\
-         An OTLP receiver that writes to Prometheus with Prometheus naming\n\
-         (Prometheus's own, or vmagent with `-opentelemetry.usePrometheusNaming`)\n\
-         turns dots into underscores, adds the unit as a suffix (`_ratio` for a\n\
-         gauge of unit 1) and `_total` to counters. `tests/otlp.rs` checks these\n\
-         names against a real vmagent writing to a real Prometheus.\n\n\
-         | Prometheus | through OTLP |\n\
-         |---|---|\n",
+        "\n`tests/otlp.rs` checks these names against real pushes. Over gRPC, every\n\
+         series of `/metrics` arrives under its OTLP name with the same value. Over\n\
+         HTTP/protobuf, the push goes to vmagent, which writes to a real Prometheus;\n\
+         every family arrives there under its Prometheus-style name, and queries\n\
+         return the values of `/metrics`. (Debian builds Prometheus without its own\n\
+         OTLP receiver, in every release, so the test cannot push to Prometheus\n\
+         directly.)\n",
     );
-    for m in metrics() {
-        let names = m.prometheus_style();
-        if names.is_empty() {
-            continue;
-        }
-        let names: Vec<String> = names.iter().map(|n| code(n)).collect();
-        let _ = writeln!(out, "| `{}` | {} |", m.prometheus, names.join(", "));
-    }
     out
 }
 
