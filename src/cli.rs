@@ -789,6 +789,14 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let host_name = first.hostname.clone();
+    // This node's name: --kubernetes.node-name, else NODE_NAME (downward API).
+    let node_name = args
+        .drift
+        .kubernetes
+        .kubernetes_node_name
+        .clone()
+        .or_else(|| std::env::var(NODE_NAME_ENV).ok())
+        .filter(|n| !n.is_empty());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -807,22 +815,15 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
-        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name)?;
+        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name, node_name.as_deref())?;
         if args.compat_dcgm_exporter {
-            let node_name = args
-                .drift
-                .kubernetes
-                .kubernetes_node_name
-                .clone()
-                .or_else(|| std::env::var(NODE_NAME_ENV).ok())
-                .filter(|n| !n.is_empty());
             tracing::info!(
                 hostname = node_name.as_deref().unwrap_or(&host_name),
                 "also serving dcgm-exporter's series (--compat.dcgm-exporter)"
             );
             extra.push(Box::new(crate::expose::dcgm_compat::DcgmCompatCollector::new(
                 published.clone(),
-                node_name,
+                node_name.clone(),
             )));
         }
         let app = crate::expose::routes::router_with(published, &args.telemetry_path, extra);
@@ -849,13 +850,14 @@ fn start_otlp(
     settings: Option<crate::expose::otlp::Settings>,
     published: &Arc<Published>,
     host_name: &str,
+    node_name: Option<&str>,
 ) -> anyhow::Result<OtlpStart> {
     use crate::expose::otlp::{ExportStats, Pusher, StatsCollector};
     let Some(settings) = settings else {
         return Ok((None, Vec::new()));
     };
     let stats = Arc::new(ExportStats::default());
-    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name)?;
+    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name, node_name)?;
     Ok((Some(pusher), vec![Box::new(StatsCollector(stats))]))
 }
 

@@ -147,18 +147,23 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
 /// never reach somebody's real site.
 const RUNBOOK_BASE: &str = "https://runbooks.example.com/mig-exporter/runbooks.md";
 
-/// TEMPORARY (the lead removes this after merging the branch that splits the
-/// ECC family): metric names the health alerts use that src/expose/metrics.rs
-/// does not define on this branch yet. Once that branch is in, the contract
-/// (metrics.rs and tests/golden) has them and
-/// `the_temporary_list_of_metrics_still_to_land_is_still_needed` fails until
-/// the list is empty.
-const METRICS_STILL_TO_LAND: [&str; 1] = ["nvidia_gpu_ecc_errors_volatile_total"];
-
-/// The XID codes the exporter serves at 0 from its start (so that
-/// `increase()` sees the first one), and exactly the codes the XID alerts
-/// watch. The meaning of each is in docs/runbooks.md, with its source.
-const WATCHED_XIDS: [u32; 10] = [48, 63, 64, 74, 79, 92, 94, 95, 119, 120];
+/// The XID codes the exporter serves at 0 on a freshly started node (so that
+/// `increase()` sees the first one), read off the golden exposition of a
+/// node that has seen no XID.
+fn xids_served_at_zero() -> Vec<u32> {
+    let golden = std::fs::read_to_string(contract::root().join("tests/golden/a100-single.prom")).unwrap();
+    let mut codes: Vec<u32> = golden
+        .lines()
+        .filter(|l| l.starts_with("nvidia_gpu_xid_errors_total{gpu=\"0\"") && l.ends_with(" 0"))
+        .filter_map(|l| l.split("xid=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect();
+    codes.sort_unstable();
+    assert!(
+        !codes.is_empty(),
+        "the golden exposition serves XID counters at 0"
+    );
+    codes
+}
 
 #[test]
 fn promtool_check_rules_accepts_every_rule_file() {
@@ -387,8 +392,7 @@ fn every_drift_reason_is_alerted_on() {
 
 #[test]
 fn rules_use_only_metric_names_of_the_contract() {
-    let mut known = contract::contract_names();
-    known.extend(METRICS_STILL_TO_LAND.iter().map(|s| s.to_string()));
+    let known = contract::contract_names();
     for (name, rule) in alerts() {
         for metric in contract::metric_names(text(&rule["expr"], "expr")) {
             assert!(
@@ -396,17 +400,6 @@ fn rules_use_only_metric_names_of_the_contract() {
                 "{name} uses {metric}, which src/expose/metrics.rs does not define"
             );
         }
-    }
-}
-
-#[test]
-fn the_temporary_list_of_metrics_still_to_land_is_still_needed() {
-    let known = contract::contract_names();
-    for metric in METRICS_STILL_TO_LAND {
-        assert!(
-            !known.contains(metric),
-            "{metric} is in the contract now: remove it from METRICS_STILL_TO_LAND in tests/alert_rules.rs"
-        );
     }
 }
 
@@ -436,7 +429,7 @@ fn the_xid_alerts_watch_exactly_the_codes_served_at_zero_each_once() {
         }
     }
     let watched: Vec<u32> = seen.keys().copied().collect();
-    assert_eq!(watched, WATCHED_XIDS, "{seen:?}");
+    assert_eq!(watched, xids_served_at_zero(), "{seen:?}");
     // The reset-or-reboot codes page; the memory events warn.
     assert_eq!(
         text(

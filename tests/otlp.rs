@@ -47,7 +47,7 @@ use common::{wait_for, Exporter};
 // ------------------------------------------------------------ the contract
 
 /// Labels of `/metrics` and the attributes they become over OTLP.
-const LABEL_TO_ATTRIBUTE: [(&str, &str); 23] = [
+const LABEL_TO_ATTRIBUTE: [(&str, &str); 22] = [
     ("gpu", "nvidia.gpu.index"),
     ("gpu_uuid", "hw.id"),
     ("name", "hw.model"),
@@ -66,7 +66,6 @@ const LABEL_TO_ATTRIBUTE: [(&str, &str); 23] = [
     ("source", "nvidia.mig.source"),
     ("state", "nvidia.mig.source.state"),
     ("error_type", "error.type"),
-    ("counter", "nvidia.gpu.ecc.counter"),
     ("xid", "nvidia.gpu.xid"),
     ("namespace", "k8s.namespace.name"),
     ("pod", "k8s.pod.name"),
@@ -386,6 +385,10 @@ fn grpc_push_carries_the_resource_the_headers_and_every_series_of_metrics() {
     assert_eq!(resource["deployment.environment.name"], "test");
     assert_eq!(resource["service.version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(resource["k8s.node.name"], "node-a");
+    assert_eq!(
+        resource["service.instance.id"], "node-a",
+        "the node name tells the pushes of many nodes apart"
+    );
     assert!(!resource["host.name"].is_empty(), "{resource:?}");
 
     let pushed = points(&request);
@@ -440,8 +443,12 @@ fn grpc_push_carries_the_resource_the_headers_and_every_series_of_metrics() {
             );
         }
         if wanted.contains_key("hw.id") {
-            assert_eq!(found[0].attributes["hw.type"], "gpu");
-            assert_eq!(found[0].attributes["hw.vendor"], "NVIDIA");
+            let a = &found[0].attributes;
+            assert_eq!(a["hw.type"], "gpu");
+            assert_eq!(a["hw.vendor"], "NVIDIA");
+            // The hardware conventions' recommended GPU attributes, on every GPU point.
+            assert!(a["hw.model"].starts_with("NVIDIA "), "{} {a:?}", series.family);
+            assert!(!a["hw.driver_version"].is_empty(), "{} {a:?}", series.family);
         }
     }
     assert!(
@@ -514,6 +521,10 @@ fn geometry_and_drift_changes_reach_the_collector_on_the_next_push() {
     assert!(
         !resource.contains_key("k8s.node.name"),
         "no NODE_NAME, no node name"
+    );
+    assert_eq!(
+        resource["service.instance.id"], resource["host.name"],
+        "without a node name, the host name tells nodes apart"
     );
 
     // Waits for a push that `done` accepts; pushes of the old state may come first.

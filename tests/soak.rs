@@ -366,7 +366,14 @@ fn series_bound(world: &World) -> usize {
         .map(|gpu| {
             let spec = gpu.spec();
             let slices = spec.compute_slices as usize;
-            let xids: BTreeSet<u64> = gpu.telemetry.xid_events.iter().copied().collect();
+            // Codes seen, and the alerted codes, there at 0 before any is seen.
+            let xids: BTreeSet<u64> = gpu
+                .telemetry
+                .xid_events
+                .iter()
+                .chain(mig_exporter::model::ALERTED_XIDS)
+                .copied()
+                .collect();
             PER_GPU
                 + xids.len()
                 + 3 * spec.profiles.len()

@@ -13,8 +13,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::model::{
-    Activity, ComputeInstanceSnapshot, DeviceHealth, DriftFinding, GpuInstanceSnapshot, GpuSnapshot,
-    NodeSnapshot, SourceState,
+    Activity, ComputeInstanceSnapshot, DeviceHealth, DriftFinding, EccErrorCounts, GpuInstanceSnapshot,
+    GpuSnapshot, NodeSnapshot, SourceState,
 };
 use crate::poll::Published;
 
@@ -141,6 +141,62 @@ where
     family(enc, name, help, MetricType::Gauge, series, |m, v| {
         m.encode_gauge(v)
     })
+}
+
+/// Encodes one integer counter family (`_total` is added); a family with no
+/// series is left out entirely.
+fn counter<L, I>(enc: &mut DescriptorEncoder, name: &str, help: &str, series: I) -> Result<(), fmt::Error>
+where
+    L: EncodeLabelSet,
+    I: IntoIterator<Item = (L, u64)>,
+{
+    family(enc, name, help, MetricType::Counter, series, |m, v| {
+        m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)
+    })
+}
+
+/// The `error_type` values of ECC errors and remapped rows: one spelling.
+pub(crate) const CORRECTED: &str = "corrected";
+pub(crate) const UNCORRECTED: &str = "uncorrected";
+
+/// The two ECC counter families: `nvidia_gpu_ecc_errors_<scope>_total`, its
+/// help, and its (error_type, count) pairs. nvml.h (`nvmlEccCounterType_t`):
+/// "Volatile counts are reset each time the driver loads", "Aggregate counts
+/// persist across reboots (i.e. for the lifetime of the device)".
+pub(crate) type EccScope = (
+    &'static str,
+    &'static str,
+    fn(&EccErrorCounts) -> [(&'static str, u64); 2],
+);
+pub(crate) const ECC_SCOPES: [EccScope; 2] = [
+    (
+        "volatile",
+        "ECC errors since the driver last loaded (NVML's volatile count), by error type.",
+        |e| {
+            [
+                (CORRECTED, e.volatile_corrected),
+                (UNCORRECTED, e.volatile_uncorrected),
+            ]
+        },
+    ),
+    (
+        "aggregate",
+        "ECC errors over the GPU's lifetime, across reboots (NVML's aggregate count), by error type.",
+        |e| {
+            [
+                (CORRECTED, e.aggregate_corrected),
+                (UNCORRECTED, e.aggregate_uncorrected),
+            ]
+        },
+    ),
+];
+
+fn error_labels<'a>(g: &'a GpuSnapshot, kind: &'static str) -> Labels<'a, 3> {
+    [
+        ("gpu", Lv::N(g.index)),
+        ("gpu_uuid", Lv::S(&g.uuid)),
+        ("error_type", Lv::S(kind)),
+    ]
 }
 
 fn family<L, V, I>(
@@ -326,56 +382,39 @@ fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fm
         "1 if ECC is enabled after the next reset.",
         |h| h.ecc_mode_pending.map(flag),
     )?;
-    let ecc = || {
-        s.gpus
-            .iter()
-            .filter_map(|g| g.health.ecc_errors.map(|e| (g, e)))
-            .flat_map(|(g, e)| {
-                [
-                    ("corrected", "volatile", e.volatile_corrected),
-                    ("uncorrected", "volatile", e.volatile_uncorrected),
-                    ("corrected", "aggregate", e.aggregate_corrected),
-                    ("uncorrected", "aggregate", e.aggregate_uncorrected),
-                ]
-                .map(|(kind, scope, n)| {
-                    let labels: Labels<4> = [
-                        ("gpu", Lv::N(g.index)),
-                        ("gpu_uuid", Lv::S(&g.uuid)),
-                        ("error_type", Lv::S(kind)),
-                        ("counter", Lv::S(scope)),
-                    ];
-                    (labels, n)
-                })
-            })
-    };
-    family(
+    // Two families, not one with a scope label, so that `sum()` over either
+    // never adds a count to the count it is part of.
+    for (scope, help, read) in ECC_SCOPES {
+        counter(
+            enc,
+            &format!("nvidia_gpu_ecc_errors_{scope}"),
+            help,
+            s.gpus
+                .iter()
+                .filter_map(|g| g.health.ecc_errors.map(|e| (g, e)))
+                .flat_map(|(g, e)| read(&e).map(|(kind, n)| (error_labels(g, kind), n))),
+        )?;
+    }
+    // A counter: nvml.h (13.3, nvmlDeviceGetRemappedRows) reports the "number
+    // of rows remapped due to correctable / uncorrectable errors", and a
+    // remapping is permanent ("a reset will be required to actually remap the
+    // row"), so the counts only grow. unverified: that they fall only when
+    // the remapping table is cleared by a field repair; nvml.h says nothing of
+    // a decrease.
+    counter(
         enc,
-        "nvidia_gpu_ecc_errors",
-        "ECC errors: volatile since the driver loaded, aggregate over the GPU's life.",
-        MetricType::Counter,
-        ecc(),
-        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None),
-    )?;
-    let rows = || {
+        "nvidia_gpu_remapped_rows",
+        "Memory rows the GPU has remapped, by the error that caused it.",
         s.gpus
             .iter()
             .filter_map(|g| g.health.remapped_rows.map(|r| (g, r)))
             .flat_map(|(g, r)| {
-                [("correctable", r.correctable), ("uncorrectable", r.uncorrectable)].map(|(kind, n)| {
-                    let labels: Labels<3> = [
-                        ("gpu", Lv::N(g.index)),
-                        ("gpu_uuid", Lv::S(&g.uuid)),
-                        ("error_type", Lv::S(kind)),
-                    ];
-                    (labels, n)
-                })
-            })
-    };
-    gauge(
-        enc,
-        "nvidia_gpu_remapped_rows",
-        "Memory rows remapped, by the error that caused it.",
-        rows(),
+                [
+                    (CORRECTED, u64::from(r.correctable)),
+                    (UNCORRECTED, u64::from(r.uncorrectable)),
+                ]
+                .map(|(kind, n)| (error_labels(g, kind), n))
+            }),
     )?;
     health_gauge(
         s,
@@ -457,13 +496,12 @@ fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fm
         "PCIe receive throughput (slow cadence, when enabled).",
         |h| h.pcie_rx_bytes_per_second,
     )?;
-    family(
+    counter(
         enc,
         "nvidia_gpu_xid_errors",
-        "XID errors the GPU raised since the exporter started, by XID code.",
-        MetricType::Counter,
+        "XID errors the GPU raised since the exporter started, by XID code; the codes the shipped alerts watch are 0 until the first one.",
         s.gpus.iter().flat_map(|g| {
-            g.health.xid_errors.iter().map(move |&(xid, n)| {
+            g.health.xid_counts().map(move |(xid, n)| {
                 let labels: Labels<3> = [
                     ("gpu", Lv::N(g.index)),
                     ("gpu_uuid", Lv::S(&g.uuid)),
@@ -472,7 +510,6 @@ fn encode_health(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fm
                 (labels, n)
             })
         }),
-        |m, v| m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None),
     )
 }
 
@@ -726,6 +763,7 @@ fn encode_exporter(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ALERTED_XIDS;
     use crate::source::{scenarios, sim};
 
     fn exposition(gpus: Vec<GpuSnapshot>) -> String {
@@ -735,6 +773,101 @@ mod tests {
             ..Default::default()
         });
         render(&registry(published), Format::PrometheusText).unwrap()
+    }
+
+    #[test]
+    fn ecc_scopes_are_two_families_remapped_rows_count_and_one_spelling() {
+        let mut gpus = sim::reading_from_world(&scenarios::build("h100-mixed").unwrap()).gpus;
+        gpus[0].health.ecc_errors = Some(EccErrorCounts {
+            volatile_corrected: 1,
+            volatile_uncorrected: 2,
+            aggregate_corrected: 30,
+            aggregate_uncorrected: 40,
+        });
+        if let Some(r) = gpus[0].health.remapped_rows.as_mut() {
+            r.correctable = 5;
+            r.uncorrectable = 6;
+        }
+        let n = gpus.len();
+        let text = exposition(gpus);
+        let uuid = {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("nvidia_gpu_info{gpu=\"0\""))
+                .unwrap();
+            line.split("gpu_uuid=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        for (family, corrected, uncorrected) in [
+            ("nvidia_gpu_ecc_errors_volatile_total", 1, 2),
+            ("nvidia_gpu_ecc_errors_aggregate_total", 30, 40),
+            ("nvidia_gpu_remapped_rows_total", 5, 6),
+        ] {
+            assert_eq!(
+                series(&text, family).len(),
+                2 * n,
+                "{family}: two error types per GPU"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {family} counter\n")),
+                "{family} is a counter"
+            );
+            for (kind, value) in [("corrected", corrected), ("uncorrected", uncorrected)] {
+                let line = format!("{family}{{gpu=\"0\",gpu_uuid=\"{uuid}\",error_type=\"{kind}\"}} {value}");
+                assert!(text.lines().any(|l| l == line), "{line}");
+            }
+        }
+        assert!(!text.contains("counter=\""), "no scope label left");
+        assert!(!text.contains("correctable"), "one spelling of error_type");
+        assert!(!text.contains("nvidia_gpu_ecc_errors_total"));
+    }
+
+    #[test]
+    fn alerted_xids_are_zero_where_xids_are_read_and_absent_where_not() {
+        let mut gpus = sim::reading_from_world(&scenarios::build("h100-mixed").unwrap()).gpus;
+        gpus[0].health.xid_errors = vec![(13, 4), (79, 2)];
+        gpus[1].health.xid_counted = false;
+        gpus[1].health.xid_errors = vec![(31, 1)];
+        let n = gpus.len();
+        let text = exposition(gpus);
+        let xids = |gpu: &str| -> Vec<(String, String)> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("nvidia_gpu_xid_errors_total{{gpu=\"{gpu}\",")))
+                .map(|l| {
+                    let code = l.split("xid=\"").nth(1).unwrap().split('"').next().unwrap();
+                    (code.to_string(), l.rsplit(' ').next().unwrap().to_string())
+                })
+                .collect()
+        };
+        let mut want: Vec<(u64, u64)> = ALERTED_XIDS
+            .iter()
+            .map(|&x| (x, u64::from(x == 79) * 2))
+            .collect();
+        want.push((13, 4));
+        want.sort();
+        let want: Vec<(String, String)> = want.iter().map(|(x, v)| (x.to_string(), v.to_string())).collect();
+        assert_eq!(xids("0"), want, "seen codes kept, alerted codes at 0, by code");
+        assert_eq!(
+            xids("1"),
+            [("31".to_string(), "1".to_string())],
+            "a GPU whose XIDs are not read gets no made-up zeros"
+        );
+        assert_eq!(
+            series(&text, "nvidia_gpu_xid_errors_total").len(),
+            (n - 1) * ALERTED_XIDS.len() + 2
+        );
+        // No XID reading at all (a source without health): no family.
+        assert!(!exposition(Vec::new()).contains("nvidia_gpu_xid_errors"));
+        let mut bare = sim::reading_from_world(&scenarios::build("h100-mixed").unwrap()).gpus;
+        for g in &mut bare {
+            g.health = DeviceHealth::default();
+        }
+        assert!(!exposition(bare).contains("nvidia_gpu_xid_errors"));
     }
 
     #[test]

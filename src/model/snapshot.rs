@@ -94,8 +94,13 @@ pub struct DeviceHealth {
     /// Read on the slow cadence and only when enabled (≈21 ms per call).
     pub pcie_tx_bytes_per_second: Option<f64>,
     pub pcie_rx_bytes_per_second: Option<f64>,
-    /// XID errors seen since the exporter started, per XID code.
+    /// XID errors seen since the exporter started, per XID code, sorted by
+    /// code; codes never seen are absent (see [`DeviceHealth::xid_counts`]).
     pub xid_errors: Vec<(u64, u64)>,
+    /// Whether the source counts this GPU's XID events at all (NVML: an event
+    /// set registered for the GPU; the simulator: always). Only then does a
+    /// code of [`ALERTED_XIDS`] not seen yet count as 0.
+    pub xid_counted: bool,
     /// The code of the last XID error seen since the exporter started; `None`
     /// before the first (and where XID events cannot be read). What
     /// dcgm-exporter's `DCGM_FI_DEV_XID_ERRORS` shows, which the counts above
@@ -106,6 +111,40 @@ pub struct DeviceHealth {
     /// Whole-GPU profiling activity (DCGM).
     #[serde(flatten)]
     pub activity: Activity,
+}
+
+/// XID codes the shipped alerts watch (`alerts/mig-exporter.rules.yml`).
+/// Where a GPU's XIDs are counted, each has a series from the start, at 0
+/// until the first one, so that `increase()` sees the first event. Sorted.
+pub const ALERTED_XIDS: &[u64] = &[48, 63, 64, 74, 79, 92, 94, 95, 119, 120];
+
+impl DeviceHealth {
+    /// The XID counts to expose, by code: every code seen, and where XIDs are
+    /// counted at all, every code of [`ALERTED_XIDS`] not seen yet at 0.
+    /// Sorted by code (as `xid_errors` is); allocates nothing.
+    pub fn xid_counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let zeros: &[u64] = if self.xid_counted { ALERTED_XIDS } else { &[] };
+        let mut seen = self.xid_errors.iter().copied().peekable();
+        let mut zeros = zeros.iter().copied().peekable();
+        std::iter::from_fn(move || match (seen.peek().copied(), zeros.peek().copied()) {
+            (Some((code, n)), Some(z)) if code <= z => {
+                seen.next();
+                if code == z {
+                    zeros.next();
+                }
+                Some((code, n))
+            }
+            (_, Some(z)) => {
+                zeros.next();
+                Some((z, 0))
+            }
+            (Some(pair), None) => {
+                seen.next();
+                Some(pair)
+            }
+            (None, None) => None,
+        })
+    }
 }
 
 /// How busy a GPU, GPU instance or compute instance was: DCGM's profiling
@@ -549,6 +588,28 @@ impl GpuSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xid_counts_add_the_alerted_codes_at_zero_only_where_xids_are_counted() {
+        let mut h = DeviceHealth {
+            xid_errors: vec![(13, 2), (79, 1), (200, 4)],
+            ..DeviceHealth::default()
+        };
+        let uncounted: Vec<_> = h.xid_counts().collect();
+        assert_eq!(uncounted, h.xid_errors, "no made-up zeros without an XID reading");
+        h.xid_counted = true;
+        let counted: Vec<_> = h.xid_counts().collect();
+        let mut want: Vec<(u64, u64)> = ALERTED_XIDS
+            .iter()
+            .map(|&x| (x, u64::from(x == 79)))
+            .chain([(13, 2), (200, 4)])
+            .collect();
+        want.sort();
+        assert_eq!(counted, want, "each code once, seen counts kept, sorted");
+        assert!(ALERTED_XIDS.windows(2).all(|w| w[0] < w[1]), "sorted");
+        h.xid_errors.clear();
+        assert_eq!(h.xid_counts().count(), ALERTED_XIDS.len());
+    }
 
     #[test]
     fn fill_from_fills_only_the_gaps() {

@@ -97,6 +97,9 @@ fn device_health(gpu: &Gpu) -> DeviceHealth {
         pcie_tx_bytes_per_second: Some(kib(t.pcie_tx_kibps)),
         pcie_rx_bytes_per_second: Some(kib(t.pcie_rx_kibps)),
         xid_errors,
+        // The World's `telemetry.xid_events` is the simulated GPU's XID
+        // stream, always read (fake-nvml delivers the same through events).
+        xid_counted: true,
         // The World lists XIDs in the order raised; the NVML source keeps the
         // last one nvmlEventSetWait_v2 delivers. unverified: that NVML
         // delivers a GPU's events in the order raised (nvml.h does not say).

@@ -5,7 +5,7 @@
 
 use opentelemetry::KeyValue;
 
-use super::super::metrics::{cis, gis};
+use super::super::metrics::{cis, gis, CORRECTED, ECC_SCOPES, UNCORRECTED};
 use crate::model::{
     Activity, ComputeInstanceSnapshot, DriftFinding, GpuInstanceSnapshot, GpuSnapshot, NodeSnapshot,
     ProfileCapacity, SourceHealth, SourceState,
@@ -58,27 +58,40 @@ fn family(
 
 pub const VENDOR: &str = "NVIDIA";
 
-/// What identifies a GPU on every point about it (hardware semantic
-/// conventions: `hw.id` is unique on the host, `hw.type` is `gpu`).
-pub fn gpu_attributes(g: &GpuSnapshot) -> Vec<KeyValue> {
-    vec![
+/// What identifies a GPU on every point about it, as the hardware semantic
+/// conventions for GPUs have it: `hw.id` (required; unique on the host),
+/// `hw.type` = `gpu`, and the recommended `hw.name`, `hw.vendor`, `hw.model`
+/// (the product name) and `hw.driver_version` (the NVIDIA driver's, where
+/// the source read it).
+pub fn gpu_attributes(s: &NodeSnapshot, g: &GpuSnapshot) -> Vec<KeyValue> {
+    let mut a = vec![
         KeyValue::new("hw.id", g.uuid.clone()),
         KeyValue::new("hw.type", "gpu"),
         KeyValue::new("hw.name", format!("gpu{}", g.index)),
         KeyValue::new("hw.vendor", VENDOR),
+        KeyValue::new("hw.model", g.name.clone()),
         KeyValue::new("nvidia.gpu.index", i64::from(g.index)),
-    ]
+    ];
+    if let Some(driver) = &s.driver_version {
+        a.push(KeyValue::new("hw.driver_version", driver.clone()));
+    }
+    a
 }
 
-fn gi_attributes(g: &GpuSnapshot, gi: &GpuInstanceSnapshot) -> Vec<KeyValue> {
-    let mut a = gpu_attributes(g);
+fn gi_attributes(s: &NodeSnapshot, g: &GpuSnapshot, gi: &GpuInstanceSnapshot) -> Vec<KeyValue> {
+    let mut a = gpu_attributes(s, g);
     a.push(KeyValue::new("nvidia.mig.gi.id", i64::from(gi.id)));
     a.push(KeyValue::new("nvidia.mig.profile", gi.profile.clone()));
     a
 }
 
-fn ci_attributes(g: &GpuSnapshot, gi: &GpuInstanceSnapshot, ci: &ComputeInstanceSnapshot) -> Vec<KeyValue> {
-    let mut a = gi_attributes(g, gi);
+fn ci_attributes(
+    s: &NodeSnapshot,
+    g: &GpuSnapshot,
+    gi: &GpuInstanceSnapshot,
+    ci: &ComputeInstanceSnapshot,
+) -> Vec<KeyValue> {
+    let mut a = gi_attributes(s, g, gi);
     a.push(KeyValue::new("nvidia.mig.ci.id", i64::from(ci.id)));
     a.push(KeyValue::new("nvidia.mig.device.uuid", ci.mig_uuid.clone()));
     a
@@ -105,7 +118,7 @@ fn per_gpu(
     family(prometheus, name, unit, kind, description, move |s, emit| {
         for g in &s.gpus {
             if let Some(v) = read(g) {
-                emit(v, gpu_attributes(g));
+                emit(v, gpu_attributes(s, g));
             }
         }
     })
@@ -123,7 +136,7 @@ fn per_gi(
     family(prometheus, name, unit, kind, description, move |s, emit| {
         for (g, gi) in gis(s) {
             if let Some(v) = read(gi) {
-                emit(v, gi_attributes(g, gi));
+                emit(v, gi_attributes(s, g, gi));
             }
         }
     })
@@ -170,14 +183,9 @@ pub fn all() -> Vec<Family> {
             Gauge,
             "Physical GPU facts; always 1.",
             |s, emit| {
-                let driver = s.driver_version.clone().unwrap_or_default();
                 for g in &s.gpus {
-                    let more = [
-                        KeyValue::new("hw.model", g.name.clone()),
-                        KeyValue::new("hw.driver_version", driver.clone()),
-                        KeyValue::new("nvidia.gpu.pci_bus_id", g.pci_bus_id.clone()),
-                    ];
-                    emit(1.0, with(gpu_attributes(g), more));
+                    let more = [KeyValue::new("nvidia.gpu.pci_bus_id", g.pci_bus_id.clone())];
+                    emit(1.0, with(gpu_attributes(s, g), more));
                 }
             },
         ),
@@ -261,43 +269,40 @@ pub fn all() -> Vec<Family> {
             "1 if ECC is enabled after the next reset.",
             |g| g.health.ecc_mode_pending.map(flag),
         ),
-        family(
-            "nvidia_gpu_ecc_errors_total",
-            "hw.errors",
-            "{error}",
-            Counter,
-            "ECC errors of the GPU: volatile since the driver loaded, aggregate over the GPU's life.",
-            |s, emit| {
+    ];
+    // Two families, as in /metrics, so that a sum never double counts.
+    for (scope, help, read) in ECC_SCOPES {
+        f.push(Family {
+            prometheus: vec![format!("nvidia_gpu_ecc_errors_{scope}_total")],
+            name: format!("nvidia.gpu.ecc.errors.{scope}"),
+            unit: "{error}",
+            description: help.to_string(),
+            kind: Kind::Counter,
+            read: Box::new(move |s, emit| {
                 for g in &s.gpus {
                     let Some(e) = g.health.ecc_errors else { continue };
-                    for (kind, counter, n) in [
-                        ("corrected", "volatile", e.volatile_corrected),
-                        ("uncorrected", "volatile", e.volatile_uncorrected),
-                        ("corrected", "aggregate", e.aggregate_corrected),
-                        ("uncorrected", "aggregate", e.aggregate_uncorrected),
-                    ] {
-                        let more = [
-                            KeyValue::new("error.type", kind),
-                            KeyValue::new("nvidia.gpu.ecc.counter", counter),
-                        ];
-                        emit(n as f64, with(gpu_attributes(g), more));
+                    for (kind, n) in read(&e) {
+                        let more = [KeyValue::new("error.type", kind)];
+                        emit(n as f64, with(gpu_attributes(s, g), more));
                     }
                 }
-            },
-        ),
+            }),
+        });
+    }
+    f.extend([
         family(
-            "nvidia_gpu_remapped_rows",
+            "nvidia_gpu_remapped_rows_total",
             "nvidia.gpu.remapped_rows",
             "{row}",
-            Gauge,
-            "Memory rows remapped, by the error that caused it.",
+            Counter,
+            "Memory rows the GPU has remapped, by the error that caused it.",
             |s, emit| {
                 for g in &s.gpus {
                     let Some(r) = g.health.remapped_rows else { continue };
-                    for (kind, n) in [("correctable", r.correctable), ("uncorrectable", r.uncorrectable)] {
+                    for (kind, n) in [(CORRECTED, r.correctable), (UNCORRECTED, r.uncorrectable)] {
                         emit(
                             f64::from(n),
-                            with(gpu_attributes(g), [KeyValue::new("error.type", kind)]),
+                            with(gpu_attributes(s, g), [KeyValue::new("error.type", kind)]),
                         );
                     }
                 }
@@ -362,7 +367,7 @@ pub fn all() -> Vec<Family> {
                     if let Some(v) = g.health.utilization_ratio {
                         emit(
                             v,
-                            with(gpu_attributes(g), [KeyValue::new("hw.gpu.task", "general")]),
+                            with(gpu_attributes(s, g), [KeyValue::new("hw.gpu.task", "general")]),
                         );
                     }
                 }
@@ -384,7 +389,7 @@ pub fn all() -> Vec<Family> {
             "Framebuffer free on the whole GPU.",
             |g| g.health.memory_free_bytes.map(|b| b as f64),
         ),
-    ];
+    ]);
     activity(
         &mut f,
         "nvidia_gpu",
@@ -392,7 +397,7 @@ pub fn all() -> Vec<Family> {
         Activity::GPU_SCOPE,
         |s, point| {
             for g in &s.gpus {
-                point(&g.health.activity, gpu_attributes(g));
+                point(&g.health.activity, gpu_attributes(s, g));
             }
         },
     );
@@ -423,7 +428,7 @@ pub fn all() -> Vec<Family> {
                     ] {
                         if let Some(v) = v {
                             let more = [KeyValue::new("network.io.direction", direction)];
-                            emit(v, with(gpu_attributes(g), more));
+                            emit(v, with(gpu_attributes(s, g), more));
                         }
                     }
                 }
@@ -434,14 +439,15 @@ pub fn all() -> Vec<Family> {
             "nvidia.gpu.xid_errors",
             "{error}",
             Counter,
-            "XID errors the GPU raised since the exporter started, by XID code.",
+            "XID errors the GPU raised since the exporter started, by XID code; \
+             the codes the shipped alerts watch are 0 until the first one.",
             |s, emit| {
                 for g in &s.gpus {
-                    for &(xid, n) in &g.health.xid_errors {
+                    for (xid, n) in g.health.xid_counts() {
                         let xid = i64::try_from(xid).unwrap_or(i64::MAX);
                         emit(
                             n as f64,
-                            with(gpu_attributes(g), [KeyValue::new("nvidia.gpu.xid", xid)]),
+                            with(gpu_attributes(s, g), [KeyValue::new("nvidia.gpu.xid", xid)]),
                         );
                     }
                 }
@@ -462,7 +468,7 @@ pub fn all() -> Vec<Family> {
                             KeyValue::new("nvidia.mig.profile", p.name.clone()),
                             KeyValue::new("nvidia.mig.profile.id", i64::from(p.id)),
                         ];
-                        emit(f64::from(read(p)), with(gpu_attributes(g), more));
+                        emit(f64::from(read(p)), with(gpu_attributes(s, g), more));
                     }
                 }
             },
@@ -494,7 +500,7 @@ pub fn all() -> Vec<Family> {
                         KeyValue::new("nvidia.mig.placement.start", i64::from(gi.placement_start)),
                         KeyValue::new("nvidia.mig.placement.size", i64::from(gi.placement_size)),
                     ];
-                    emit(1.0, with(gi_attributes(g, gi), more));
+                    emit(1.0, with(gi_attributes(s, g, gi), more));
                 }
             },
         ),
@@ -546,7 +552,7 @@ pub fn all() -> Vec<Family> {
         Activity::GPU_INSTANCE_SCOPE,
         |s, point| {
             for (g, gi) in gis(s) {
-                point(&gi.activity, gi_attributes(g, gi));
+                point(&gi.activity, gi_attributes(s, g, gi));
             }
         },
     );
@@ -564,7 +570,7 @@ pub fn all() -> Vec<Family> {
                     KeyValue::new("nvidia.mig.placement.start", i64::from(ci.placement_start)),
                     KeyValue::new("nvidia.mig.placement.size", i64::from(ci.placement_size)),
                 ];
-                emit(1.0, with(ci_attributes(g, gi, ci), more));
+                emit(1.0, with(ci_attributes(s, g, gi, ci), more));
             }
         },
     ));
@@ -575,7 +581,7 @@ pub fn all() -> Vec<Family> {
         Activity::COMPUTE_INSTANCE_SCOPE,
         |s, point| {
             for (g, gi, ci) in cis(s) {
-                point(&ci.activity, ci_attributes(g, gi, ci));
+                point(&ci.activity, ci_attributes(s, g, gi, ci));
             }
         },
     );
@@ -584,8 +590,13 @@ pub fn all() -> Vec<Family> {
     f
 }
 
-/// The GPU a drift record names: `hw.id` and the index, as on every GPU point.
-fn drift_gpu(gpu: u32, uuid: &str) -> Vec<KeyValue> {
+/// The GPU a drift record names: its attributes as on every GPU point where
+/// the snapshot has the GPU; `hw.id` and the index where it does not (a GPU
+/// the desired config names that is gone).
+fn drift_gpu(s: &NodeSnapshot, gpu: u32, uuid: &str) -> Vec<KeyValue> {
+    if let Some(g) = s.gpus.iter().find(|g| g.uuid == uuid && g.index == gpu) {
+        return gpu_attributes(s, g);
+    }
     vec![
         KeyValue::new("hw.id", uuid.to_string()),
         KeyValue::new("hw.type", "gpu"),
@@ -605,7 +616,7 @@ fn drift_families() -> Vec<Family> {
         family(prometheus, name, unit, Gauge, description, move |s, emit| {
             for f in &s.drift.findings {
                 let more = [KeyValue::new("nvidia.mig.drift.reason", f.reason.as_str())];
-                emit(read(f), with(drift_gpu(f.gpu, &f.gpu_uuid), more));
+                emit(read(f), with(drift_gpu(s, f.gpu, &f.gpu_uuid), more));
             }
         })
     };
@@ -633,7 +644,7 @@ fn drift_families() -> Vec<Family> {
             |s, emit| {
                 for e in &s.drift.expected {
                     let more = [KeyValue::new("nvidia.mig.profile", e.profile.clone())];
-                    emit(f64::from(e.count), with(drift_gpu(e.gpu, &e.gpu_uuid), more));
+                    emit(f64::from(e.count), with(drift_gpu(s, e.gpu, &e.gpu_uuid), more));
                 }
             },
         ),
@@ -645,7 +656,7 @@ fn drift_families() -> Vec<Family> {
             "Unix time the GPU's MIG geometry was first seen as it is now.",
             |s, emit| {
                 for c in &s.drift.geometry_changes {
-                    emit(c.changed_at_seconds, drift_gpu(c.gpu, &c.gpu_uuid));
+                    emit(c.changed_at_seconds, drift_gpu(s, c.gpu, &c.gpu_uuid));
                 }
             },
         ),
@@ -869,6 +880,127 @@ mod tests {
             }
         }
         assert!(seen > 100);
+    }
+
+    /// Every point of every family over a snapshot: (name, value, attributes).
+    fn points(s: &NodeSnapshot) -> Vec<(String, f64, Vec<KeyValue>)> {
+        let mut out = Vec::new();
+        for f in all() {
+            (f.read)(s, &mut |v, a| out.push((f.name.clone(), v, a)));
+        }
+        out
+    }
+
+    fn attribute(a: &[KeyValue], key: &str) -> Option<String> {
+        a.iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    fn node() -> NodeSnapshot {
+        let reading =
+            crate::source::sim::reading_from_world(&crate::source::scenarios::build("h100-mixed").unwrap());
+        NodeSnapshot {
+            gpus: reading.gpus,
+            driver_version: reading.driver_version,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ecc_scopes_are_two_counters_and_error_types_have_one_spelling() {
+        let mut s = node();
+        s.gpus[0].health.ecc_errors = Some(crate::model::EccErrorCounts {
+            volatile_corrected: 1,
+            volatile_uncorrected: 2,
+            aggregate_corrected: 30,
+            aggregate_uncorrected: 40,
+        });
+        let families = all();
+        for name in [
+            "nvidia.gpu.ecc.errors.volatile",
+            "nvidia.gpu.ecc.errors.aggregate",
+            "nvidia.gpu.remapped_rows",
+        ] {
+            let f = families.iter().find(|f| f.name == name).unwrap();
+            assert_eq!(f.kind, Kind::Counter, "{name}");
+        }
+        let p = points(&s);
+        let gpu0 = |name: &str, kind: &str| -> Vec<f64> {
+            p.iter()
+                .filter(|(n, _, a)| {
+                    n == name
+                        && attribute(a, "nvidia.gpu.index").as_deref() == Some("0")
+                        && attribute(a, "error.type").as_deref() == Some(kind)
+                })
+                .map(|(_, v, _)| *v)
+                .collect()
+        };
+        assert_eq!(gpu0("nvidia.gpu.ecc.errors.volatile", "corrected"), [1.0]);
+        assert_eq!(gpu0("nvidia.gpu.ecc.errors.volatile", "uncorrected"), [2.0]);
+        assert_eq!(gpu0("nvidia.gpu.ecc.errors.aggregate", "corrected"), [30.0]);
+        assert_eq!(gpu0("nvidia.gpu.ecc.errors.aggregate", "uncorrected"), [40.0]);
+        for (name, _, a) in &p {
+            if let Some(kind) = attribute(a, "error.type") {
+                assert!(kind == "corrected" || kind == "uncorrected", "{name}: {kind}");
+            }
+            assert!(attribute(a, "nvidia.gpu.ecc.counter").is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn alerted_xids_are_pushed_at_zero_only_where_xids_are_read() {
+        let mut s = node();
+        s.gpus[0].health.xid_errors = vec![(79, 3)];
+        s.gpus[1].health.xid_counted = false;
+        let p = points(&s);
+        let xids = |gpu: &str| -> Vec<(String, f64)> {
+            p.iter()
+                .filter(|(n, _, a)| {
+                    n == "nvidia.gpu.xid_errors" && attribute(a, "nvidia.gpu.index").as_deref() == Some(gpu)
+                })
+                .map(|(_, v, a)| (attribute(a, "nvidia.gpu.xid").unwrap(), *v))
+                .collect()
+        };
+        let want: Vec<(String, f64)> = crate::model::ALERTED_XIDS
+            .iter()
+            .map(|&x| (x.to_string(), if x == 79 { 3.0 } else { 0.0 }))
+            .collect();
+        assert_eq!(xids("0"), want);
+        assert!(xids("1").is_empty(), "no zeros for a GPU whose XIDs are not read");
+    }
+
+    #[test]
+    fn every_gpu_point_has_the_model_and_the_driver_version() {
+        let s = node();
+        let driver = s.driver_version.clone().unwrap();
+        let mut gpu_points = 0;
+        for (name, _, a) in points(&s) {
+            let Some(uuid) = attribute(&a, "hw.id") else {
+                continue;
+            };
+            let g = s.gpus.iter().find(|g| g.uuid == uuid).unwrap();
+            assert_eq!(
+                attribute(&a, "hw.model").as_deref(),
+                Some(g.name.as_str()),
+                "{name}"
+            );
+            assert_eq!(
+                attribute(&a, "hw.driver_version").as_deref(),
+                Some(driver.as_str()),
+                "{name}"
+            );
+            gpu_points += 1;
+        }
+        assert!(gpu_points > 100, "{gpu_points}");
+        // Without a driver version read, none is made up.
+        let unknown = NodeSnapshot {
+            driver_version: None,
+            ..node()
+        };
+        assert!(points(&unknown)
+            .iter()
+            .all(|(_, _, a)| attribute(a, "hw.driver_version").is_none()));
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl Pusher {
         published: Arc<Published>,
         stats: Arc<ExportStats>,
         host_name: &str,
+        node_name: Option<&str>,
     ) -> anyhow::Result<Pusher> {
         let exporter = build_exporter(settings)?;
         let counting = CountingExporter {
@@ -276,7 +277,7 @@ impl Pusher {
             .with_interval(settings.interval)
             .build();
         let provider = SdkMeterProvider::builder()
-            .with_resource(resource(host_name, &|name| std::env::var(name).ok()))
+            .with_resource(resource(host_name, node_name, &|name| std::env::var(name).ok()))
             .with_reader(reader)
             .build();
         register(&provider.meter("mig-exporter"), published);
@@ -293,10 +294,13 @@ impl Pusher {
 
 /// Resource: `service.name` (mig-exporter unless `OTEL_SERVICE_NAME` or
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise), `service.version`, the node
-/// as `host.name`, and `k8s.node.name` from `NODE_NAME` (the DaemonSet's
-/// downward API); `OTEL_RESOURCE_ATTRIBUTES` overrides the defaults and
+/// as `host.name`, `k8s.node.name` from `--kubernetes.node-name` (given as
+/// `node_name`) or else `NODE_NAME` (the DaemonSet's downward API), and
+/// `service.instance.id`: the Kubernetes node name where there is one, the
+/// host name otherwise, so that the pushes of many nodes never make one
+/// series. `OTEL_RESOURCE_ATTRIBUTES` overrides the defaults and
 /// `OTEL_SERVICE_NAME` overrides everything.
-pub fn resource(host_name: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource {
+pub fn resource(host_name: &str, node_name: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Resource {
     let mut defaults = vec![
         KeyValue::new("service.name", "mig-exporter"),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
@@ -304,7 +308,14 @@ pub fn resource(host_name: &str, env: &dyn Fn(&str) -> Option<String>) -> Resour
     if !host_name.is_empty() {
         defaults.push(KeyValue::new("host.name", host_name.to_string()));
     }
-    if let Some(node) = env("NODE_NAME").filter(|n| !n.is_empty()) {
+    let node = node_name
+        .map(str::to_string)
+        .or_else(|| env(crate::cli::NODE_NAME_ENV))
+        .filter(|n| !n.is_empty());
+    if let Some(instance) = node.as_deref().or(Some(host_name)).filter(|n| !n.is_empty()) {
+        defaults.push(KeyValue::new("service.instance.id", instance.to_string()));
+    }
+    if let Some(node) = node {
         defaults.push(KeyValue::new("k8s.node.name", node));
     }
     let mut builder = Resource::builder_empty()
@@ -694,20 +705,30 @@ mod tests {
             r.get(&opentelemetry::Key::from(key.to_string()))
                 .map(|v| v.to_string())
         };
-        let plain = resource("node-7", &|_| None);
+        let plain = resource("node-7", None, &|_| None);
         assert_eq!(
             get(&plain, "service.version").as_deref(),
             Some(env!("CARGO_PKG_VERSION"))
         );
         assert_eq!(get(&plain, "host.name").as_deref(), Some("node-7"));
         assert_eq!(get(&plain, "k8s.node.name"), None);
+        assert_eq!(
+            get(&plain, "service.instance.id").as_deref(),
+            Some("node-7"),
+            "the host name where no node name is known"
+        );
         let vars = |name: &str| match name {
             "NODE_NAME" => Some("k8s-node-3".to_string()),
             "OTEL_SERVICE_NAME" => Some("fleet".to_string()),
             _ => None,
         };
-        let named = resource("node-7", &vars);
+        let named = resource("node-7", None, &vars);
         assert_eq!(get(&named, "k8s.node.name").as_deref(), Some("k8s-node-3"));
+        assert_eq!(get(&named, "service.instance.id").as_deref(), Some("k8s-node-3"));
         assert_eq!(get(&named, "service.name").as_deref(), Some("fleet"));
+        // --kubernetes.node-name wins over NODE_NAME.
+        let flagged = resource("node-7", Some("gpu-a"), &vars);
+        assert_eq!(get(&flagged, "k8s.node.name").as_deref(), Some("gpu-a"));
+        assert_eq!(get(&flagged, "service.instance.id").as_deref(), Some("gpu-a"));
     }
 }

@@ -10,7 +10,7 @@ pub mod monitor;
 pub(crate) mod raw;
 
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::{Arc, PoisonError};
@@ -62,6 +62,9 @@ struct Session {
     nvml: Arc<Nvml>,
     /// XID counts per GPU UUID since the exporter started.
     xid_counts: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// Indexes of the GPUs registered in `xid` for XID events: only their
+    /// XIDs are counted.
+    xid_gpus: BTreeSet<u32>,
     /// The last XID per GPU UUID, in the order NVML delivered the events.
     last_xid: BTreeMap<String, u64>,
     slow: SlowReadings,
@@ -163,14 +166,20 @@ impl NvmlSource {
             ),
             _ => anyhow!("nvmlInit: {e}"),
         })?;
+        let mut xid_gpus = BTreeSet::new();
         let xid = match raw::XidEvents::create(&nvml) {
             Ok(set) => {
                 for index in 0..nvml.device_count().unwrap_or(0) {
                     if let Ok(device) = nvml.device_by_index(index) {
                         // SAFETY: the handle is used only while `nvml` lives.
                         let handle = unsafe { device.handle() };
-                        if let Err(e) = set.register(&nvml, handle) {
-                            tracing::debug!(gpu = index, error = %e, "XID events not available");
+                        match set.register(&nvml, handle) {
+                            Ok(()) => {
+                                xid_gpus.insert(index);
+                            }
+                            Err(e) => {
+                                tracing::debug!(gpu = index, error = %e, "XID events not available")
+                            }
                         }
                     }
                 }
@@ -187,6 +196,7 @@ impl NvmlSource {
             xid,
             nvml: Arc::new(nvml),
             xid_counts: BTreeMap::new(),
+            xid_gpus,
             last_xid: BTreeMap::new(),
             slow: SlowReadings::default(),
             profile_tables: BTreeMap::new(),
@@ -273,6 +283,7 @@ impl Session {
                 .get(&gpu.uuid)
                 .map(|m| m.iter().map(|(&k, &v)| (k, v)).collect())
                 .unwrap_or_default();
+            gpu.health.xid_counted = self.xid.is_some() && self.xid_gpus.contains(&index);
             gpu.health.last_xid = self.last_xid.get(&gpu.uuid).copied();
             gpus.push(gpu);
         }
