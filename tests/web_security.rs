@@ -411,6 +411,13 @@ fn a_bad_web_config_stops_the_exporter_naming_file_line_and_field() {
     );
     let e = refused("tls_server_config: [\n");
     assert!(e.contains("line"), "{e}");
+    // A cost-15 hash (the cost is in the hash's text: no need to compute one).
+    let hash = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$15$", 1);
+    let e = refused(&format!("basic_auth_users:\n  prometheus: {hash}\n"));
+    assert!(
+        e.contains("line 2") && e.contains("\"prometheus\"") && e.contains("cost 15") && e.contains("14"),
+        "a bcrypt cost above the cap is refused, naming the user: {e}"
+    );
 }
 
 #[test]
