@@ -537,6 +537,68 @@ fn connections_over_the_cap_wait_for_a_free_one() {
 }
 
 #[test]
+fn a_client_that_does_not_read_its_responses_is_cut_off_after_the_write_timeout() {
+    // One connection at a time, and a read timeout far longer than the test:
+    // only the write timeout can free the connection.
+    let exporter = Running::start(&[
+        "--web.max-connections",
+        "1",
+        "--web.read-timeout",
+        "60s",
+        "--web.write-timeout",
+        "1s",
+    ]);
+    // 500 pipelined scrapes of about 100 KB each: far more than the socket
+    // buffers hold, so the server waits on a client that never reads.
+    let pipelined = 500;
+    let mut hog = exporter.connect();
+    hog.write_all(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            .repeat(pipelined)
+            .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let started = Instant::now();
+    let response = exporter.raw(&get("/metrics"));
+    let waited = started.elapsed();
+    assert_eq!(
+        status_of(&response),
+        200,
+        "a scrape behind the slow reader is served (after {waited:?})"
+    );
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the slow reader held the only connection until its write timed out ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(6),
+        "served soon after the 1s write timeout ({waited:?})"
+    );
+
+    // The slow reader's connection was closed by the exporter, short of its scrapes.
+    hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0; 1 << 16];
+    let ended = loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the slow reader's connection is still open: {ended:?}"
+    );
+    let answered = String::from_utf8_lossy(&received)
+        .matches("HTTP/1.1 200 OK")
+        .count();
+    assert!(answered < pipelined, "{answered} of {pipelined} scrapes answered");
+}
+
+#[test]
 fn the_state_file_is_private_even_when_an_older_one_was_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");

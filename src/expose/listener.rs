@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -21,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -49,6 +53,9 @@ pub struct Limits {
     /// Longest wait for a request's head, the time a kept-alive connection
     /// sits idle included, and for a TLS handshake; then the connection closes.
     pub read_timeout: Duration,
+    /// Longest time from reading a request's head to having written its whole
+    /// response; a client that does not read it in time is disconnected.
+    pub write_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -94,6 +101,7 @@ pub async fn serve(
             router: router.clone(),
             web: web.clone(),
             read_timeout: limits.read_timeout,
+            write_timeout: limits.write_timeout,
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -137,13 +145,20 @@ struct Connection {
     router: Router,
     web: Option<Arc<WebConfigFile>>,
     read_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
+        let deadline = Arc::new(WriteDeadline::new());
+        let stream = DeadlineIo::new(stream, deadline.clone());
+        let write_timeout = self.write_timeout;
         let Some(web) = self.web.clone() else {
             let router = self.router;
-            let service = hyper::service::service_fn(move |req| plain(router.clone(), req));
+            let service = hyper::service::service_fn(move |req| {
+                deadline.arm(write_timeout);
+                plain(router.clone(), req)
+            });
             let _ = watcher
                 .watch(self.http.serve_connection(TokioIo::new(stream), service))
                 .await;
@@ -153,7 +168,10 @@ impl Connection {
         // be replaced on disk; a config that became invalid refuses connections.
         let Ok(active) = web.current() else { return };
         let router = self.router;
-        let service = hyper::service::service_fn(move |req| guarded(web.clone(), router.clone(), req));
+        let service = hyper::service::service_fn(move |req| {
+            deadline.arm(write_timeout);
+            guarded(web.clone(), router.clone(), req)
+        });
         match &active.tls {
             None => {
                 let _ = watcher
@@ -512,6 +530,136 @@ impl WebConfigFile {
     }
 }
 
+/// When a connection's response must be written by: set as each request is
+/// handed to the router, so a client that does not read what it asked for
+/// holds its connection (one of `--web.max-connections`) for a bounded time.
+/// Without a lock: an atomic of nanoseconds since the connection opened.
+struct WriteDeadline {
+    opened: Instant,
+    /// Nanoseconds after `opened`, plus one; 0: no deadline yet.
+    at: AtomicU64,
+}
+
+impl WriteDeadline {
+    fn new() -> WriteDeadline {
+        WriteDeadline {
+            opened: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn arm(&self, timeout: Duration) {
+        let at = (self.opened.elapsed() + timeout).as_nanos();
+        let at = u64::try_from(at).unwrap_or(u64::MAX - 1) + 1;
+        self.at.store(at, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.at.load(Ordering::Relaxed) {
+            0 => None,
+            at => self.opened.checked_add(Duration::from_nanos(at - 1)),
+        }
+    }
+}
+
+/// A connection's socket whose writes fail once its [`WriteDeadline`] has
+/// passed, also while one waits for the client to make room.
+struct DeadlineIo<S> {
+    inner: S,
+    deadline: Arc<WriteDeadline>,
+    /// Wakes a write blocked on a full socket at the deadline; made on the first such wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> DeadlineIo<S> {
+    fn new(inner: S, deadline: Arc<WriteDeadline>) -> DeadlineIo<S> {
+        DeadlineIo {
+            inner,
+            deadline,
+            timer: None,
+        }
+    }
+
+    fn timed_out() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its response within --web.write-timeout",
+        )
+    }
+
+    /// Runs a write operation; one that has to wait for the client to make
+    /// room fails once the deadline has passed. One that can go on at once
+    /// does: after a response, a connection may sit idle past its deadline,
+    /// and an error page written without a request to arm it is small.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut S, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let done = op(&mut self.inner, cx);
+        if done.is_ready() {
+            return done;
+        }
+        let Some(at) = self.deadline.get() else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= at {
+            return Poll::Ready(Err(Self::timed_out()));
+        }
+        let at = tokio::time::Instant::from_std(at);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Self::timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for DeadlineIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .bounded(cx, |inner, cx| Pin::new(inner).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .bounded(cx, |inner, cx| Pin::new(inner).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut()
+            .bounded(cx, |inner, cx| Pin::new(inner).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut()
+            .bounded(cx, |inner, cx| Pin::new(inner).poll_shutdown(cx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,6 +824,49 @@ mod tests {
             2,
             "docs/security.md gives the wait for the bcrypt slot"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_does_not_read_fails_at_its_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let response = vec![b'x'; 64 * 1024];
+        // A client that never reads: a 1 KiB pipe fills at once.
+        let (server, _client) = tokio::io::duplex(1024);
+        let deadline = Arc::new(WriteDeadline::new());
+        let mut io = DeadlineIo::new(server, deadline.clone());
+        let unarmed = tokio::time::timeout(Duration::from_millis(300), io.write_all(&response)).await;
+        assert!(unarmed.is_err(), "no request read, no deadline: it waits");
+
+        deadline.arm(Duration::from_millis(200));
+        let started = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(5), io.write_all(&response))
+            .await
+            .expect("the write ends at its deadline")
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        // A connection that sits idle past its deadline is not cut off by it.
+        let (server, mut client) = tokio::io::duplex(1024 * 1024);
+        let deadline = Arc::new(WriteDeadline::new());
+        let mut io = DeadlineIo::new(server, deadline.clone());
+        deadline.arm(Duration::from_millis(10));
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        io.flush().await.expect("nothing to wait for");
+        io.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .expect("a write that need not wait");
+        drop(io);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
+            .await
+            .unwrap();
+        assert!(got.ends_with(b"400 Bad Request\r\n\r\n"));
     }
 
     #[test]
