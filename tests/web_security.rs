@@ -233,6 +233,11 @@ fn client_certificates_are_required_and_verified() {
     let exporter = Running::start(&["--web.config.file", &config]);
     let url = format!("https://127.0.0.1:{}/metrics", exporter.port);
     let cacert = ca.cert();
+    assert!(
+        !exporter.log().contains("authenticates no one"),
+        "{}",
+        exporter.log()
+    );
 
     let (code, _, body) = curl(&[
         "--cacert",
@@ -272,6 +277,18 @@ fn client_certificates_are_required_and_verified() {
     );
     let exporter = Running::start(&["--web.config.file", &config]);
     let url = format!("https://127.0.0.1:{}/metrics", exporter.port);
+    // Without basic auth, a client without a certificate is served: said at start.
+    let log = exporter.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("authenticates no one"))
+        .unwrap_or_else(|| panic!("no warning about VerifyClientCertIfGiven:\n{log}"));
+    assert!(
+        warning.contains("level=warn")
+            && warning.contains("VerifyClientCertIfGiven")
+            && warning.contains(&config),
+        "{warning}"
+    );
     assert_eq!(curl(&["--cacert", &cacert, &url]).0, 200);
     let with = |cert: &str, key: &str| curl(&["--cacert", &cacert, "--cert", cert, "--key", key, &url]).0;
     assert_eq!(with(&client_cert, &client_key), 200);

@@ -386,6 +386,9 @@ impl WebConfigFile {
             .chain(stamps)
             .collect();
         let tls_at_start = config.tls.is_some();
+        for warning in config.warnings() {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
         let active = Active::build(config, path)?;
         Ok(WebConfigFile {
             path: path.to_path_buf(),
@@ -446,6 +449,9 @@ impl WebConfigFile {
         match active {
             Ok(active) => {
                 tracing::info!(file = %self.path.display(), "web config reloaded");
+                for warning in active.config.warnings() {
+                    tracing::warn!(file = %self.path.display(), "{warning}");
+                }
                 Loaded {
                     stamps,
                     active: Ok(Arc::new(active)),

@@ -396,6 +396,26 @@ impl WebConfig {
         Ok(WebConfig { tls, headers, users })
     }
 
+    /// What the config allows that its author may not have meant, one
+    /// sentence each, for a warning at start and on each reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth == ClientAuth::VerifyClientCertIfGiven)
+            && self.users.is_empty()
+        {
+            warnings.push(
+                "client_auth_type VerifyClientCertIfGiven without basic_auth_users authenticates no \
+                 one: a client without a certificate is served; use RequireAndVerifyClientCert, or \
+                 add basic_auth_users"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
     /// Files whose change makes the config a different one: re-read then.
     pub fn files(&self) -> Vec<&Path> {
         let Some(tls) = &self.tls else { return Vec::new() };
@@ -817,6 +837,28 @@ mod tests {
         );
         assert!(!text.contains(&above[7..]), "the hash is not quoted: {text}");
         assert_eq!(MAX_BCRYPT_COST, 14, "docs/security.md gives the cap");
+    }
+
+    #[test]
+    fn verify_client_cert_if_given_without_users_is_warned_about() {
+        let tls = "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca\n";
+        let if_given = "  client_auth_type: VerifyClientCertIfGiven\n";
+        let users = format!("basic_auth_users:\n  alice: {HASH}\n");
+        let warnings = parse(&format!("{tls}{if_given}")).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("VerifyClientCertIfGiven") && warnings[0].contains("authenticates no one"),
+            "{warnings:?}"
+        );
+        for quiet in [
+            format!("{tls}{if_given}{users}"),
+            format!("{tls}  client_auth_type: RequireAndVerifyClientCert\n"),
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n".to_string(),
+            String::new(),
+        ] {
+            let warnings = parse(&quiet).unwrap().warnings();
+            assert!(warnings.is_empty(), "{quiet}: {warnings:?}");
+        }
     }
 
     #[test]
