@@ -503,6 +503,11 @@ pub struct ServeArgs {
     /// included) and for a TLS handshake; slower connections are closed.
     #[arg(long = "web.read-timeout", env = "MIG_EXPORTER_WEB_READ_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub read_timeout: Duration,
+    /// Longest time from reading a request's headers to having written its whole response;
+    /// a client that does not read its response in time is disconnected, so slow readers
+    /// cannot hold every --web.max-connections slot.
+    #[arg(long = "web.write-timeout", env = "MIG_EXPORTER_WEB_WRITE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
     /// Connections served at once; further ones wait until one closes.
     #[arg(long = "web.max-connections", env = "MIG_EXPORTER_WEB_MAX_CONNECTIONS", value_name = "N", default_value = "512",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -833,6 +838,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         let limits = crate::expose::listener::Limits {
             read_timeout: args.read_timeout,
+            write_timeout: args.write_timeout,
             max_connections: args.max_connections as usize,
         };
         crate::expose::listener::serve(listeners, app, limits, web_config, shutdown_signal()).await;

@@ -147,15 +147,22 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
 /// never reach somebody's real site.
 const RUNBOOK_BASE: &str = "https://runbooks.example.com/mig-exporter/runbooks.md";
 
-/// The XID codes the exporter serves at 0 from its start (so that
-/// `increase()` sees the first one), and exactly the codes the XID alerts
-/// watch: the model's list. The meaning of each is in docs/runbooks.md, with
-/// its source.
-fn watched_xids() -> Vec<u32> {
-    mig_exporter::model::ALERTED_XIDS
-        .iter()
-        .map(|&x| u32::try_from(x).expect("an XID code fits u32"))
-        .collect()
+/// The XID codes the exporter serves at 0 on a freshly started node (so that
+/// `increase()` sees the first one), read off the golden exposition of a
+/// node that has seen no XID.
+fn xids_served_at_zero() -> Vec<u32> {
+    let golden = std::fs::read_to_string(contract::root().join("tests/golden/a100-single.prom")).unwrap();
+    let mut codes: Vec<u32> = golden
+        .lines()
+        .filter(|l| l.starts_with("nvidia_gpu_xid_errors_total{gpu=\"0\"") && l.ends_with(" 0"))
+        .filter_map(|l| l.split("xid=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect();
+    codes.sort_unstable();
+    assert!(
+        !codes.is_empty(),
+        "the golden exposition serves XID counters at 0"
+    );
+    codes
 }
 
 #[test]
@@ -423,7 +430,7 @@ fn the_xid_alerts_watch_exactly_the_codes_served_at_zero_each_once() {
         }
     }
     let watched: Vec<u32> = seen.keys().copied().collect();
-    assert_eq!(watched, watched_xids(), "{seen:?}");
+    assert_eq!(watched, xids_served_at_zero(), "{seen:?}");
     // The reset-or-reboot codes page; the memory events warn.
     assert_eq!(
         text(

@@ -2,6 +2,8 @@
 //! scraped over HTTP, checked with Prometheus's `promtool` and rendered in
 //! headless Chromium. The test command (`scripts/test.sh`) installs both.
 
+#[path = "e2e/browser.rs"]
+mod browser;
 mod common;
 
 use std::collections::BTreeSet;
@@ -325,39 +327,157 @@ fn on_an_ampere_node_without_dcgm_gpm_is_unsupported_and_dcgm_disabled_not_down(
     );
 }
 
-#[test]
-fn landing_page_in_chromium_draws_the_worlds_gis() {
+/// The viewport the landing page is checked at: a laptop screen, and its
+/// first screenful ("above the fold").
+const VIEWPORT: (u32, u32) = (1280, 720);
+
+/// Memory slices of an H100 80GB: the MIG User Guide's H100 profile table
+/// places instances on 8 memory slices (7g.80gb spans 0:8, 1g.10gb starts at
+/// 0..6), and `placement.size` in a World counts them.
+const H100_MEMORY_SLICES: f64 = 8.0;
+
+/// What the test reads off the laid-out page, in CSS pixels.
+const MEASURE: &str = r#"
+const box = e => { const r = e.getBoundingClientRect();
+  return {left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height}; };
+const shown = e => { const s = getComputedStyle(e);
+  return s.display !== 'none' && s.visibility === 'visible' && parseFloat(s.opacity) > 0; };
+const root = document.documentElement;
+return {
+  viewport: {width: innerWidth, height: innerHeight},
+  scroll_width: root.scrollWidth,
+  client_width: root.clientWidth,
+  dom: root.outerHTML,
+  alerts: [...document.querySelectorAll('[role=alert]')].map(e => {
+    const b = box(e);
+    const hit = document.elementFromPoint((b.left + b.right) / 2, (b.top + b.bottom) / 2);
+    return {box: b, text: e.innerText, shown: shown(e), on_top: hit !== null && e.contains(hit),
+      links: [...e.querySelectorAll('a')].map(a => a.getAttribute('href'))};
+  }),
+  gpus: [...document.querySelectorAll('section[data-gpu]')].map(s => {
+    const bar = s.querySelector('.slots');
+    return {gpu: +s.dataset.gpu, id: s.id, box: box(s),
+      bar: bar && {box: box(bar), gap: parseFloat(getComputedStyle(bar).columnGap) || 0},
+      gis: [...s.querySelectorAll('[data-gi]')].map(g => ({gi: +g.dataset.gi, box: box(g), shown: shown(g),
+        content_width: g.scrollWidth, inner_width: g.clientWidth})),
+      drift: [...s.querySelectorAll('[data-reason]')].map(d => ({reason: d.dataset.reason, box: box(d), shown: shown(d)}))};
+  }),
+};
+"#;
+
+/// The landing page of `exporter`, laid out by headless Chromium at
+/// [`VIEWPORT`] and measured with [`MEASURE`].
+fn measure_landing_page(exporter: &Exporter, dir: &Path) -> serde_json::Value {
     let chromium = which("chromium")
         .or_else(|| which("chromium-browser"))
         .expect("chromium not found: scripts/test.sh installs it (Debian package chromium)");
+    let mut browser = browser::Browser::start(&chromium, dir);
+    let url = format!("http://{}/", exporter.address);
+    browser.open(&url, VIEWPORT.0, VIEWPORT.1);
+    let page = browser.measure(&url, MEASURE);
+    assert_eq!(
+        (
+            page["viewport"]["width"].as_u64(),
+            page["viewport"]["height"].as_u64()
+        ),
+        (Some(VIEWPORT.0.into()), Some(VIEWPORT.1.into())),
+        "the viewport asked for"
+    );
+    page
+}
+
+fn px(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("a number of pixels, not {v}"))
+}
+
+/// Every GPU instance of `world` is drawn in its GPU's slice bar as wide as
+/// its memory slices, where they are: with `n` slices in a bar of width `w`
+/// and gutter `g`, an instance of `size` slices at `start` begins
+/// `start·(w+g)/n` from the bar's left and is `size·(w+g)/n − g` wide.
+fn assert_instances_drawn_to_scale(page: &serde_json::Value, world: &serde_json::Value) -> usize {
+    let mut checked = 0;
+    for gpu in world["gpus"].as_array().unwrap() {
+        let index = gpu["index"].as_u64().unwrap();
+        let drawn = page["gpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gpu"].as_u64() == Some(index))
+            .unwrap_or_else(|| panic!("GPU {index} has no section"));
+        let gis = gpu["gpu_instances"].as_array().unwrap();
+        if gis.is_empty() {
+            continue;
+        }
+        let bar = &drawn["bar"];
+        assert!(bar.is_object(), "GPU {index} has GPU instances but no slice bar");
+        let (left, width, gap) = (px(&bar["box"]["left"]), px(&bar["box"]["width"]), px(&bar["gap"]));
+        let slice = (width + gap) / H100_MEMORY_SLICES;
+        assert!(slice > 20.0, "GPU {index}: a slice is {slice:.1} px wide");
+        assert_eq!(
+            drawn["gis"].as_array().unwrap().len(),
+            gis.len(),
+            "GPU {index}: one box per GPU instance"
+        );
+        for gi in gis {
+            let id = gi["id"].as_u64().unwrap();
+            let start = gi["placement"]["start"].as_f64().unwrap();
+            let size = gi["placement"]["size"].as_f64().unwrap();
+            let b = drawn["gis"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|g| g["gi"].as_u64() == Some(id))
+                .unwrap_or_else(|| panic!("GPU {index}: GI {id} not drawn"));
+            let (want_left, want_width) = (left + start * slice, size * slice - gap);
+            let (got_left, got_width) = (px(&b["box"]["left"]), px(&b["box"]["width"]));
+            assert!(
+                b["shown"] == true
+                    && (got_left - want_left).abs() <= 1.0
+                    && (got_width - want_width).abs() <= 1.0,
+                "GPU {index} GI {id} at {start}:{size} of {H100_MEMORY_SLICES} slices: drawn at \
+                 x={got_left:.1} w={got_width:.1}, expected x={want_left:.1} w={want_width:.1} \
+                 (bar x={left:.1} w={width:.1}, gap {gap}); {b}"
+            );
+            // The box clips what overflows it: nothing may be cut off sideways.
+            assert!(
+                px(&b["content_width"]) <= px(&b["inner_width"]),
+                "GPU {index} GI {id}: content {} px wide in a box of {} px, cut off; {b}",
+                b["content_width"],
+                b["inner_width"]
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// Nothing is wider than the window: no horizontal scroll bar.
+fn assert_no_horizontal_scroll(page: &serde_json::Value) {
+    let (scroll, client) = (px(&page["scroll_width"]), px(&page["client_width"]));
+    assert!(
+        scroll <= client && client <= f64::from(VIEWPORT.0),
+        "the page scrolls sideways at {} px: {scroll} px of content in {client} px",
+        VIEWPORT.0
+    );
+    for gpu in page["gpus"].as_array().unwrap() {
+        let right = px(&gpu["box"]["right"]);
+        assert!(
+            right <= client,
+            "GPU {} ends at x={right}, past {client}",
+            gpu["gpu"]
+        );
+    }
+}
+
+#[test]
+fn landing_page_in_chromium_draws_the_worlds_gis_to_scale() {
     let dir = tempfile::tempdir().unwrap();
     let world = world_with_two_3g(dir.path());
     mig_sim(&world, &["-i", "1", "mig", "-cgi", "19,14,5", "-C"]);
     let exporter = Exporter::start(&["--world", world.to_str().unwrap()]);
-    let profile_dir = dir.path().join("chromium-profile");
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=2000",
-        ])
-        .arg(format!("--user-data-dir={}", profile_dir.display()))
-        .arg("--dump-dom")
-        .arg(format!("http://{}/", exporter.address))
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && dom.contains("</html>"),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let page = measure_landing_page(&exporter, dir.path());
+    let dom = page["dom"].as_str().unwrap();
 
     let world: serde_json::Value = serde_json::from_slice(&std::fs::read(&world).unwrap()).unwrap();
     let mut drawn = 0;
@@ -393,6 +513,150 @@ fn landing_page_in_chromium_draws_the_worlds_gis() {
         }
     }
     assert_eq!(drawn, 5, "2 GIs on GPU 0 and 3 on GPU 1");
+    // Sizes 1, 2 and 4 (1g.10gb, 2g.20gb, 3g.40gb and 4g.40gb), each as wide as its slices.
+    assert_eq!(assert_instances_drawn_to_scale(&page, &world), 5);
+    assert_no_horizontal_scroll(&page);
+}
+
+/// mig-parted config: seven 1g.10gb on every GPU but GPU 5, which should
+/// hold four 1g.20gb.
+const SEVEN_1G_BUT_GPU5: &str = r#"version: v1
+mig-configs:
+  seven-but-gpu5:
+    - devices: [0, 1, 2, 3, 4, 6, 7]
+      mig-enabled: true
+      mig-devices:
+        "1g.10gb": 7
+    - devices: [5]
+      mig-enabled: true
+      mig-devices:
+        "1g.20gb": 4
+"#;
+
+#[test]
+fn landing_page_at_1280px_fits_8_gpus_of_7_instances_and_shows_drift_above_the_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.json");
+    mig_sim(
+        &world,
+        &[
+            "init",
+            "--gpus",
+            "8",
+            "--product",
+            "h100-80gb",
+            world.to_str().unwrap(),
+        ],
+    );
+    mig_sim(&world, &["-mig", "1"]);
+    mig_sim(&world, &["mig", "-cgi", &["19"; 7].join(","), "-C"]);
+    let config = dir.path().join("mig-parted.yaml");
+    std::fs::write(&config, SEVEN_1G_BUT_GPU5).unwrap();
+    let exporter = Exporter::start(&[
+        "--world",
+        world.to_str().unwrap(),
+        "--mig.config",
+        config.to_str().unwrap(),
+        "--mig.config-name",
+        "seven-but-gpu5",
+        "--state.file",
+        dir.path().join("state.json").to_str().unwrap(),
+    ]);
+    // The reasons the exporter finds on GPU 5, and on no other GPU.
+    let drift = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("nvidia_mig_drift{"))
+            .filter_map(|l| {
+                let label = |name: &str| {
+                    l.split(&format!("{name}=\""))
+                        .nth(1)?
+                        .split('"')
+                        .next()
+                        .map(str::to_string)
+                };
+                Some((label("gpu")?, label("reason")?))
+            })
+            .collect()
+    };
+    let mut findings = Vec::new();
+    wait_for(
+        || {
+            findings = drift(&exporter.metrics());
+            !findings.is_empty()
+        },
+        "a drift finding",
+    );
+    assert!(findings.iter().all(|(gpu, _)| gpu == "5"), "{findings:?}");
+
+    let page = measure_landing_page(&exporter, dir.path());
+    let world: serde_json::Value = serde_json::from_slice(&std::fs::read(&world).unwrap()).unwrap();
+    assert_eq!(
+        assert_instances_drawn_to_scale(&page, &world),
+        56,
+        "8 GPUs of 7 instances"
+    );
+    assert_no_horizontal_scroll(&page);
+
+    // A banner in the first screenful, drawn on top, names GPU 5, its
+    // reasons, links to its section, and names no other GPU.
+    let banners: Vec<&serde_json::Value> = page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["text"].as_str().unwrap().to_lowercase().contains("drift"))
+        .collect();
+    assert_eq!(banners.len(), 1, "one drift banner: {:#?}", page["alerts"]);
+    let banner = banners[0];
+    let text = banner["text"].as_str().unwrap();
+    let (top, bottom) = (px(&banner["box"]["top"]), px(&banner["box"]["bottom"]));
+    assert!(
+        banner["shown"] == true
+            && banner["on_top"] == true
+            && top >= 0.0
+            && bottom <= f64::from(VIEWPORT.1)
+            && bottom > top,
+        "the drift banner is not seen in the first {} px: {banner}",
+        VIEWPORT.1
+    );
+    assert!(text.contains("GPU 5"), "{text}");
+    for (_, reason) in &findings {
+        assert!(text.contains(reason.as_str()), "{reason} in {text}");
+    }
+    for other in (0..8).filter(|&g| g != 5) {
+        assert!(!text.contains(&format!("GPU {other}")), "{text}");
+    }
+    let links = banner["links"].as_array().unwrap();
+    let gpu5 = page["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gpu"] == 5)
+        .expect("GPU 5's section");
+    assert_eq!(
+        links,
+        &[serde_json::json!(format!("#{}", gpu5["id"].as_str().unwrap()))],
+        "the banner links to GPU 5's section"
+    );
+
+    // GPU 5's section carries its own findings, inside its box; no other does.
+    for gpu in page["gpus"].as_array().unwrap() {
+        let own = gpu["drift"].as_array().unwrap();
+        if gpu["gpu"] != 5 {
+            assert!(own.is_empty(), "GPU {} shows drift: {own:?}", gpu["gpu"]);
+            continue;
+        }
+        assert_eq!(own.len(), findings.len(), "{own:?}");
+        for finding in own {
+            let (b, s) = (&finding["box"], &gpu["box"]);
+            assert!(
+                finding["shown"] == true
+                    && px(&b["top"]) >= px(&s["top"])
+                    && px(&b["bottom"]) <= px(&s["bottom"])
+                    && px(&b["width"]) > 0.0,
+                "GPU 5's finding is drawn in its section: {finding} in {s}"
+            );
+        }
+    }
 }
 
 #[test]

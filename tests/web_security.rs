@@ -233,6 +233,11 @@ fn client_certificates_are_required_and_verified() {
     let exporter = Running::start(&["--web.config.file", &config]);
     let url = format!("https://127.0.0.1:{}/metrics", exporter.port);
     let cacert = ca.cert();
+    assert!(
+        !exporter.log().contains("authenticates no one"),
+        "{}",
+        exporter.log()
+    );
 
     let (code, _, body) = curl(&[
         "--cacert",
@@ -272,6 +277,18 @@ fn client_certificates_are_required_and_verified() {
     );
     let exporter = Running::start(&["--web.config.file", &config]);
     let url = format!("https://127.0.0.1:{}/metrics", exporter.port);
+    // Without basic auth, a client without a certificate is served: said at start.
+    let log = exporter.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("authenticates no one"))
+        .unwrap_or_else(|| panic!("no warning about VerifyClientCertIfGiven:\n{log}"));
+    assert!(
+        warning.contains("level=warn")
+            && warning.contains("VerifyClientCertIfGiven")
+            && warning.contains(&config),
+        "{warning}"
+    );
     assert_eq!(curl(&["--cacert", &cacert, &url]).0, 200);
     let with = |cert: &str, key: &str| curl(&["--cacert", &cacert, "--cert", cert, "--key", key, &url]).0;
     assert_eq!(with(&client_cert, &client_key), 200);
@@ -411,6 +428,13 @@ fn a_bad_web_config_stops_the_exporter_naming_file_line_and_field() {
     );
     let e = refused("tls_server_config: [\n");
     assert!(e.contains("line"), "{e}");
+    // A cost-15 hash (the cost is in the hash's text: no need to compute one).
+    let hash = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$15$", 1);
+    let e = refused(&format!("basic_auth_users:\n  prometheus: {hash}\n"));
+    assert!(
+        e.contains("line 2") && e.contains("\"prometheus\"") && e.contains("cost 15") && e.contains("14"),
+        "a bcrypt cost above the cap is refused, naming the user: {e}"
+    );
 }
 
 #[test]
@@ -527,6 +551,68 @@ fn connections_over_the_cap_wait_for_a_free_one() {
         waited >= Duration::from_millis(500),
         "the third connection is served only after an idle one timed out ({waited:?})"
     );
+}
+
+#[test]
+fn a_client_that_does_not_read_its_responses_is_cut_off_after_the_write_timeout() {
+    // One connection at a time, and a read timeout far longer than the test:
+    // only the write timeout can free the connection.
+    let exporter = Running::start(&[
+        "--web.max-connections",
+        "1",
+        "--web.read-timeout",
+        "60s",
+        "--web.write-timeout",
+        "1s",
+    ]);
+    // 500 pipelined scrapes of about 100 KB each: far more than the socket
+    // buffers hold, so the server waits on a client that never reads.
+    let pipelined = 500;
+    let mut hog = exporter.connect();
+    hog.write_all(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            .repeat(pipelined)
+            .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let started = Instant::now();
+    let response = exporter.raw(&get("/metrics"));
+    let waited = started.elapsed();
+    assert_eq!(
+        status_of(&response),
+        200,
+        "a scrape behind the slow reader is served (after {waited:?})"
+    );
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the slow reader held the only connection until its write timed out ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(6),
+        "served soon after the 1s write timeout ({waited:?})"
+    );
+
+    // The slow reader's connection was closed by the exporter, short of its scrapes.
+    hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0; 1 << 16];
+    let ended = loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the slow reader's connection is still open: {ended:?}"
+    );
+    let answered = String::from_utf8_lossy(&received)
+        .matches("HTTP/1.1 200 OK")
+        .count();
+    assert!(answered < pipelined, "{answered} of {pipelined} scrapes answered");
 }
 
 #[test]

@@ -1192,7 +1192,12 @@ pub fn reference() -> String {
         "\nA value a source cannot read is left out, never reported as 0; a family\n\
          with no series is left out whole. Series of a destroyed instance disappear\n\
          on the next poll. The whole exposition of every scenario is kept in\n\
-         `tests/golden/`; a change to the contract shows there. What a release may\n\
+         `tests/golden/`; a change to the contract shows there. The values of the\n\
+         geometry and memory families (MIG mode, slices, profile capacity, GPU and\n\
+         compute instances, memory) are checked against an oracle written on\n\
+         NVIDIA's pynvml alone (`tests/oracle.rs`; the families it covers are listed\n\
+         at the top of `tests/oracle/nvml_oracle.py`), over every scenario,\n\
+         reconfigurations and reboots, and in the golden files. What a release may\n\
          change in these names, and how a rename is announced, is promised in\n\
          [docs/stability.md](stability.md); every change is listed in\n\
          [CHANGELOG.md](../CHANGELOG.md).\n\n\

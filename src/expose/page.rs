@@ -20,7 +20,8 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#5b6673;margin-bottom:1rem}
 .gpu h2{font-size:1rem;margin:0 0 .4rem}.gpu .meta{color:#5b6673;font-size:.8rem;margin-bottom:.5rem}
 .warn{color:#8a4b00;font-weight:600}
 .simulated{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #b7791f;background:#fff4d6;font-weight:600}
-.blocked{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #c0392b;background:#fdecea;font-weight:600}
+.blocked,.driftsum{margin:.5rem 0 1rem;padding:.6rem .8rem;border-left:5px solid #c0392b;background:#fdecea;font-weight:600}
+.driftsum a{color:#8a1414}
 .slots{display:grid;gap:4px;grid-auto-rows:minmax(5.5rem,auto)}
 .slot{border:1px dashed #c3c9d1;border-radius:6px;color:#9aa3ad;font-size:.75rem;padding:.3rem}
 .gi{border-radius:6px;padding:.35rem .45rem;font-size:.78rem;background:#e4ecfb;border:1px solid #7d9fe0;overflow:hidden}
@@ -94,11 +95,53 @@ pub fn render(snapshot: &NodeSnapshot, telemetry_path: &str) -> String {
             escape(why)
         );
     }
+    render_drift_summary(&mut html, snapshot);
     for gpu in &snapshot.gpus {
         render_gpu(&mut html, gpu, &snapshot.drift, snapshot.taken_at_seconds);
     }
     html.push_str("</body></html>\n");
     html
+}
+
+/// Which GPUs drift, at the top of the page: a GPU's own findings are drawn
+/// in its section, which on a node of eight GPUs is far below the first
+/// screen. Each GPU links to its section.
+fn render_drift_summary(html: &mut String, snapshot: &NodeSnapshot) {
+    let drifting: Vec<(&GpuSnapshot, Vec<&str>)> = snapshot
+        .gpus
+        .iter()
+        .map(|gpu| {
+            let mut reasons: Vec<&str> = snapshot
+                .drift
+                .findings_of(&gpu.uuid)
+                .map(|f| f.reason.as_str())
+                .collect();
+            reasons.dedup();
+            (gpu, reasons)
+        })
+        .filter(|(_, reasons)| !reasons.is_empty())
+        .collect();
+    if drifting.is_empty() {
+        return;
+    }
+    let _ = write!(
+        html,
+        "<div class=\"driftsum\" role=\"alert\">Drift on {} of {} GPUs:",
+        drifting.len(),
+        snapshot.gpus.len()
+    );
+    for (i, (gpu, reasons)) in drifting.iter().enumerate() {
+        let _ = write!(
+            html,
+            "{} <a href=\"#gpu-{}\" data-drift-gpu=\"{}\">GPU {}</a> ({})",
+            if i == 0 { "" } else { ";" },
+            gpu.index,
+            gpu.index,
+            gpu.index,
+            reasons.join(", ")
+        );
+    }
+    html.push_str("</div>");
 }
 
 /// The GPU's drift findings with their messages, and what the desired config wants.
@@ -154,8 +197,9 @@ fn render_gpu(html: &mut String, gpu: &GpuSnapshot, drift: &DriftSnapshot, now: 
     };
     let _ = write!(
         html,
-        "<section class=\"gpu\" data-gpu=\"{}\"><h2>GPU {} · {}</h2>\
+        "<section class=\"gpu\" id=\"gpu-{}\" data-gpu=\"{}\"><h2>GPU {} · {}</h2>\
          <div class=\"meta\">{} · {} · MIG {}{pending} · {}/{} SM slices, {}/{} memory slices used</div>",
+        gpu.index,
         gpu.index,
         gpu.index,
         escape(&gpu.name),
@@ -372,6 +416,24 @@ mod tests {
             "{gpu1}"
         );
         assert_eq!(html.matches("data-reason=").count(), 1, "only on its GPU");
+        let summary = html
+            .split("<div class=\"driftsum\" role=\"alert\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .expect("a summary at the top");
+        assert_eq!(
+            summary,
+            "Drift on 1 of 8 GPUs: <a href=\"#gpu-1\" data-drift-gpu=\"1\">GPU 1</a> (mig_mode_lost)"
+        );
+        assert!(
+            html.find("class=\"driftsum\"") < html.find("<section") && html.contains("id=\"gpu-1\""),
+            "before the GPUs, linking to GPU 1's section"
+        );
+        snap.drift.findings.clear();
+        assert!(
+            !render(&snap, "/metrics").contains("class=\"driftsum\""),
+            "none without drift"
+        );
         assert_eq!(duration(3.0 * 86400.0 + 7200.0), "3d 2h");
         assert_eq!(duration(-1.0), "0s");
     }

@@ -20,6 +20,12 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 use serde::Deserialize;
 
+/// The highest bcrypt cost `basic_auth_users` may use. Each uncached check
+/// costs 2^cost rounds: about a second of one core at 14, and twice that for
+/// every step above, which a client sending wrong passwords would make the
+/// exporter pay (the toolkit's own advice is cost 10 or so).
+pub const MAX_BCRYPT_COST: u32 = 14;
+
 /// A web config file that could not be used: which file, where, and why.
 /// The message never holds a password hash or a private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,7 +377,43 @@ impl WebConfig {
             Some(users) => users.hashes,
             None => BTreeMap::new(),
         };
+        for (name, hash) in &users {
+            // Parsed while reading, so it parses.
+            let cost = hash.parse::<bcrypt::HashParts>().map_or(0, |p| p.get_cost());
+            if cost > MAX_BCRYPT_COST {
+                return Err(fail(
+                    at("basic_auth_users", name),
+                    format!(
+                        "basic_auth_users: user {name:?} has a bcrypt hash of cost {cost}, above \
+                         {MAX_BCRYPT_COST}, the most mig-exporter accepts (every check of a wrong \
+                         password would cost {}x a cost-{MAX_BCRYPT_COST} one); make a new hash, \
+                         e.g. `htpasswd -nBC 10 \"\" | tr -d ':\\n'`",
+                        1u64 << (cost - MAX_BCRYPT_COST)
+                    ),
+                ));
+            }
+        }
         Ok(WebConfig { tls, headers, users })
+    }
+
+    /// What the config allows that its author may not have meant, one
+    /// sentence each, for a warning at start and on each reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth == ClientAuth::VerifyClientCertIfGiven)
+            && self.users.is_empty()
+        {
+            warnings.push(
+                "client_auth_type VerifyClientCertIfGiven without basic_auth_users authenticates no \
+                 one: a client without a certificate is served; use RequireAndVerifyClientCert, or \
+                 add basic_auth_users"
+                    .to_string(),
+            );
+        }
+        warnings
     }
 
     /// Files whose change makes the config a different one: re-read then.
@@ -770,6 +812,53 @@ mod tests {
         assert_eq!(e.line, Some(3), "{e}");
         let e = error("http_server_config:\n  headers:\n    X-Frame-Options: allow\n");
         assert!(e.message.contains("deny, sameorigin"), "{e}");
+    }
+
+    #[test]
+    fn a_bcrypt_cost_above_the_cap_is_refused_naming_the_user() {
+        let at_cap = HASH.replacen("$10$", &format!("${MAX_BCRYPT_COST}$"), 1);
+        let above = HASH.replacen("$10$", &format!("${}$", MAX_BCRYPT_COST + 1), 1);
+        let config = parse(&format!("basic_auth_users:\n  alice: {at_cap}\n")).unwrap();
+        assert_eq!(
+            config.users["alice"], at_cap,
+            "cost {MAX_BCRYPT_COST} is accepted"
+        );
+
+        let e = error(&format!("basic_auth_users:\n  alice: {HASH}\n  bob: {above}\n"));
+        assert_eq!(e.line, Some(3), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("web config /etc/mig-exporter/web.yml, line 3: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"bob\"") && text.contains("cost 15") && text.contains("14"),
+            "{text}"
+        );
+        assert!(!text.contains(&above[7..]), "the hash is not quoted: {text}");
+        assert_eq!(MAX_BCRYPT_COST, 14, "docs/security.md gives the cap");
+    }
+
+    #[test]
+    fn verify_client_cert_if_given_without_users_is_warned_about() {
+        let tls = "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca\n";
+        let if_given = "  client_auth_type: VerifyClientCertIfGiven\n";
+        let users = format!("basic_auth_users:\n  alice: {HASH}\n");
+        let warnings = parse(&format!("{tls}{if_given}")).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("VerifyClientCertIfGiven") && warnings[0].contains("authenticates no one"),
+            "{warnings:?}"
+        );
+        for quiet in [
+            format!("{tls}{if_given}{users}"),
+            format!("{tls}  client_auth_type: RequireAndVerifyClientCert\n"),
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n".to_string(),
+            String::new(),
+        ] {
+            let warnings = parse(&quiet).unwrap().warnings();
+            assert!(warnings.is_empty(), "{quiet}: {warnings:?}");
+        }
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub struct NvmlSource {
 
 /// An initialised library and what is kept between polls.
 struct Session {
-    // Declared before `nvml` so the event set is freed before the library shuts down.
+    /// Holds its own `Arc` of the library, so it is freed through a loaded
+    /// library whatever the order of these fields.
     xid: Option<raw::XidEvents>,
     nvml: Arc<Nvml>,
     /// XID counts per GPU UUID since the exporter started.
@@ -166,6 +167,7 @@ impl NvmlSource {
             ),
             _ => anyhow!("nvmlInit: {e}"),
         })?;
+        let nvml = Arc::new(nvml);
         let mut xid_gpus = BTreeSet::new();
         let xid = match raw::XidEvents::create(&nvml) {
             Ok(set) => {
@@ -173,7 +175,7 @@ impl NvmlSource {
                     if let Ok(device) = nvml.device_by_index(index) {
                         // SAFETY: the handle is used only while `nvml` lives.
                         let handle = unsafe { device.handle() };
-                        match set.register(&nvml, handle) {
+                        match set.register(handle) {
                             Ok(()) => {
                                 xid_gpus.insert(index);
                             }
@@ -194,7 +196,7 @@ impl NvmlSource {
         let nvml_version = nvml.sys_nvml_version().ok();
         Ok(Session {
             xid,
-            nvml: Arc::new(nvml),
+            nvml,
             xid_counts: BTreeMap::new(),
             xid_gpus,
             last_xid: BTreeMap::new(),
@@ -303,7 +305,7 @@ impl Session {
     /// wait fail too) is left to the per-GPU reads, which say which GPU it is.
     fn drain_xid_events(&mut self) {
         let Some(set) = &self.xid else { return };
-        let events = match set.drain(&self.nvml) {
+        let events = match set.drain() {
             Ok(events) => events,
             Err(e) => {
                 tracing::debug!(error = %e, "nvmlEventSetWait failed");

@@ -231,27 +231,36 @@ pub fn remapped_rows(nvml: &Nvml, device: nvmlDevice_t) -> Result<(u32, u32, boo
 }
 
 /// An NVML event set registered for critical XID errors on every GPU that
-/// supports them. Freed on drop.
+/// supports them. Freed on drop through the library it came from, which it
+/// keeps alive (as [`GpmSample`] does): the set can never outlive the library,
+/// whatever order its owner's fields are dropped in.
 pub struct XidEvents {
     set: nvmlEventSet_t,
-    free: unsafe extern "C" fn(nvmlEventSet_t) -> nvml_wrapper_sys::bindings::nvmlReturn_t,
+    nvml: Arc<Nvml>,
 }
 
 // SAFETY: NVML is thread-safe; the set is only used by the poller that owns it.
 unsafe impl Send for XidEvents {}
 
 impl XidEvents {
-    pub fn create(nvml: &Nvml) -> Result<XidEvents, NvmlError> {
+    pub fn create(nvml: &Arc<Nvml>) -> Result<XidEvents, NvmlError> {
         let create = sym(&nvml.lib().nvmlEventSetCreate, "nvmlEventSetCreate")?;
-        let free = sym(&nvml.lib().nvmlEventSetFree, "nvmlEventSetFree")?;
+        // The free function must exist before anything is created.
+        sym(&nvml.lib().nvmlEventSetFree, "nvmlEventSetFree")?;
         let mut set: nvmlEventSet_t = ptr::null_mut();
         nvml_try(unsafe { create(&mut set) })?;
-        Ok(XidEvents { set, free })
+        Ok(XidEvents {
+            set,
+            nvml: nvml.clone(),
+        })
     }
 
-    /// Registers `device` for critical XID errors.
-    pub fn register(&self, nvml: &Nvml, device: nvmlDevice_t) -> Result<(), NvmlError> {
-        let f = sym(&nvml.lib().nvmlDeviceRegisterEvents, "nvmlDeviceRegisterEvents")?;
+    /// Registers `device` (a GPU of this set's library) for critical XID errors.
+    pub fn register(&self, device: nvmlDevice_t) -> Result<(), NvmlError> {
+        let f = sym(
+            &self.nvml.lib().nvmlDeviceRegisterEvents,
+            "nvmlDeviceRegisterEvents",
+        )?;
         nvml_try(unsafe {
             f(
                 device,
@@ -262,8 +271,8 @@ impl XidEvents {
     }
 
     /// Every XID event waiting now, as `(device handle, xid)`, without blocking.
-    pub fn drain(&self, nvml: &Nvml) -> Result<Vec<(nvmlDevice_t, u64)>, NvmlError> {
-        let wait = sym(&nvml.lib().nvmlEventSetWait_v2, "nvmlEventSetWait_v2")?;
+    pub fn drain(&self) -> Result<Vec<(nvmlDevice_t, u64)>, NvmlError> {
+        let wait = sym(&self.nvml.lib().nvmlEventSetWait_v2, "nvmlEventSetWait_v2")?;
         let mut events = Vec::new();
         // Bounded so a flood of events cannot hold the poller forever.
         for _ in 0..1024 {
@@ -282,9 +291,13 @@ impl XidEvents {
 
 impl Drop for XidEvents {
     fn drop(&mut self) {
-        // SAFETY: the set came from nvmlEventSetCreate and is freed once.
-        unsafe {
-            (self.free)(self.set);
+        // Checked in `create`, so it is there.
+        if let Ok(free) = sym(&self.nvml.lib().nvmlEventSetFree, "nvmlEventSetFree") {
+            // SAFETY: the set came from nvmlEventSetCreate of this library,
+            // which `self.nvml` keeps loaded, and is freed once.
+            unsafe {
+                free(self.set);
+            }
         }
     }
 }
