@@ -27,36 +27,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{built, edit_world, mig_sim, value, Exporter};
+use common::{built, edit_world, mig_sim, python, value, Exporter};
 use mig_exporter::source::scenarios;
 use mig_model::{Gpu, Product, World};
 use serde_json::Value;
 
 const POLLS: &str = "mig_exporter_poll_duration_seconds_count{source=\"nvml\"}";
 const UP: &str = "mig_exporter_source_up{source=\"nvml\"}";
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("MIG_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "MIG_TEST_PYTHON is not set. It names a Python with NVIDIA's pynvml \
-                 (`pip install nvidia-ml-py`); scripts/test.sh creates one under the target \
-                 directory and exports it."
-            )
-        });
-    let check = Command::new(&py)
-        .args(["-c", "import pynvml"])
-        .output()
-        .unwrap_or_else(|e| panic!("MIG_TEST_PYTHON={} cannot run: {e}", py.display()));
-    assert!(
-        check.status.success(),
-        "MIG_TEST_PYTHON={} has no pynvml (pip install nvidia-ml-py)",
-        py.display()
-    );
-    py
-}
 
 /// What the oracle said of one exposition: its exit status and report.
 struct Verdict {

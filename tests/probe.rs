@@ -17,35 +17,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{built, EXPORTER};
+use common::{built, python, EXPORTER};
 use mig_model::{Placement, Product, World};
 use serde_json::Value;
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
-}
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("MIG_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "MIG_TEST_PYTHON is not set. It names a Python with NVIDIA's pynvml \
-                 (`pip install nvidia-ml-py`); scripts/test.sh creates one under the target \
-                 directory and exports it."
-            )
-        });
-    let check = Command::new(&py)
-        .args(["-c", "import pynvml"])
-        .output()
-        .unwrap_or_else(|e| panic!("MIG_TEST_PYTHON={} cannot run: {e}", py.display()));
-    assert!(
-        check.status.success(),
-        "MIG_TEST_PYTHON={} has no pynvml (pip install nvidia-ml-py)",
-        py.display()
-    );
-    py
 }
 
 /// A directory whose `libnvidia-ml.so.1` is fake-nvml, for `LD_LIBRARY_PATH`.

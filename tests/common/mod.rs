@@ -22,6 +22,31 @@ pub const NVML_LIBRARY_ENV: &str = "MIG_EXPORTER_NVML_LIBRARY";
 /// A driver that is not there: what a machine without NVIDIA's driver has.
 pub const NO_DRIVER: &str = "/nonexistent/libnvidia-ml.so.1";
 
+/// The Python with NVIDIA's pynvml that MIG_TEST_PYTHON names (scripts/test.sh
+/// creates one under the target directory); a clear failure without it.
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("MIG_TEST_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "MIG_TEST_PYTHON is not set. It names a Python with NVIDIA's pynvml \
+                 (`pip install nvidia-ml-py`); scripts/test.sh creates one under the target \
+                 directory and exports it."
+            )
+        });
+    let check = Command::new(&py)
+        .args(["-c", "import pynvml"])
+        .output()
+        .unwrap_or_else(|e| panic!("MIG_TEST_PYTHON={} cannot run: {e}", py.display()));
+    assert!(
+        check.status.success(),
+        "MIG_TEST_PYTHON={} has no pynvml (pip install nvidia-ml-py)",
+        py.display()
+    );
+    py
+}
+
 /// An artifact of this workspace (binary, cdylib, `examples/…`), found
 /// beside the exporter: `scripts/test.sh` builds them all before the tests.
 pub fn built(name: &str) -> PathBuf {
