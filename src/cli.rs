@@ -53,6 +53,9 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start and never moved about: boxing `serve`'s flags would
+// buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /metrics and the landing page (the default).
@@ -448,6 +451,57 @@ impl OtlpArgs {
     }
 }
 
+/// The series budget: collectors a big fleet may leave out of `/metrics` and the
+/// OTLP push (docs/series-budget.md). Each only filters what is exposed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CollectorArgs {
+    /// Leave out each compute instance's activity ratios (nvidia_mig_compute_instance_*_ratio):
+    /// the shipped MigInstanceSaturated alert and the SM and tensor panels lose their input.
+    #[arg(long = "no-collector.ci-activity", env = "MIG_EXPORTER_NO_COLLECTOR_CI_ACTIVITY", value_parser = BoolishValueParser::new())]
+    pub no_ci_activity: bool,
+    /// Leave out each GPU instance's activity ratios (nvidia_mig_gpu_instance_*_ratio).
+    #[arg(long = "no-collector.gi-activity", env = "MIG_EXPORTER_NO_COLLECTOR_GI_ACTIVITY", value_parser = BoolishValueParser::new())]
+    pub no_gi_activity: bool,
+    /// Leave out the whole GPU's activity ratios and utilization (nvidia_gpu_*_ratio).
+    #[arg(long = "no-collector.gpu-activity", env = "MIG_EXPORTER_NO_COLLECTOR_GPU_ACTIVITY", value_parser = BoolishValueParser::new())]
+    pub no_gpu_activity: bool,
+    /// Leave out each GPU instance's framebuffer (nvidia_mig_gpu_instance_memory_*_bytes):
+    /// MigInstanceSaturated loses its memory half.
+    #[arg(long = "no-collector.gi-memory", env = "MIG_EXPORTER_NO_COLLECTOR_GI_MEMORY", value_parser = BoolishValueParser::new())]
+    pub no_gi_memory: bool,
+    /// Leave out GPU health: ECC, remapped rows, XID errors, persistence mode. The shipped
+    /// MigGpuXid*, MigGpuEcc* and MigGpuRowRemapping* alerts then cannot fire.
+    #[arg(long = "no-collector.health", env = "MIG_EXPORTER_NO_COLLECTOR_HEALTH", value_parser = BoolishValueParser::new())]
+    pub no_health: bool,
+    /// Leave out GPU telemetry: power, temperature, SM clock, whole-GPU framebuffer use,
+    /// energy, PCIe throughput.
+    #[arg(long = "no-collector.gpu-telemetry", env = "MIG_EXPORTER_NO_COLLECTOR_GPU_TELEMETRY", value_parser = BoolishValueParser::new())]
+    pub no_gpu_telemetry: bool,
+    /// Leave out per-profile capacity (nvidia_mig_profile_max_instances and
+    /// _remaining_instances): the dashboards' profile variable and "can still be created" panel.
+    #[arg(long = "no-collector.profiles", env = "MIG_EXPORTER_NO_COLLECTOR_PROFILES", value_parser = BoolishValueParser::new())]
+    pub no_profiles: bool,
+}
+
+impl CollectorArgs {
+    /// The budget the flags select.
+    pub fn budget(&self) -> crate::expose::budget::Budget {
+        use crate::expose::budget::{Budget, Collector};
+        [
+            (self.no_ci_activity, Collector::CiActivity),
+            (self.no_gi_activity, Collector::GiActivity),
+            (self.no_gpu_activity, Collector::GpuActivity),
+            (self.no_gi_memory, Collector::GiMemory),
+            (self.no_health, Collector::Health),
+            (self.no_gpu_telemetry, Collector::GpuTelemetry),
+            (self.no_profiles, Collector::Profiles),
+        ]
+        .into_iter()
+        .filter(|(off, _)| *off)
+        .fold(Budget::FULL, |b, (_, c)| b.without(c))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -458,6 +512,8 @@ pub struct ServeArgs {
     pub kubelet: KubeletArgs,
     #[command(flatten)]
     pub otlp: OtlpArgs,
+    #[command(flatten)]
+    pub collectors: CollectorArgs,
     /// Address to listen on: `:PORT` or `[::]:PORT` for every address of both families,
     /// `0.0.0.0:PORT` for IPv4 only, `HOST:PORT`, `[IPV6]:PORT`. Repeat for several (or separate
     /// them with commas).
@@ -770,6 +826,8 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     if let Some(origin) = &last_known_good {
         tracing::info!(last_known_good = %origin, "drift detection keeps the last-known-good state here");
     }
+    let budget = args.collectors.budget();
+    budget.log();
     // The first poll runs before serving, so that a desired config the node's
     // GPUs cannot hold stops the exporter at start.
     let mut poller = Poller::new(source).with_drift(tracker);
@@ -820,7 +878,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         published.publish(first);
         tokio::spawn(poller.run(args.poll_interval, published.clone()));
         // Dropped when the server stops, which sends a last push.
-        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name, node_name.as_deref())?;
+        let (_pusher, mut extra) = start_otlp(otlp, &published, &host_name, node_name.as_deref(), budget)?;
         if args.compat_dcgm_exporter {
             tracing::info!(
                 hostname = node_name.as_deref().unwrap_or(&host_name),
@@ -831,7 +889,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
                 node_name.clone(),
             )));
         }
-        let app = crate::expose::routes::router_with(published, &args.telemetry_path, extra);
+        let app = crate::expose::routes::router_with(published, &args.telemetry_path, extra, budget);
         let tls = web_config.as_ref().is_some_and(|w| w.tls());
         for listener in &listeners {
             tracing::info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "listening");
@@ -857,13 +915,21 @@ fn start_otlp(
     published: &Arc<Published>,
     host_name: &str,
     node_name: Option<&str>,
+    budget: crate::expose::budget::Budget,
 ) -> anyhow::Result<OtlpStart> {
     use crate::expose::otlp::{ExportStats, Pusher, StatsCollector};
     let Some(settings) = settings else {
         return Ok((None, Vec::new()));
     };
     let stats = Arc::new(ExportStats::default());
-    let pusher = Pusher::start(&settings, published.clone(), stats.clone(), host_name, node_name)?;
+    let pusher = Pusher::start(
+        &settings,
+        published.clone(),
+        stats.clone(),
+        host_name,
+        node_name,
+        budget,
+    )?;
     Ok((Some(pusher), vec![Box::new(StatsCollector(stats))]))
 }
 
@@ -1088,6 +1154,32 @@ mod tests {
             };
             assert!(serve.compat_dcgm_exporter, "{args:?}");
         }
+    }
+
+    #[test]
+    fn no_collector_flags_select_the_series_budget() {
+        use crate::expose::budget::{Budget, Collector};
+        let cli = Cli::try_parse_from(["mig-exporter"]).unwrap();
+        assert_eq!(
+            cli.serve.collectors.budget(),
+            Budget::FULL,
+            "every family by default"
+        );
+        for c in Collector::ALL {
+            let flag = c.flag();
+            let cli = Cli::try_parse_from(["mig-exporter", flag.as_str()]).unwrap();
+            assert_eq!(cli.serve.collectors.budget(), Budget::FULL.without(c), "{flag}");
+            let cli = Cli::try_parse_from(["mig-exporter", "serve", flag.as_str()]).unwrap();
+            let Some(Command::Serve(serve)) = cli.command else {
+                panic!("not serve")
+            };
+            assert_eq!(serve.collectors.budget(), Budget::FULL.without(c), "serve {flag}");
+        }
+        let mut every = vec!["mig-exporter".to_string()];
+        every.extend(Collector::ALL.iter().map(|c| c.flag()));
+        let cli = Cli::try_parse_from(&every).unwrap();
+        assert_eq!(cli.serve.collectors.budget(), Budget::trimmed());
+        assert!(Cli::try_parse_from(["mig-exporter", "--no-collector.nonexistent"]).is_err());
     }
 
     #[test]

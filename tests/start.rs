@@ -218,6 +218,49 @@ fn flags_come_from_mig_exporter_environment_variables_and_the_command_line_wins(
 }
 
 #[test]
+fn a_collector_left_out_is_missing_from_metrics_and_named_in_the_start_log() {
+    // One switch on the command line, one from its environment variable.
+    let exporter = Exporter::start_with_env(
+        &["--simulate", "h100-mixed", "--no-collector.health"],
+        &[("MIG_EXPORTER_NO_COLLECTOR_PROFILES", Path::new("true"))],
+    );
+    let text = exporter.metrics();
+    for gone in [
+        "nvidia_gpu_xid_errors_total",
+        "nvidia_gpu_ecc_errors_volatile_total",
+        "nvidia_mig_profile_remaining_instances",
+    ] {
+        assert!(!text.contains(gone), "{gone} left out");
+    }
+    for kept in [
+        "nvidia_gpu_info{",
+        "nvidia_gpu_power_watts{",
+        "nvidia_mig_gpu_instance_info{",
+        "nvidia_mig_compute_instance_sm_active_ratio{",
+        "nvidia_mig_geometry_last_change_timestamp_seconds{",
+    ] {
+        assert!(text.contains(kept), "{kept} kept: {text}");
+    }
+    let log = exporter.log();
+    let line = |collector: &str| {
+        log.iter()
+            .find(|l| l.contains(&format!("collector={collector}")))
+            .unwrap_or_else(|| panic!("{collector} in {log:#?}"))
+            .clone()
+    };
+    let health = line("health");
+    assert!(
+        health.contains("nvidia_gpu_xid_errors_total") && health.contains("MigGpuXidResetRequired"),
+        "{health}"
+    );
+    assert!(line("profiles").contains("alerts_without_input=none"));
+    assert!(
+        !log.iter().any(|l| l.contains("collector=ci-activity")),
+        "only what is left out: {log:#?}"
+    );
+}
+
+#[test]
 fn version_prints_version_revision_build_date_and_rust_version() {
     let out = exporter(&["--version"], &[]);
     assert!(out.status.success());

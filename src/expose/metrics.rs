@@ -13,6 +13,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::budget::Budget;
 use super::contract::{self, Kind, Label, Lv, Metric, Value};
 use crate::model::NodeSnapshot;
 use crate::poll::Published;
@@ -55,10 +56,15 @@ impl Format {
 }
 
 /// Builds the registry that `/metrics` encodes: one collector over the
-/// published snapshot.
+/// published snapshot, with every family.
 pub fn registry(published: Arc<Published>) -> Registry {
+    registry_with(published, Budget::FULL)
+}
+
+/// The registry with only the families `budget` exposes.
+pub fn registry_with(published: Arc<Published>, budget: Budget) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector { published }));
+    registry.register_collector(Box::new(SnapshotCollector { published, budget }));
     registry
 }
 
@@ -74,11 +80,12 @@ pub fn render(registry: &Registry, format: Format) -> Result<String, fmt::Error>
 #[derive(Debug)]
 pub struct SnapshotCollector {
     published: Arc<Published>,
+    budget: Budget,
 }
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        encode_snapshot(&self.published.load(), &mut encoder)
+        encode_snapshot_with(&self.published.load(), self.budget, &mut encoder)
     }
 }
 
@@ -159,8 +166,20 @@ impl<'e, 'x> FamilyEncoder<'e, 'x> {
 /// Encodes every metric of the contract ([`contract::metrics`]) that has
 /// series in the snapshot, in the table's order.
 pub fn encode_snapshot(s: &NodeSnapshot, enc: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+    encode_snapshot_with(s, Budget::FULL, enc)
+}
+
+/// [`encode_snapshot`] of only the families `budget` exposes.
+pub fn encode_snapshot_with(
+    s: &NodeSnapshot,
+    budget: Budget,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), fmt::Error> {
     for metric in contract::metrics() {
         let Some(read) = &metric.read else { continue };
+        if !budget.includes(metric) {
+            continue;
+        }
         let mut family = FamilyEncoder::new(metric, enc);
         read(s, &mut |values, value| family.series(values, value));
         family.result?;

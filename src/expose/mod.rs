@@ -1,5 +1,6 @@
 //! Everything that leaves the process: `/metrics`, the HTTP server and its landing page.
 
+pub mod budget;
 pub mod contract;
 pub mod dcgm_compat;
 pub mod listen_address;

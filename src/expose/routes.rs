@@ -101,18 +101,20 @@ impl BodyCache {
 }
 
 pub fn router(published: Arc<Published>, telemetry_path: &str) -> Router {
-    router_with(published, telemetry_path, Vec::new())
+    router_with(published, telemetry_path, Vec::new(), super::budget::Budget::FULL)
 }
 
 /// The router with `extra` collectors encoded after the snapshot's families
-/// (the OTLP pusher's counters). A scrape body is cached per snapshot, so
-/// their values show at most one poll late.
+/// (the OTLP pusher's counters), and only the families `budget` exposes. A
+/// scrape body is cached per snapshot, so their values show at most one
+/// poll late.
 pub fn router_with(
     published: Arc<Published>,
     telemetry_path: &str,
     extra: Vec<Box<dyn prometheus_client::collector::Collector>>,
+    budget: super::budget::Budget,
 ) -> Router {
-    let mut registry = metrics::registry(published.clone());
+    let mut registry = metrics::registry_with(published.clone(), budget);
     for collector in extra {
         registry.register_collector(collector);
     }

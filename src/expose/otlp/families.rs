@@ -7,6 +7,7 @@
 
 use opentelemetry::KeyValue;
 
+use crate::expose::budget::Budget;
 use crate::expose::contract::{self, label, Lv, Metric, Value};
 use crate::model::NodeSnapshot;
 
@@ -133,10 +134,15 @@ fn push(s: &NodeSnapshot, m: &Metric, part: Part, emit: &mut Emit) {
 
 /// Every pushed family, in the order of the contract.
 pub fn all() -> Vec<Family> {
+    all_with(Budget::FULL)
+}
+
+/// The pushed families `budget` exposes, in the order of the contract.
+pub fn all_with(budget: Budget) -> Vec<Family> {
     let mut families: Vec<Family> = Vec::new();
     let mut shared: Vec<(usize, Vec<&'static Metric>)> = Vec::new();
     for m in contract::metrics() {
-        if m.otlp.is_empty() || m.read.is_none() {
+        if m.otlp.is_empty() || m.read.is_none() || !budget.includes(m) {
             continue;
         }
         let kind = match m.kind {
@@ -165,7 +171,7 @@ pub fn all() -> Vec<Family> {
     for (i, more) in shared {
         let first = contract::metrics()
             .iter()
-            .find(|m| m.otlp == families[i].name)
+            .find(|m| m.otlp == families[i].name && budget.includes(m))
             .expect("the family came from the table");
         let mut metrics = vec![first];
         metrics.extend(more);

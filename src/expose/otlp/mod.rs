@@ -264,6 +264,7 @@ impl Pusher {
         stats: Arc<ExportStats>,
         host_name: &str,
         node_name: Option<&str>,
+        budget: crate::expose::budget::Budget,
     ) -> anyhow::Result<Pusher> {
         let exporter = build_exporter(settings)?;
         let counting = CountingExporter {
@@ -280,7 +281,7 @@ impl Pusher {
             .with_resource(resource(host_name, node_name, &|name| std::env::var(name).ok()))
             .with_reader(reader)
             .build();
-        register(&provider.meter("mig-exporter"), published);
+        register(&provider.meter("mig-exporter"), published, budget);
         tracing::info!(
             endpoint = %redact(&settings.endpoint),
             from = settings.endpoint_origin,
@@ -510,12 +511,12 @@ impl Pinned {
 /// One observable instrument per family. The SDK runs callbacks in the
 /// order they were registered, so the first one pins the snapshot for the
 /// rest of the collection.
-fn register(meter: &Meter, published: Arc<Published>) {
+fn register(meter: &Meter, published: Arc<Published>, budget: crate::expose::budget::Budget) {
     let pinned = Arc::new(Pinned {
         snapshot: Mutex::new(published.load()),
         published,
     });
-    for (i, family) in families::all().into_iter().enumerate() {
+    for (i, family) in families::all_with(budget).into_iter().enumerate() {
         let Family {
             name,
             unit,
