@@ -4,11 +4,12 @@
 //! input is one connection that writes the bytes in chunks, with pauses, and
 //! reads what comes back.
 //!
-//! Nothing panics; the server answers with an HTTP/1.1 status line that is
-//! not a server error (HTTP/1.0 to an HTTP/1.0 request), or closes, within its limits (the header read timeout
-//! when the client stops sending, the write timeout after a request); nothing
-//! but a request with the right password gets a 2xx; and afterwards a normal
-//! scrape with the password still gets `/metrics`.
+//! Nothing panics; the server answers with an HTTP/1.1 status line (1.0 to
+//! an HTTP/1.0 request) that is not a server error, or closes, within its
+//! limits (the header read timeout when the client stops sending, the write
+//! timeout after a request); nothing but a request with the right password
+//! gets a 2xx; and afterwards a normal scrape with the password still gets
+//! `/metrics`.
 //!
 //! Input: a mode byte (bits 0-2: chunk size, 1 to the whole input; bits 3-4:
 //! pause between chunks; bits 5-7 all set: keep the connection open after
@@ -48,7 +49,8 @@ const PAUSES: [Duration; 4] = [
     Duration::from_millis(3),
 ];
 /// At most this much pausing per input, so the fuzzer keeps its pace; less
-/// than the read timeout, so only a client that stops sending is cut off.
+/// than the header read timeout, so that mostly a client that stops sending
+/// is cut off (either way, the properties hold).
 const MAX_PAUSING: Duration = Duration::from_millis(30);
 
 struct Server {
