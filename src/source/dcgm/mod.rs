@@ -55,7 +55,10 @@
 //! while the host engine is already gone reports DCGM disabled (with the
 //! reason on the landing page) until the host engine answers.
 
-/// bindgen's output of `dcgm_api.h` (committed; see build.rs).
+/// bindgen's output of `dcgm_api.h` (committed; see build.rs). Public only
+/// for the fuzz targets (fuzz/fuzz_targets/dcgm_values.rs), which build
+/// DCGM's structs from bytes; not an API.
+#[doc(hidden)]
 #[allow(
     non_camel_case_types,
     non_snake_case,
@@ -65,7 +68,7 @@
     clippy::all,
     clippy::pedantic
 )]
-pub(crate) mod bindings {
+pub mod bindings {
     include!("bindings.rs");
 }
 
@@ -829,6 +832,25 @@ fn live_str(fv: &FieldValue, now_us: i64, max_age_us: i64) -> Option<String> {
 fn fresh(fv: &FieldValue, now_us: i64, max_age_us: i64) -> bool {
     let age = now_us.saturating_sub(fv.ts_us);
     fv.status == DCGM_ST_OK && fv.ts_us > 0 && (-max_age_us..=max_age_us).contains(&age)
+}
+
+/// [`utilization`] for the DCGM GPU ids `gpus` and the MIG hierarchy
+/// `hierarchy` the values were read under. Public only for the fuzz targets
+/// (fuzz/fuzz_targets/dcgm_values.rs); not an API.
+#[doc(hidden)]
+pub fn utilization_of(
+    gpus: Vec<u32>,
+    hierarchy: Vec<HierarchyEntry>,
+    values: &[FieldValue],
+    now_us: i64,
+    max_age: Duration,
+) -> Utilization {
+    let key = WatchKey {
+        gpus,
+        hierarchy,
+        geometry: Vec::new(),
+    };
+    utilization(&key, values, now_us, max_age)
 }
 
 /// Maps the values read to NVML's entities through the hierarchy they were

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use super::bindings::{
     dcgmConnectV2Params_v2, dcgmFieldGrp_t, dcgmFieldValue_v2, dcgmGpuGrp_t, dcgmGroupEntityPair_t,
-    dcgmHandle_t, dcgmMigHierarchy_v2, dcgmReturn_t, DcgmLib, DCGM_FT_DOUBLE, DCGM_FT_INT64, DCGM_FT_STRING,
-    DCGM_GROUP_EMPTY, DCGM_MAX_NUM_DEVICES, DCGM_OPERATION_MODE_AUTO, DCGM_ST_OK,
+    dcgmHandle_t, dcgmMigHierarchyInfo_v2, dcgmMigHierarchy_v2, dcgmReturn_t, DcgmLib, DCGM_FT_DOUBLE,
+    DCGM_FT_INT64, DCGM_FT_STRING, DCGM_GROUP_EMPTY, DCGM_MAX_NUM_DEVICES, DCGM_OPERATION_MODE_AUTO,
+    DCGM_ST_OK,
 };
 
 /// The library loaded when no path is given: DCGM 4's client library.
@@ -262,21 +263,7 @@ impl Dcgm {
         // SAFETY: a pointer to a whole, versioned dcgmMigHierarchy_v2.
         self.check("dcgmGetGpuInstanceHierarchy", unsafe { f(handle, &mut *h) })?;
         let n = (h.count as usize).min(h.entityList.len());
-        Ok(h.entityList[..n]
-            .iter()
-            .map(|e| HierarchyEntry {
-                entity_group: e.entity.entityGroupId,
-                entity_id: e.entity.entityId,
-                parent_group: e.parent.entityGroupId,
-                parent_id: e.parent.entityId,
-                gpu_uuid: c_chars(&e.info.gpuUuid),
-                gpu_index: e.info.nvmlGpuIndex,
-                gi: e.info.nvmlInstanceId,
-                ci: e.info.nvmlComputeInstanceId,
-                profile_id: e.info.nvmlMigProfileId,
-                slices: e.info.nvmlProfileSlices,
-            })
-            .collect())
+        Ok(h.entityList[..n].iter().map(hierarchy_entry).collect())
     }
 
     /// `dcgmGroupCreate` of an empty group, then `dcgmGroupAddEntity` for each
@@ -437,6 +424,41 @@ impl Dcgm {
     }
 }
 
+/// One row of `dcgmGetGpuInstanceHierarchy`'s answer. Public only for the
+/// fuzz targets (fuzz/fuzz_targets/dcgm_values.rs); not an API.
+#[doc(hidden)]
+pub fn hierarchy_entry(e: &dcgmMigHierarchyInfo_v2) -> HierarchyEntry {
+    HierarchyEntry {
+        entity_group: e.entity.entityGroupId,
+        entity_id: e.entity.entityId,
+        parent_group: e.parent.entityGroupId,
+        parent_id: e.parent.entityId,
+        gpu_uuid: c_chars(&e.info.gpuUuid),
+        gpu_index: e.info.nvmlGpuIndex,
+        gi: e.info.nvmlInstanceId,
+        ci: e.info.nvmlComputeInstanceId,
+        profile_id: e.info.nvmlMigProfileId,
+        slices: e.info.nvmlProfileSlices,
+    }
+}
+
+/// [`field_value`], for the fuzz targets (fuzz/fuzz_targets/dcgm_values.rs)
+/// only; not an API.
+///
+/// # Safety
+///
+/// Every byte of `v.value` is initialised, as in a value made with
+/// `dcgmFieldValue_v2::default()` or with the union's largest member
+/// (`blob`): the field type chooses which member is read, and a union built
+/// from a smaller member leaves the others' bytes undefined.
+#[doc(hidden)]
+pub unsafe fn decode_field_value(v: &dcgmFieldValue_v2) -> FieldValue {
+    field_value(v)
+}
+
+/// One value of `dcgmEntitiesGetLatestValues`' answer, by its field type.
+/// Only for values made with `dcgmFieldValue_v2::default()` (zeroed) and
+/// written by DCGM, as [`Dcgm::latest_values`] makes them.
 fn field_value(v: &dcgmFieldValue_v2) -> FieldValue {
     // SAFETY (each union read): the field type says which member DCGM wrote;
     // every member is plain data, valid for any bit pattern.
