@@ -4,12 +4,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{built, edit_world, h100_world, mig_sim, series, value, wait_for, Exporter, EXPORTER};
+use mig_model::{World, WorldSwap};
 
 fn nvml_exporter(world: &Path, extra: &[&str]) -> Exporter {
     let library = built("libfake_nvml.so");
@@ -164,13 +165,61 @@ fn geometry_json_through_nvml_equals_the_simulators() {
     );
 }
 
-/// The GI ids a scrape shows on GPU 0.
-fn gi_ids(exposition: &str) -> BTreeSet<String> {
-    exposition
+/// GPU 0's layout in a scrape: each GPU instance's id and its number of
+/// compute instances, as `nvidia_mig_gpu_instance_compute_instances` says.
+/// Fails if the scrape's `nvidia_mig_compute_instance_info` series disagree
+/// with it (a compute instance of an unlisted GI, or another count).
+fn layout(exposition: &str) -> BTreeMap<String, usize> {
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {name} label in {line}"))
+    };
+    let mut said = BTreeMap::new();
+    for line in exposition
         .lines()
-        .filter(|l| l.starts_with("nvidia_mig_gpu_instance_info{gpu=\"0\""))
-        .filter_map(|l| l.split("gi=\"").nth(1)?.split('"').next().map(str::to_string))
+        .filter(|l| l.starts_with("nvidia_mig_gpu_instance_compute_instances{gpu=\"0\""))
+    {
+        let count = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not a count: {line}"));
+        said.insert(label(line, "gi"), count);
+    }
+    let mut info: BTreeMap<String, usize> = said.keys().map(|gi| (gi.clone(), 0)).collect();
+    for line in exposition
+        .lines()
+        .filter(|l| l.starts_with("nvidia_mig_compute_instance_info{gpu=\"0\""))
+    {
+        *info.entry(label(line, "gi")).or_default() += 1;
+    }
+    assert_eq!(
+        said, info,
+        "compute instances per GI (left) disagree with the compute instance series (right) of one scrape"
+    );
+    said
+}
+
+/// GPU 0's layout in a World file: GI id → its number of compute instances.
+fn world_layout(world: &Path) -> BTreeMap<String, usize> {
+    let w = World::load(world).expect("read the World");
+    w.gpus[0]
+        .gpu_instances
+        .iter()
+        .map(|gi| (gi.id.to_string(), gi.compute_instances.len()))
         .collect()
+}
+
+fn nvml_polls(exposition: &str) -> Option<u64> {
+    value(
+        exposition,
+        "mig_exporter_poll_duration_seconds_count{source=\"nvml\"}",
+    )?
+    .parse()
+    .ok()
 }
 
 #[test]
@@ -184,11 +233,15 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
             .insert("nvmlGpuInstanceGetComputeInstances".into(), 30_000);
     });
     let exporter = nvml_exporter(&world, &[]);
-    wait_for(|| !gi_ids(&exporter.metrics()).is_empty(), "geometry in /metrics");
-    let old = gi_ids(&exporter.metrics());
+    let old = world_layout(&world);
+    wait_for(
+        || layout(&exporter.metrics()) == old,
+        "the first layout in /metrics",
+    );
 
     // Swap the layout back and forth while scraping: every scrape must show one
-    // of the two complete layouts, each GI with its CI count matching.
+    // of the two complete layouts, each GI with the CI count of the layout
+    // its GI ids came from.
     // The other layout is prepared on a copy: the live file only ever holds
     // one of the two complete layouts.
     let saved = std::fs::read(&world).unwrap();
@@ -198,7 +251,8 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
     mig_sim(&other, &["-i", "0", "mig", "-dgi"]);
     mig_sim(&other, &["-i", "0", "mig", "-cgi", "0", "-C"]);
     let reconfigured = std::fs::read(&other).unwrap();
-    let new: BTreeSet<String> = ["0".to_string()].into();
+    let new = world_layout(&other);
+    assert_ne!(old, new);
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut seen = BTreeSet::new();
     let mut flip = false;
@@ -212,8 +266,8 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
         flip = !flip;
         for _ in 0..5 {
             let text = exporter.metrics();
-            let ids = gi_ids(&text);
-            if ids.is_empty() {
+            let now = layout(&text);
+            if now.is_empty() {
                 // A poll that gave up on a layout that kept changing publishes nothing from NVML.
                 assert_eq!(
                     value(&text, "mig_exporter_source_up{source=\"nvml\"}").as_deref(),
@@ -222,14 +276,128 @@ fn a_reconfiguration_during_a_poll_never_publishes_a_torn_geometry() {
                 continue;
             }
             assert!(
-                ids == old || ids == new,
-                "torn geometry {ids:?} (old {old:?}, new {new:?})"
+                now == old || now == new,
+                "torn geometry: GI → CIs {now:?} (old {old:?}, new {new:?})"
             );
-            seen.insert(ids.len());
+            seen.insert(now == new);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     assert!(!seen.is_empty(), "at least one complete geometry was published");
+}
+
+#[test]
+fn a_reconfiguration_between_two_calls_of_one_poll_is_read_again_never_published_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    // One GPU, so every nvmlGpuInstanceGetComputeInstances call reads its GIs.
+    let world = h100_world(dir.path(), 1, "9,14,19");
+    // Each poll begins with half a second in nvmlDeviceGetCount, before it
+    // reads any instance: every poll's snapshot can be scraped before the
+    // next is published, and a hook set right after a publish is in place
+    // before the next poll reads compute instances. The new World keeps it.
+    edit_world(&world, |w| {
+        w.faults
+            .call_latency_us
+            .insert("nvmlDeviceGetCount_v2".into(), 500_000);
+    });
+    // The new layout keeps every GPU instance as it is (ids, profiles,
+    // placements) and changes only compute instances, every GI's count: the
+    // GI list reads the same before and after, so only the exporter's check
+    // of MIG devices against compute instances can see the change.
+    let then = dir.path().join("then.json");
+    std::fs::copy(&world, &then).unwrap();
+    let w = World::load(&world).unwrap();
+    let gi = |profile: u32| {
+        w.gpus[0]
+            .gpu_instances
+            .iter()
+            .find(|g| g.profile_id == profile)
+            .map(|g| g.id.to_string())
+            .unwrap()
+    };
+    mig_sim(&then, &["-i", "0", "mig", "-dci"]);
+    mig_sim(&then, &["-i", "0", "mig", "-cci", "0,0,0", "-gi", &gi(9)]);
+    mig_sim(&then, &["-i", "0", "mig", "-cci", "0,0", "-gi", &gi(14)]);
+    let (old, new) = (world_layout(&world), world_layout(&then));
+    assert_eq!(old.keys().collect::<Vec<_>>(), new.keys().collect::<Vec<_>>());
+    assert!(old.iter().all(|(gi, n)| new[gi] != *n), "{old:?} {new:?}");
+
+    let exporter = nvml_exporter(&world, &["--log.level", "debug"]);
+    wait_for(
+        || layout(&exporter.metrics()) == old,
+        "the old layout in /metrics",
+    );
+    // Right after a poll is published, the next is half a second from its
+    // first compute-instance read: the World changes after that call, within
+    // the poll's read of the layout, before the GI list is checked again.
+    let first = nvml_polls(&exporter.metrics()).expect("the NVML poll count");
+    wait_for(
+        || nvml_polls(&exporter.metrics()) != Some(first),
+        "a fresh NVML poll",
+    );
+    edit_world(&world, |w| {
+        w.faults.world_swap = Some(Box::new(WorldSwap {
+            call: "nvmlGpuInstanceGetComputeInstances".into(),
+            after: 1,
+            then: then.clone(),
+        }))
+    });
+
+    // Every snapshot from then on, one per poll count, each judged when scraped.
+    let mut snapshots: BTreeMap<u64, Option<BTreeMap<String, usize>>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while snapshots.values().filter(|s| s.as_ref() == Some(&new)).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the new layout never published twice; snapshots by poll: {snapshots:?}"
+        );
+        let text = exporter.metrics();
+        let poll = nvml_polls(&text).expect("the NVML poll count");
+        let up = value(&text, "mig_exporter_source_up{source=\"nvml\"}");
+        let now = (up.as_deref() == Some("1")).then(|| layout(&text));
+        if let Some(now) = &now {
+            assert!(
+                *now == old || *now == new,
+                "poll {poll} published a torn geometry: GI → CIs {now:?} (old {old:?}, new {new:?})"
+            );
+        }
+        if let Some(earlier) = snapshots.insert(poll, now.clone()) {
+            assert_eq!(earlier, now, "one poll, two snapshots");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let polls: Vec<u64> = snapshots.keys().copied().collect();
+    let (lowest, highest) = (polls[0], polls[polls.len() - 1]);
+    assert_eq!(
+        polls,
+        (lowest..=highest).collect::<Vec<_>>(),
+        "a snapshot went unscraped: every one must be judged"
+    );
+    // What the exporter says it does: a change inside a read is read again
+    // within the same poll, so the poll the change overlapped publishes the
+    // new layout; never a torn mix, and here not a failed poll either (one
+    // change, and a second read sees none).
+    let mut switched = false;
+    for (poll, snapshot) in &snapshots {
+        let Some(now) = snapshot else {
+            panic!("poll {poll} failed, though the layout changed only once: {snapshots:?}")
+        };
+        assert!(
+            !switched || *now == new,
+            "poll {poll} published the old layout after the new: {snapshots:?}"
+        );
+        switched = *now == new;
+    }
+    // And the change did land inside a poll's read, which saw it.
+    let log = exporter.log();
+    let fired = log
+        .iter()
+        .position(|l| l.contains("fake-nvml: world_swap: after call 1 of nvmlGpuInstanceGetComputeInstances"))
+        .unwrap_or_else(|| panic!("the World was never swapped mid-poll; log: {log:#?}"));
+    assert!(
+        log[fired..].iter().any(|l| l.contains("reading again")),
+        "the exporter never read the geometry again after the World changed inside its read; log: {log:#?}"
+    );
 }
 
 /// Applies each step's `mig-sim` commands to `world` in turn; after each, the

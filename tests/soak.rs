@@ -15,13 +15,23 @@
 //! first round injects each kind of fault once, in random order: that is the
 //! warm-up, after which every code path has run and memory is judged.
 //!
+//! Besides Prometheus, the soak scrapes the exporter itself twice a
+//! second and judges each of those scrapes as it comes ([`Judge`]), failing
+//! at once, with the scrape's time and the series, when: a series names a
+//! GPU or compute instance that the World no longer has (as of the poll that
+//! produced the scrape: see [`Judge::changed`] for the window a change
+//! takes), or one its own scrape does not list; the scrape has more
+//! `nvidia_*` series than the bound of the geometry it serves
+//! ([`series_bound`]); a drift finding was first seen during a host engine
+//! restart, which changes no geometry.
+//!
 //! At the end it fails, with a message saying what, unless: the log has no
-//! panic; every scrape succeeded; the number of `nvidia_*` series never
-//! exceeded the bound the World's products give; no series names an
+//! panic; every scrape succeeded; no Prometheus scrape had more `nvidia_*`
+//! series than the bound of the geometry it served; no series names an
 //! instance that no longer exists; resident memory after the warm-up grew
 //! less than [`MAX_GROWTH_KIB`] along its fitted line; every drift finding was raised
-//! during a fault and cleared after it, and each fault raised the finding it
-//! should; every source is up again.
+//! during a geometry fault (not a host engine restart) and cleared after it,
+//! and each fault raised the finding it should; every source is up again.
 //!
 //! Not part of `cargo test` (it takes minutes): run it with `scripts/soak.sh`,
 //! which `scripts/test.sh` does.
@@ -61,6 +71,8 @@ const HOLD: Duration = Duration::from_secs(3);
 const SETTLE: Duration = Duration::from_secs(3);
 /// From a change of the node to the scrape that can show it: a poll and a scrape.
 const LAG: f64 = 3.0;
+/// How often the soak scrapes the exporter itself and judges the scrape.
+const OWN_SCRAPE: Duration = Duration::from_millis(500);
 
 const GPUS: u32 = 2;
 /// Per GPU: 3g.40gb, 2g.20gb and two 1g.10gb, each with a compute instance.
@@ -349,23 +361,22 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     slopes[slopes.len() / 2]
 }
 
-/// The most `nvidia_*` series a GPU can have, from its product alone: every
-/// per-GPU family of the metric contract (docs/metrics.md), three per GPU
-/// instance profile (max, remaining, expected), every GPU-instance family for
-/// as many GPU instances as the GPU has compute slices, every
-/// compute-instance family for as many compute instances, two per drift
-/// reason, and one owner per MIG device plus the whole GPU.
-fn series_bound(world: &World) -> usize {
+/// Per GPU instance shown: info, slices, CIs, memory total/used/free, activity.
+const PER_GI: usize = 6 + 8;
+/// Per compute instance shown: info, activity but DRAM, and its owner.
+const PER_CI: usize = 1 + 7 + 1;
+
+/// The `nvidia_*` series the node's GPUs may have whatever their geometry:
+/// every per-GPU family of the metric contract (docs/metrics.md), three per
+/// GPU instance profile of the product (max, remaining, expected), two per
+/// drift reason, and the owner of the whole GPU.
+fn per_gpu_series(world: &World) -> usize {
     const PER_GPU: usize = 38; // info, memory, ECC (2 + 4), rows (2 + 2), power (2), ... activity (8)
-    const PER_GI: usize = 6 + 8; // info, slices, CIs, memory total/used/free, activity
-    const PER_CI: usize = 1 + 7; // info, activity but DRAM
     const REASONS: usize = 8;
     world
         .gpus
         .iter()
         .map(|gpu| {
-            let spec = gpu.spec();
-            let slices = spec.compute_slices as usize;
             // Codes seen, and the alerted codes, there at 0 before any is seen.
             let xids: BTreeSet<u64> = gpu
                 .telemetry
@@ -374,15 +385,189 @@ fn series_bound(world: &World) -> usize {
                 .chain(mig_exporter::model::ALERTED_XIDS)
                 .copied()
                 .collect();
-            PER_GPU
-                + xids.len()
-                + 3 * spec.profiles.len()
-                + (PER_GI + PER_CI) * slices
-                + 2 * REASONS
-                + slices
-                + 1
+            PER_GPU + xids.len() + 3 * gpu.spec().profiles.len() + 2 * REASONS + 1
         })
         .sum()
+}
+
+/// The most `nvidia_*` series a scrape that serves `gis` GPU instances and
+/// `cis` compute instances may have: the geometry it serves, not the most
+/// the products could hold.
+fn series_bound(per_gpu: usize, gis: usize, cis: usize) -> usize {
+    per_gpu + PER_GI * gis + PER_CI * cis
+}
+
+/// The value of label `name` in an exposition line.
+fn label(line: &str, name: &str) -> Option<String> {
+    line.split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_string)
+}
+
+/// The count of NVML polls in an exposition (failed ones included): the
+/// snapshot a scrape serves is that poll's (poll.rs publishes both at once).
+fn nvml_polls(exposition: &str) -> Option<u64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix("mig_exporter_poll_duration_seconds_count{source=\"nvml\"} ")?
+            .parse()
+            .ok()
+    })
+}
+
+/// GPU instances (GPU index, GI id) and MIG device UUIDs of a World.
+fn instances(world: &World) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+    let mut gis = BTreeSet::new();
+    let mut uuids = BTreeSet::new();
+    for gpu in &world.gpus {
+        for gi in &gpu.gpu_instances {
+            gis.insert((gpu.index.to_string(), gi.id.to_string()));
+            uuids.extend(gi.compute_instances.iter().map(|ci| ci.uuid.clone()));
+        }
+    }
+    (gis, uuids)
+}
+
+/// Judges the soak's own scrapes of the exporter as they are taken.
+struct Judge {
+    start: f64,
+    seed: u64,
+    per_gpu: usize,
+    /// The Worlds a scrape may show: the current one (`None`), and earlier
+    /// ones with the last NVML poll count whose snapshot may still show them.
+    worlds: Vec<(World, Option<u64>)>,
+    /// When the host engine restart in progress began (Unix seconds).
+    restart: Option<f64>,
+    scrapes: u64,
+    /// The scrape closest to its bound: (series, bound, seconds into the soak).
+    closest: Option<(usize, usize, f64)>,
+}
+
+impl Judge {
+    fn new(start: f64, seed: u64, world: World) -> Judge {
+        Judge {
+            start,
+            seed,
+            per_gpu: per_gpu_series(&world),
+            worlds: vec![(world, None)],
+            restart: None,
+            scrapes: 0,
+            closest: None,
+        }
+    }
+
+    /// The soak finished a batch of edits (a fault, or its healing), leaving
+    /// `world`; `polls` is the NVML poll count of a scrape taken after the
+    /// last edit. Poll `polls + 1` may have been under way during the edits
+    /// and have read the World before them or between two of them (every
+    /// instance of which is in the World before or after); poll `polls + 2`
+    /// began after that scrape, so it and every later one must show `world`
+    /// alone.
+    fn changed(&mut self, world: World, polls: u64) {
+        for (_, until) in &mut self.worlds {
+            until.get_or_insert(polls + 1);
+        }
+        self.worlds.push((world, None));
+    }
+
+    fn fail(&self, at: f64, poll: u64, what: String) -> ! {
+        panic!(
+            "soak failed (seed {}) at the scrape {at:.1} s into the soak (NVML poll {poll}): {what}",
+            self.seed
+        )
+    }
+
+    fn check(&mut self, text: &str) {
+        let at = unix_now() - self.start;
+        self.scrapes += 1;
+        let Some(poll) = nvml_polls(text) else {
+            self.fail(at, 0, "no NVML poll count in the scrape".into())
+        };
+        self.worlds.retain(|(_, until)| until.is_none_or(|u| u >= poll));
+        let (mut gis, mut uuids) = (BTreeSet::new(), BTreeSet::new());
+        for (world, _) in &self.worlds {
+            let (g, u) = instances(world);
+            gis.extend(g);
+            uuids.extend(u);
+        }
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("nvidia_")).collect();
+        let listed = |family: &'static str| {
+            let prefix = format!("{family}{{");
+            lines.iter().filter(move |l| l.starts_with(&prefix))
+        };
+        let shown_gis: BTreeSet<(String, String)> = listed("nvidia_mig_gpu_instance_info")
+            .filter_map(|l| Some((label(l, "gpu")?, label(l, "gi")?)))
+            .collect();
+        let shown_cis: BTreeSet<String> = listed("nvidia_mig_compute_instance_info")
+            .filter_map(|l| label(l, "mig_uuid"))
+            .collect();
+        for line in &lines {
+            if let (Some(gpu), Some(gi)) = (label(line, "gpu"), label(line, "gi").filter(|g| !g.is_empty())) {
+                let gi = (gpu, gi);
+                if !gis.contains(&gi) {
+                    self.fail(
+                        at,
+                        poll,
+                        format!("a series of a GPU instance that is gone: {line}"),
+                    );
+                }
+                if !shown_gis.contains(&gi) {
+                    self.fail(
+                        at,
+                        poll,
+                        format!("a series of a GPU instance the scrape does not list: {line}"),
+                    );
+                }
+            }
+            if let Some(uuid) = label(line, "mig_uuid").filter(|u| u.starts_with("MIG-")) {
+                if !uuids.contains(&uuid) {
+                    self.fail(at, poll, format!("a series of a MIG device that is gone: {line}"));
+                }
+                if !shown_cis.contains(&uuid) {
+                    self.fail(
+                        at,
+                        poll,
+                        format!("a series of a MIG device the scrape does not list: {line}"),
+                    );
+                }
+            }
+            if let (Some(restart), Some(since)) = (
+                self.restart,
+                line.strip_prefix("nvidia_mig_drift_since_timestamp_seconds{")
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()),
+            ) {
+                if since >= restart {
+                    self.fail(
+                        at,
+                        poll,
+                        format!(
+                            "a drift finding first seen {:.1} s into the soak, during the host engine \
+                             restart begun at {:.1} s, which changes no geometry: {line}",
+                            since - self.start,
+                            restart - self.start
+                        ),
+                    );
+                }
+            }
+        }
+        let bound = series_bound(self.per_gpu, shown_gis.len(), shown_cis.len());
+        if lines.len() > bound {
+            self.fail(
+                at,
+                poll,
+                format!(
+                    "{} nvidia_* series, more than the bound {bound} of the {} GPU and {} compute \
+                     instances it serves",
+                    lines.len(),
+                    shown_gis.len(),
+                    shown_cis.len()
+                ),
+            );
+        }
+        if self.closest.is_none_or(|(n, b, _)| bound - lines.len() < b - n) {
+            self.closest = Some((lines.len(), bound, at));
+        }
+    }
 }
 
 // ------------------------------------------------------------------ the soak
@@ -491,14 +676,25 @@ fn soak() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(SETTLE);
+    let mut judge = Judge::new(start, seed, World::load(&world).unwrap());
     let mut episodes = Vec::new();
     let mut round = 0;
-    let mut wait = |until: Instant, rng: &mut Rng| {
+    // Pods change every second; the exporter is scraped and judged twice as often.
+    let mut wait = |until: Instant, rng: &mut Rng, judge: &mut Judge| {
         while Instant::now() < until {
             round += 1;
             churn_pods(&kubelet, &world, rng, round);
-            std::thread::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())));
+            let second = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < second.min(until) {
+                judge.check(&exporter.metrics());
+                std::thread::sleep(OWN_SCRAPE.min(until.saturating_duration_since(Instant::now())));
+            }
         }
+    };
+    // After a batch of edits, the World as they left it and the poll count then.
+    let changed = |judge: &mut Judge| {
+        let polls = nvml_polls(&exporter.metrics()).expect("the NVML poll count");
+        judge.changed(World::load(&world).unwrap(), polls);
     };
     let mut warm_up = EVERY_KIND.to_vec();
     let mut warm_up_end = None;
@@ -511,17 +707,20 @@ fn soak() {
         };
         let gpu = rng.below(GPUS as usize) as u32;
         let started = unix_now();
+        judge.restart = (kind == Kind::HostEngineRestart).then_some(started);
         let expect = inject(&world, kind, gpu);
-        wait(Instant::now() + HOLD, &mut rng);
+        changed(&mut judge);
+        wait(Instant::now() + HOLD, &mut rng, &mut judge);
         heal(&world, kind);
         advertise(&kubelet, &world);
+        changed(&mut judge);
         episodes.push(Episode {
             kind,
             start: started,
             end: unix_now(),
             expect,
         });
-        wait(Instant::now() + SETTLE, &mut rng);
+        wait(Instant::now() + SETTLE, &mut rng, &mut judge);
     }
     // Quiet: no more faults; DCGM's reconnection backoff may take a few seconds.
     let quiet = Instant::now();
@@ -529,8 +728,10 @@ fn soak() {
         > 0
         && quiet.elapsed() < Duration::from_secs(70)
     {
+        judge.check(&exporter.metrics());
         std::thread::sleep(Duration::from_secs(1));
     }
+    judge.check(&exporter.metrics());
     std::thread::sleep(Duration::from_secs(2));
     let end = unix_now();
     stop.store(true, Ordering::SeqCst);
@@ -563,19 +764,38 @@ fn soak() {
         fail(format!("a scrape failed (min up over the soak: {worst_up})"));
     }
 
-    // Series bounded by the geometry.
+    // Series bounded by the geometry each Prometheus scrape served: the
+    // counts at each step of a range query are those of one scrape.
     let final_world = World::load(&world).unwrap();
-    let bound = series_bound(&final_world);
-    let counts = prometheus.range("count({__name__=~\"nvidia_.+\"})", start, end);
-    let most = counts
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .fold(0.0, f64::max);
-    if most > bound as f64 {
-        fail(format!(
-            "{most} nvidia_* series at once, more than the geometry's bound {bound}"
-        ));
+    let per_step = |expr: &str| -> BTreeMap<i64, f64> {
+        prometheus
+            .range(expr, start, end)
+            .into_iter()
+            .flat_map(|(_, points)| points)
+            .map(|(t, v)| ((t * 1000.0) as i64, v))
+            .collect()
+    };
+    let counts = per_step("count({__name__=~\"nvidia_.+\"})");
+    let shown_gis = per_step("count(nvidia_mig_gpu_instance_info)");
+    let shown_cis = per_step("count(nvidia_mig_compute_instance_info)");
+    let per_gpu = per_gpu_series(&final_world);
+    let mut most = (0.0, 0);
+    for (t, &n) in &counts {
+        let gis = shown_gis.get(t).copied().unwrap_or(0.0) as usize;
+        let cis = shown_cis.get(t).copied().unwrap_or(0.0) as usize;
+        let bound = series_bound(per_gpu, gis, cis);
+        if n > most.0 {
+            most = (n, bound);
+        }
+        if n > bound as f64 {
+            fail(format!(
+                "{n} nvidia_* series {:.0} s into the soak, more than the bound {bound} of the {gis} GPU \
+                 and {cis} compute instances served then",
+                *t as f64 / 1000.0 - start
+            ));
+        }
     }
+    let (most, bound) = most;
 
     // No series of an instance that no longer exists.
     let text = exporter.metrics();
@@ -622,21 +842,39 @@ fn soak() {
         }
     }
 
-    // Drift: raised during faults only, cleared after, each fault's finding seen.
-    let covered = |t: f64| episodes.iter().any(|e| t >= e.start && t <= e.end + LAG);
+    // Drift: raised during geometry faults only (a host engine restart
+    // changes no geometry), cleared after, each fault's finding seen.
+    let covered = |t: f64| {
+        episodes
+            .iter()
+            .filter(|e| e.kind != Kind::HostEngineRestart)
+            .any(|e| t >= e.start && t <= e.end + LAG)
+    };
+    let restart_at = |t: f64| {
+        episodes
+            .iter()
+            .find(|e| e.kind == Kind::HostEngineRestart && t >= e.start && t <= e.end + LAG)
+            .map(|e| e.start - start)
+    };
     let findings = prometheus.range("nvidia_mig_drift", start, end);
     let mut outside = BTreeMap::new();
     for (labels, points) in &findings {
         for (t, _) in points.iter().filter(|(t, _)| !covered(*t)) {
             outside
                 .entry(format!("gpu {} {}", labels["gpu"], labels["reason"]))
-                .or_insert(*t - start);
+                .or_insert((*t - start, restart_at(*t)));
         }
     }
-    for (finding, at) in outside {
-        fail(format!(
-            "finding {finding} outside any fault, {at:.0} s into the soak"
-        ));
+    for (finding, (at, restart)) in outside {
+        match restart {
+            Some(restart) => fail(format!(
+                "finding {finding} {at:.0} s into the soak, during the host engine restart begun at \
+                 {restart:.0} s, which changes no geometry"
+            )),
+            None => fail(format!(
+                "finding {finding} outside any geometry fault, {at:.0} s into the soak"
+            )),
+        }
     }
     for e in &episodes {
         let Some((gpu, reason)) = e.expect else { continue };
@@ -714,11 +952,14 @@ fn soak() {
     );
     println!(
         "soak figures: {:.0} s, {} faults {kinds:?}, {scrapes} scrapes (min up {worst_up}), \
-         nvidia_* series at most {most} (bound {bound}), {raised} drift series raised, \
+         nvidia_* series at most {most} (bound {bound} then), {} own scrapes judged (closest to \
+         its bound: {:?} as (series, bound, s)), {raised} drift series raised, \
          resident {first:.0} KiB at start, {last:.0} KiB at the end, {per_minute:+.1} KiB/min \
          ({growth:+.0} KiB fitted over {measured_minutes:.1} min) after {warm_up_end:.0} s of warm-up",
         end - start,
         episodes.len(),
+        judge.scrapes,
+        judge.closest,
     );
     assert!(
         failures.is_empty(),

@@ -45,6 +45,10 @@
 //!   12 µs, `nvmlDeviceGetTemperature` 4 µs, and about 2 µs for the other
 //!   simple getters (`"*": 2`). `gpm_clock_offset_ns` moves the clock that
 //!   stamps GPM samples (a GPU timer that jumps), not the counters.
+//! * `world_swap` ([`mig_model::WorldSwap`]) is a test hook, not a behaviour
+//!   of NVIDIA's driver: after the Nth answer of a named function the World
+//!   file is replaced with another, before any other call is answered, so a
+//!   test can put a reconfiguration between two chosen calls of one poll.
 //! * GPM (GPU Performance Monitoring, `nvmlGpm*`): supported on Hopper and
 //!   newer products, not on Ampere (`isSupportedDevice` 0, samples
 //!   `NVML_ERROR_NOT_SUPPORTED`). Samples copy per-GPU and per-GPU-instance

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mig_model::{Faults, World};
+use mig_model::{Faults, World, WorldSwap};
 use nvml_wrapper_sys::bindings::{
     nvmlReturn_enum_NVML_ERROR_DRIVER_NOT_LOADED as DRIVER_NOT_LOADED,
     nvmlReturn_enum_NVML_ERROR_UNINITIALIZED as UNINITIALIZED, nvmlReturn_enum_NVML_ERROR_UNKNOWN as UNKNOWN,
@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub gpm: crate::gpm::Gpm,
     /// Which MIG device each `nvmlDeviceGetMigDeviceHandleByIndex` index names.
     pub mig_indexes: crate::mig::MigIndexes,
+    /// The World's [`WorldSwap`] test hook being counted, and its calls so far.
+    swap: Option<(WorldSwap, u32)>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -59,6 +61,55 @@ impl State {
     pub fn world(&mut self) -> Res<Arc<World>> {
         let path = self.world_path.clone().ok_or(UNINITIALIZED)?;
         self.cache.get_or_report(&path, "fake-nvml").ok_or(UNKNOWN)
+    }
+
+    /// Counts a call of `name` for the World's [`WorldSwap`] hook, and when it
+    /// is the hook's `after`-th, replaces the World file with the hook's
+    /// `then` (a temporary file beside it, then a rename, so no reader sees
+    /// half a file). Runs with the state locked, after the call's own work:
+    /// no other call is answered in between.
+    ///
+    /// Test-only machinery, not NVIDIA behaviour: the driver has no such
+    /// thing. It stands in for an administrator's `nvidia-smi mig` landing
+    /// between two calls of a client, at a point a test chooses.
+    fn count_for_swap(&mut self, world: &World, name: &str) {
+        let Some(hook) = &world.faults.world_swap else {
+            self.swap = None;
+            return;
+        };
+        if hook.call != name {
+            return;
+        }
+        let calls = match &mut self.swap {
+            Some((counted, calls)) if *counted == **hook => {
+                *calls = calls.saturating_add(1);
+                *calls
+            }
+            _ => {
+                self.swap = Some(((**hook).clone(), 1));
+                1
+            }
+        };
+        if calls != hook.after {
+            return;
+        }
+        let Some(path) = self.world_path.clone() else {
+            return;
+        };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".swap.tmp");
+        let swapped = std::fs::copy(&hook.then, &tmp).and_then(|_| std::fs::rename(&tmp, &path));
+        match swapped {
+            Ok(()) => eprintln!(
+                "fake-nvml: world_swap: after call {calls} of {name}, the World is now {}",
+                hook.then.display()
+            ),
+            Err(e) => eprintln!(
+                "fake-nvml: world_swap: cannot replace {} with {}: {e}",
+                path.display(),
+                hook.then.display()
+            ),
+        }
     }
 
     /// `nvmlInit*`: finds the World file named by `MIG_WORLD` and reads it.
@@ -136,10 +187,12 @@ pub(crate) fn call(name: &'static str, body: impl FnOnce(&mut State, &World) -> 
                 if has_faults(&world, name) {
                     return Ok(Some(world));
                 }
-                match body.take() {
+                let answer = match body.take() {
                     Some(body) => body(st, &world).map(|()| None),
                     None => Err(UNKNOWN),
-                }
+                };
+                st.count_for_swap(&world, name);
+                answer
             })?;
             let Some(world) = world else {
                 return Ok(());
@@ -149,10 +202,12 @@ pub(crate) fn call(name: &'static str, body: impl FnOnce(&mut State, &World) -> 
             with_state(|st| {
                 // The World may have changed while the latency fault slept.
                 let world = st.world()?;
-                match body.take() {
+                let answer = match body.take() {
                     Some(body) => body(st, &world),
                     None => Err(UNKNOWN),
-                }
+                };
+                st.count_for_swap(&world, name);
+                answer
             })
         })())
     })

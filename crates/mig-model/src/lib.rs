@@ -30,7 +30,7 @@ pub use profile::{CiProfile, Engines, GiProfile, MediaEngines, ProfileName};
 pub use table::ProductTable;
 pub use world::{
     CiLoad, ComputeInstance, EccErrors, Faults, GiLoad, Gpu, GpuInstance, MigError, MigMode, MigUuids,
-    ModeChange, RemappedRows, Telemetry, World,
+    ModeChange, RemappedRows, Telemetry, World, WorldSwap,
 };
 
 /// Environment variable naming the World file that `mig-sim`, `fake-nvml` and

@@ -70,6 +70,27 @@ pub struct Faults {
     /// MIG disabled still answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unprivileged: bool,
+    /// fake-nvml, a test hook: a change of the World between two given NVML
+    /// calls of one client thread. See [`WorldSwap`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_swap: Option<Box<WorldSwap>>,
+}
+
+/// A test hook of fake-nvml, not a behaviour of NVIDIA's driver: it makes a
+/// reconfiguration land at an exact point of a client's sequence of calls
+/// (e.g. between two `nvmlGpuInstanceGetComputeInstances` of one poll),
+/// which racing a writer against the client only makes likely. Once the
+/// NVML function `call` has answered `after` times while this hook was in
+/// the World (counted from the first call that saw it), fake-nvml replaces
+/// the World file with the World file `then`, before it answers any other
+/// call; the call that reached the count answers from the World before.
+/// `then` normally carries no hook, so it fires once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldSwap {
+    pub call: String,
+    pub after: u32,
+    pub then: std::path::PathBuf,
 }
 
 fn is_zero(n: &i64) -> bool {
