@@ -154,7 +154,7 @@ pub struct Client {
     token_file: PathBuf,
     ca_file: PathBuf,
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
+    runtime: crate::client_runtime::ClientRuntime,
 }
 
 impl std::fmt::Debug for Client {
@@ -177,9 +177,7 @@ impl Client {
         ca_file: PathBuf,
         timeout: Duration,
     ) -> std::io::Result<Client> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = crate::client_runtime::ClientRuntime::new()?;
         Ok(Client {
             server,
             token_file,

@@ -6,6 +6,7 @@
 //! the hardware.
 
 pub mod cli;
+pub mod client_runtime;
 pub mod drift;
 pub mod expose;
 pub mod geometry;

@@ -294,3 +294,36 @@ fn version_prints_version_revision_build_date_and_rust_version() {
     );
     assert!(field("platform").is_some(), "{text}");
 }
+
+/// SIGTERM while the sources that own a small runtime of their own (the
+/// kubelet client, the Kubernetes API client of the desired config) are
+/// set up: the exporter stops with status 0, and nothing panics while the
+/// poller and those runtimes are dropped.
+#[test]
+fn sigterm_stops_the_exporter_cleanly_with_its_kubelet_and_kubernetes_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kubelet.sock");
+    let socket = socket.to_str().unwrap();
+    let mut exporter = Exporter::start(&[
+        "--simulate",
+        "h100-mixed",
+        "--kubelet.pod-resources-socket",
+        socket,
+        "--mig.config-from-kubernetes",
+        "--kubernetes.node-name",
+        "gpu-node-1",
+        "--kubernetes.api-server",
+        "https://127.0.0.1:1",
+    ]);
+    let text = exporter.metrics();
+    for source in ["kubelet", "mig_config"] {
+        assert!(
+            text.contains(&format!("mig_exporter_source_info{{source=\"{source}\"")),
+            "{source} runs: {text}"
+        );
+    }
+    let status = exporter.terminate();
+    let log = exporter.log();
+    assert!(status.success(), "exit {status}: {log:#?}");
+    assert!(!log.iter().any(|l| l.contains("panicked")), "{log:#?}");
+}

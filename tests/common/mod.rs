@@ -245,6 +245,25 @@ impl Exporter {
         assert_eq!(status, 200);
         body
     }
+
+    /// Sends SIGTERM, as systemd and the kubelet stop it, and waits (at most
+    /// 15 s) for the process to end.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) only sends a signal to the process we started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM to {pid}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the exporter") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the exporter did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Exporter {

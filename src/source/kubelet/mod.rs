@@ -107,7 +107,7 @@ impl std::fmt::Display for AllocatableOff {
 pub struct KubeletSource {
     socket: PathBuf,
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
+    runtime: crate::client_runtime::ClientRuntime,
     advertised: Option<Advertised>,
     advertisement_off: Option<AllocatableOff>,
     owners: OwnerTracker,
@@ -125,10 +125,8 @@ impl std::fmt::Debug for KubeletSource {
 impl KubeletSource {
     /// A client of the socket at `socket`; each poll gives up after `timeout`.
     pub fn new(socket: PathBuf, timeout: Duration) -> anyhow::Result<KubeletSource> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the kubelet client's runtime")?;
+        let runtime =
+            crate::client_runtime::ClientRuntime::new().context("starting the kubelet client's runtime")?;
         Ok(KubeletSource {
             socket,
             timeout,
