@@ -800,7 +800,7 @@ fn table() -> Vec<Metric> {
             Gauge,
             "Free memory placement slots that no GPU instance creatable now could occupy: no placement of a \
              profile with remaining instances covers them without overlapping an existing instance. They stay \
-             idle until an instance is destroyed.",
+             idle until an instance is destroyed. Only for GPUs in MIG mode.",
             |g| g.memory_slices_unplaceable().map(|n| Value::U(n.into())),
         ),
         per_gpu(
@@ -809,7 +809,7 @@ fn table() -> Vec<Metric> {
             "{slice}",
             Gauge,
             "Memory placement slots of the largest profile of which one more instance can be created now \
-             (remaining instances above 0); 0 if none can.",
+             (remaining instances above 0); 0 if none can. Only for GPUs in MIG mode.",
             |g| g.largest_creatable_profile_slices().map(|(memory, _)| Value::U(memory.into())),
         ),
         per_gpu(
@@ -818,7 +818,8 @@ fn table() -> Vec<Metric> {
             "{slice}",
             Gauge,
             "SM slices of the largest profile of which one more instance can be created now (remaining \
-             instances above 0); 0 if none can. Below the free SM slices, they are fragmented.",
+             instances above 0); 0 if none can. Less than the free SM slices: they cannot all go to one new \
+             instance. Only for GPUs in MIG mode.",
             |g| g.largest_creatable_profile_slices().map(|(_, compute)| Value::U(compute.into())),
         ),
         metric(
