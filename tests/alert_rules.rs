@@ -174,7 +174,11 @@ fn promtool_check_rules_accepts_every_rule_file() {
         .filter_map(|l| l.trim().strip_prefix("SUCCESS: "))
         .filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok())
         .sum();
-    assert_eq!(count, alerts().len(), "promtool saw every alert: {out}");
+    assert_eq!(
+        count,
+        alerts().len() + recording_rules().len(),
+        "promtool saw every alert and recording rule: {out}"
+    );
 }
 
 #[test]
@@ -404,6 +408,63 @@ fn rules_use_only_metric_names_of_the_contract() {
     }
 }
 
+/// Every recording rule of every rule file: its name and expression.
+fn recording_rules() -> Vec<(String, String)> {
+    let mut rules = Vec::new();
+    for file in rule_files() {
+        let doc = load(&file);
+        for group in doc["groups"].as_sequence().expect("groups") {
+            for rule in group["rules"].as_sequence().expect("rules") {
+                if let Some(name) = rule["record"].as_str() {
+                    rules.push((name.to_string(), text(&rule["expr"], name).to_string()));
+                }
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn recording_rules_are_named_level_metric_operation_read_the_contract_and_are_unit_tested() {
+    let rules = recording_rules();
+    assert!(rules.len() >= 20, "{rules:?}");
+    let known = contract::contract_names();
+    // Every expression a promql_expr_test evaluates.
+    let mut tested = String::new();
+    for file in test_files() {
+        for test in load(&file)["tests"].as_sequence().expect("tests") {
+            for case in test["promql_expr_test"].as_sequence().into_iter().flatten() {
+                tested.push_str(text(&case["expr"], "promql_expr_test expr"));
+                tested.push('\n');
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (name, expr) in &rules {
+        assert!(names.insert(name.clone()), "{name} recorded twice");
+        let parts: Vec<&str> = name.split(':').collect();
+        assert!(
+            parts.len() == 3
+                && parts.iter().all(|p| !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+            "{name}: level:metric:operation"
+        );
+        for metric in contract::metric_names(expr) {
+            assert!(
+                known.contains(&metric),
+                "{name} uses {metric}, which the metric contract (src/expose/contract.rs) does not define"
+            );
+        }
+        assert!(
+            tested
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .any(|w| w == name),
+            "{name}: no promql_expr_test in alerts/tests/ evaluates it"
+        );
+    }
+}
+
 /// The codes of `xid=~"..."` in an expression.
 fn xid_codes(expr: &str) -> Vec<u32> {
     let Some(rest) = expr.split("xid=~\"").nth(1) else {
@@ -491,7 +552,16 @@ fn alerts_are_per_node_and_cluster_not_per_exporter_pod() {
                 !labels.contains("job") || name == "MigExporterAbsent",
                 "{name}: `{keyword} ({labels:?})`: only MigExporterAbsent is per job"
             );
-            assert!(!labels.contains("pod"), "{name}: {labels:?}");
+            // `pod` is the exporter pod's, dropped at scrape; only the alert
+            // about a pod's own MIG device keeps the owner's, from
+            // nvidia_mig_instance_pod_info, with its namespace.
+            assert!(
+                !labels.contains("pod")
+                    || (name == "MigSliceAllocatedIdle"
+                        && labels.contains("namespace")
+                        && expr.contains("mig_device_pod:")),
+                "{name}: {labels:?}"
+            );
         }
         // `instance` stays only where `node` is missing.
         if lists.iter().any(|(_, labels)| labels.contains("instance")) {

@@ -391,7 +391,7 @@ fn every_geometry_and_memory_series_is_what_pynvml_reads() {
     }
     assert_eq!(
         seen.series.len(),
-        19,
+        22,
         "covered families: {:?}",
         seen.series.keys()
     );

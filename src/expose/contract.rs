@@ -790,6 +790,38 @@ fn table() -> Vec<Metric> {
             "Instances of this profile that could still be created next to the existing ones (NVML remaining capacity).",
             |p| p.remaining_instances,
         ),
+        // Fragmentation (src/model/fragmentation.rs): derived from NVML's
+        // remaining capacity per profile, the profiles' possible placements
+        // and the GPU instances' placements; only for GPUs in MIG mode.
+        per_gpu(
+            "nvidia_mig_memory_slices_unplaceable",
+            "nvidia.mig.memory_slices.unplaceable",
+            "{slice}",
+            Gauge,
+            "Free memory placement slots that no GPU instance creatable now could occupy: no placement of a \
+             profile with remaining instances covers them without overlapping an existing instance. They stay \
+             idle until an instance is destroyed. Only for GPUs in MIG mode.",
+            |g| g.memory_slices_unplaceable().map(|n| Value::U(n.into())),
+        ),
+        per_gpu(
+            "nvidia_mig_largest_creatable_profile_memory_slices",
+            "nvidia.mig.largest_creatable_profile.memory_slices",
+            "{slice}",
+            Gauge,
+            "Memory placement slots of the largest profile of which one more instance can be created now \
+             (remaining instances above 0); 0 if none can. Only for GPUs in MIG mode.",
+            |g| g.largest_creatable_profile_slices().map(|(memory, _)| Value::U(memory.into())),
+        ),
+        per_gpu(
+            "nvidia_mig_largest_creatable_profile_compute_slices",
+            "nvidia.mig.largest_creatable_profile.compute_slices",
+            "{slice}",
+            Gauge,
+            "SM slices of the largest profile of which one more instance can be created now (remaining \
+             instances above 0); 0 if none can. Less than the free SM slices: they cannot all go to one new \
+             instance. Only for GPUs in MIG mode.",
+            |g| g.largest_creatable_profile_slices().map(|(_, compute)| Value::U(compute.into())),
+        ),
         metric(
             "nvidia_mig_gpu_instance_info",
             "nvidia.mig.gpu_instance.info",

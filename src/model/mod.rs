@@ -2,6 +2,7 @@
 //! and what the kubelet advertises for it.
 
 mod advertised;
+mod fragmentation;
 mod snapshot;
 
 pub use advertised::*;

@@ -48,6 +48,19 @@ shared/fixtures/h100-80gb-hbm3-real, a real H100 80GB HBM3 on driver 580):
   nvidia_mig_profile_remaining_instances  this oracle's own count (below),
                                   which must also equal
                                   nvmlDeviceGetGpuInstanceRemainingCapacity
+  nvidia_mig_memory_slices_unplaceable  only in MIG mode: the free slots (of
+                                  the memory_slices_capacity) that no
+                                  placement of a profile with remaining
+                                  instances above 0 covers without touching
+                                  an occupied slot (nvml.h,
+                                  nvmlDeviceGetGpuInstancePossiblePlacements_v2:
+                                  "Creation of new GPU instance will fail if
+                                  there is overlap with the already occupied
+                                  memory slices")
+  nvidia_mig_largest_creatable_profile_memory_slices / _compute_slices  only
+                                  in MIG mode: the largest placement size and
+                                  sliceCount among the profiles with remaining
+                                  instances above 0; 0 if none
   nvidia_mig_gpu_instance_info    1 per GPU instance: id, profileId, placement
                                   from nvmlGpuInstanceGetInfo; profile name from
                                   its profile info, without NVML's "MIG " prefix
@@ -120,6 +133,9 @@ COVERED = (
     "nvidia_mig_memory_slices_used",
     "nvidia_mig_profile_max_instances",
     "nvidia_mig_profile_remaining_instances",
+    "nvidia_mig_memory_slices_unplaceable",
+    "nvidia_mig_largest_creatable_profile_memory_slices",
+    "nvidia_mig_largest_creatable_profile_compute_slices",
     "nvidia_mig_gpu_instance_info",
     "nvidia_mig_gpu_instance_compute_slices",
     "nvidia_mig_gpu_instance_compute_instances",
@@ -285,6 +301,7 @@ def read_gpu(h, driver, problems):
     put("nvidia_mig_memory_slices_capacity", gpu, slot_capacity)
     put("nvidia_mig_memory_slices_used", gpu, len(occupied))
 
+    remaining = {}
     for p in profiles:
         labels = dict(gpu, profile=p["name"], profile_id=str(p["id"]))
         put("nvidia_mig_profile_max_instances", labels, p["instance_count"])
@@ -297,6 +314,22 @@ def read_gpu(h, driver, problems):
             problems.append("%s profile %s: NVML's remaining capacity is %d, the layout leaves %d"
                             % (at, p["name"], nvml, ours))
         put("nvidia_mig_profile_remaining_instances", labels, ours)
+        remaining[p["id"]] = ours
+
+    if mig_on:
+        creatable = [p for p in profiles if remaining[p["id"]] > 0]
+        coverable = set()
+        for p in creatable:
+            for s, size in p["placements"]:
+                slots = set(range(s, s + size))
+                if not slots & occupied:
+                    coverable |= slots
+        free = set(range(slot_capacity)) - occupied
+        put("nvidia_mig_memory_slices_unplaceable", gpu, len(free - coverable))
+        put("nvidia_mig_largest_creatable_profile_memory_slices", gpu,
+            max((size for p in creatable for _, size in p["placements"]), default=0))
+        put("nvidia_mig_largest_creatable_profile_compute_slices", gpu,
+            max((p["slices"] for p in creatable), default=0))
 
     placed = 0
     for info, profile, cis in instances:
