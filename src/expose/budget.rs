@@ -56,6 +56,14 @@ const TELEMETRY: &[&str] = &[
 /// Whole-GPU utilization, read by NVML while MIG is off: with the GPU's activity.
 const GPU_UTILIZATION: &str = "nvidia_gpu_utilization_ratio";
 
+/// The per-GPU families derived from the profiles' remaining capacity
+/// (`src/model/fragmentation.rs`), left out with them.
+const FRAGMENTATION: &[&str] = &[
+    "nvidia_mig_memory_slices_unplaceable",
+    "nvidia_mig_largest_creatable_profile_memory_slices",
+    "nvidia_mig_largest_creatable_profile_compute_slices",
+];
+
 /// True when `name` is one of the activity families `contract.rs` builds
 /// under `prefix` (`{prefix}_{stem}_ratio` for each [`Activity::KINDS`]).
 fn is_activity(name: &str, prefix: &str) -> bool {
@@ -114,6 +122,8 @@ impl Collector {
             Level::Gpu if TELEMETRY.contains(&name) => Some(Collector::GpuTelemetry),
             // Not nvidia_mig_expected_instances: that one is drift's.
             Level::Profile if name.starts_with("nvidia_mig_profile_") => Some(Collector::Profiles),
+            // What the profiles' remaining capacity leaves creatable.
+            Level::Gpu if FRAGMENTATION.contains(&name) => Some(Collector::Profiles),
             _ => None,
         }
     }
@@ -132,7 +142,8 @@ impl Collector {
     /// without it. A test checks this against the rules file.
     pub fn alerts(self) -> &'static [&'static str] {
         match self {
-            Collector::CiActivity | Collector::GiMemory => &["MigInstanceSaturated"],
+            Collector::CiActivity => &["MigInstanceSaturated", "MigSliceAllocatedIdle"],
+            Collector::GiMemory => &["MigInstanceSaturated"],
             Collector::Health => &[
                 "MigGpuXidResetRequired",
                 "MigGpuXidMemoryError",
@@ -379,7 +390,7 @@ mod tests {
                 || m.prometheus == "nvidia_mig_expected_instances"
                 || m.prometheus == "nvidia_mig_geometry_last_change_timestamp_seconds"
                 || m.prometheus.starts_with("nvidia_mig_mode_")
-                || m.prometheus.contains("_slices_")
+                || (m.prometheus.contains("_slices_") && !FRAGMENTATION.contains(&m.prometheus.as_ref()))
                 || m.prometheus == "nvidia_mig_gpu_instance_compute_instances"
             {
                 assert_eq!(c, None, "{} is always exposed", m.prometheus);
