@@ -21,11 +21,15 @@
 //! that continue it (a string's tail). Every other byte is zero.
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "fuzz_node.rs"]
+mod fuzz_node;
+
+use fuzz_node::node;
+
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mig_exporter::model::{Activity, GpuSnapshot};
+use mig_exporter::model::Activity;
 use mig_exporter::source::dcgm::bindings::{
     dcgmFieldValueUnion_t, dcgmFieldValue_v2, dcgmGroupEntityPair_t, dcgmMigEntityInfo_t,
     dcgmMigHierarchyInfo_v2, DCGM_FE_GPU, DCGM_FE_GPU_CI, DCGM_FE_GPU_I, DCGM_FP64_BLANK, DCGM_FT_DOUBLE,
@@ -35,8 +39,6 @@ use mig_exporter::source::dcgm::raw::{
     decode_field_value, hierarchy_entry, FieldValue, HierarchyEntry, Value,
 };
 use mig_exporter::source::dcgm::{utilization_of, EntityKey, Readings, Utilization};
-use mig_exporter::source::sim::reading_from_world;
-use mig_model::{Product, World};
 
 /// Microseconds since 1970 the values are judged at: fixed, so that a run replays.
 const NOW_US: i64 = 1_750_000_000_000_000;
@@ -204,28 +206,6 @@ fn check_entities(u: &Utilization, hierarchy: &[HierarchyEntry], values: &[Field
         };
         assert!(named, "an entity nothing names: {key:?}");
     }
-}
-
-/// Two H100s, `GPU-fuzz-0` whole and `GPU-fuzz-1` with two 1g.10gb (GI
-/// profile 19) at placements 0 and 1, one compute instance each; NVML has
-/// filled nothing DCGM fills.
-fn node() -> &'static [GpuSnapshot] {
-    static NODE: OnceLock<Vec<GpuSnapshot>> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let mut world = World::new("fuzz", Product::H100_80GB, 2);
-        let gpu = &mut world.gpus[1];
-        gpu.set_mig_mode(true);
-        for start in [0, 1] {
-            let gi = gpu.create_gpu_instance(19, Some(start)).expect("a 1g.10gb");
-            gpu.create_compute_instance(gi, None)
-                .expect("its compute instance");
-        }
-        let mut gpus = reading_from_world(&world).gpus;
-        for gpu in &mut gpus {
-            gpu.uuid = format!("GPU-fuzz-{}", gpu.index);
-        }
-        gpus
-    })
 }
 
 fuzz_target!(|data: &[u8]| {
