@@ -61,6 +61,10 @@
 //! * Every pointer argument is checked for NULL, string buffers shorter than
 //!   the answer get `NVML_ERROR_INSUFFICIENT_SIZE`, and no panic crosses the FFI
 //!   boundary (`NVML_ERROR_UNKNOWN` instead).
+//! * NVML's state-changing functions (`nvmlDeviceSetMigMode`,
+//!   `nvmlDeviceCreateGpuInstance`, ..., [`TRAPPED`]) are exported as traps
+//!   that end the process with a message: the exporter must only read, and
+//!   any test that runs it on this library fails if it calls one.
 //!
 //! Functions that are not exported make the caller fail to find the symbol,
 //! which is what a client of an older driver sees too: honest rather than a
@@ -77,6 +81,7 @@ mod gpm;
 mod handles;
 mod latency;
 mod mig;
+mod read_only_guard;
 mod state;
 mod stats;
 mod stats_file;
@@ -87,5 +92,6 @@ pub use device::*;
 pub use events::*;
 pub use gpm::*;
 pub use mig::*;
+pub use read_only_guard::TRAPPED;
 pub use stats::*;
 pub use system::*;

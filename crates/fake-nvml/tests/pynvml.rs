@@ -367,3 +367,55 @@ fn pynvml_agrees_with_mig_exporter_geometry() {
         assert_eq!(migs.len(), cis, "{at}: one MIG device per compute instance");
     }
 }
+
+/// NVML's state-changing functions are exported as traps: NVIDIA's binding
+/// finds every one of them, and the first call, here `nvmlDeviceSetMigMode`
+/// as `pynvml` makes it, ends the process with a message before it returns.
+/// The exporter's NVML-mode tests rely on this to prove it only reads.
+#[test]
+fn a_state_changing_call_from_pynvml_ends_the_process() {
+    let py = python();
+    let libdir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(common::lib_path(), libdir.path().join("libnvidia-ml.so.1"))
+        .expect("symlink libnvidia-ml.so.1");
+    let (_dir, world) = write_world(&node());
+    let script = r#"
+import ctypes, sys, pynvml
+lib = ctypes.CDLL("libnvidia-ml.so.1")
+missing = [name for name in sys.argv[1:] if not hasattr(lib, name)]
+print("missing:", " ".join(missing), flush=True)
+pynvml.nvmlInit()
+handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+pynvml.nvmlDeviceSetMigMode(handle, pynvml.NVML_DEVICE_MIG_DISABLE)
+print("returned", flush=True)
+"#;
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .args(fake_nvml::TRAPPED)
+        .env("LD_LIBRARY_PATH", libdir.path())
+        .env(mig_model::WORLD_ENV, &world)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.lines().any(|l| l.trim_end() == "missing:"),
+        "every trapped function must be exported; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("returned"),
+        "nvmlDeviceSetMigMode returned:\n{stdout}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "not ended by SIGABRT: {:?}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("fake-nvml: nvmlDeviceSetMigMode was called; it changes GPU state"),
+        "no message naming the call:\n{stderr}"
+    );
+}
