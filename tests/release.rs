@@ -276,3 +276,102 @@ fn the_changelog_and_readme_link_the_stability_promise() {
         "CHANGELOG.md has no section for {VERSION}"
     );
 }
+
+/// `version` as (major, minor), e.g. "1.88" or "1.85.0".
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// What `cargo install --locked --path .` builds, from `cargo metadata`: the
+/// exporter and every package it reaches through normal and build
+/// dependencies with the default features (dev dependencies left out).
+fn installed_packages() -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let nodes = meta["resolve"]["nodes"].as_array().expect("resolve nodes");
+    let exporter = packages
+        .iter()
+        .find(|p| p["name"] == "mig-exporter")
+        .expect("the mig-exporter package")["id"]
+        .clone();
+    let mut reached = BTreeSet::new();
+    let mut todo = vec![exporter];
+    while let Some(id) = todo.pop() {
+        let Some(id_str) = id.as_str() else { continue };
+        if !reached.insert(id_str.to_string()) {
+            continue;
+        }
+        let node = nodes
+            .iter()
+            .find(|n| n["id"] == id)
+            .expect("a resolve node per package");
+        for dep in node["deps"].as_array().into_iter().flatten() {
+            let kinds = dep["dep_kinds"].as_array().into_iter().flatten();
+            if kinds
+                .into_iter()
+                .any(|k| k["kind"].is_null() || k["kind"] == "build")
+            {
+                todo.push(dep["pkg"].clone());
+            }
+        }
+    }
+    packages
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| reached.contains(id)))
+        .cloned()
+        .collect()
+}
+
+/// The README promises that `cargo install` works with Rust 1.88 (the
+/// workspace's `rust-version`; clippy's `incompatible_msrv` holds our own code
+/// to it) and needs no libclang. No toolchain other than CI's compiles it
+/// here, so this checks what each dependency declares: none may need a newer
+/// Rust, and bindgen (which loads libclang) stays behind the optional
+/// `dcgm-bindgen` feature.
+#[test]
+fn the_install_build_needs_no_newer_rust_than_declared_and_no_libclang() {
+    let ours = major_minor(env!("CARGO_PKG_RUST_VERSION"));
+    assert_eq!(
+        ours,
+        (1, 88),
+        "the README and docs/install.md say Rust 1.88: update them with rust-version"
+    );
+    let packages = installed_packages();
+    assert!(
+        packages.len() > 50,
+        "too few packages reached: {}",
+        packages.len()
+    );
+    let name = |p: &serde_json::Value| p["name"].as_str().unwrap_or("?").to_string();
+    let newer: Vec<String> = packages
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            (major_minor(needs) > ours).then(|| format!("{} {} needs Rust {needs}", name(p), p["version"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "dependencies of `cargo install` need a newer Rust than 1.88: {newer:?}"
+    );
+    let clang: Vec<String> = packages
+        .iter()
+        .map(name)
+        .filter(|n| ["bindgen", "clang-sys"].contains(&n.as_str()))
+        .collect();
+    assert!(
+        clang.is_empty(),
+        "the default build pulls in libclang through {clang:?}"
+    );
+}
