@@ -28,6 +28,7 @@ use serde_json::Value as Json;
 
 use common::daemon::{free_address, Daemon};
 use common::device_plugin::{self, MigStrategy, Plugin};
+use common::grafana::{label_values_query, substitute, Dashboard};
 use common::kubelet::{devices, pod, FakeKubelet};
 use common::{edit_world, mig_sim, which, Exporter};
 
@@ -41,17 +42,6 @@ const NAMESPACES: [&str; 3] = ["training", "inference", "research"];
 const IDLE_NODE: &str = "a100-balanced";
 const IDLE_NAMESPACE: &str = "research";
 const IDLE_POD: &str = "notebook-idle";
-
-/// Grafana's built-in interval variables, as Grafana would fill them in for
-/// a 1 s scrape interval over the last few minutes (as tests/monitoring.rs).
-/// Longer names first: `$__range_s` before `$__range`.
-const BUILT_INS: [(&str, &str); 5] = [
-    ("$__rate_interval", "15s"),
-    ("$__interval_ms", "5000"),
-    ("$__interval", "5s"),
-    ("$__range_s", "60"),
-    ("$__range", "1m"),
-];
 
 /// How a node's GPU instances come to be.
 enum Geometry {
@@ -339,39 +329,11 @@ fn start_prometheus(dir: &Path, nodes: &[Node]) -> Daemon {
 
 // ------------------------------------------------------------ the dashboard
 
-fn dashboard() -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/mig-fleet.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `(panel title, expr)` of every query of every panel, those inside
-/// collapsed rows included.
-fn panel_queries(dashboard: &Json) -> Vec<(String, String)> {
-    fn walk(panels: &Json, out: &mut Vec<(String, String)>) {
-        for p in panels.as_array().into_iter().flatten() {
-            walk(&p["panels"], out);
-            let title = p["title"].as_str().unwrap_or_default();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = t["expr"].as_str() {
-                    out.push((title.to_string(), expr.to_string()));
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    out
-}
-
 /// What Grafana puts for each template variable when "All" is selected:
 /// its `allValue`. A variable of a kind the test does not know fails it.
-fn all_values(dashboard: &Json) -> BTreeMap<String, String> {
+fn all_values(dashboard: &Dashboard) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
-    for v in dashboard["templating"]["list"]
-        .as_array()
-        .expect("templating.list")
-    {
+    for v in dashboard.variables() {
         let name = v["name"].as_str().expect("a variable's name");
         match v["type"].as_str() {
             Some("datasource") => {} // picks the data source, in no query
@@ -388,39 +350,6 @@ fn all_values(dashboard: &Json) -> BTreeMap<String, String> {
         }
     }
     values
-}
-
-/// `expr` with Grafana's interval variables and `values` filled in.
-fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = expr.to_string();
-    for (name, value) in BUILT_INS {
-        out = out.replace(name, value);
-    }
-    // Longest names first, so that `$node` never eats the start of `$node_pool`.
-    let mut names: Vec<&String> = values.keys().collect();
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for name in names {
-        out = out
-            .replace(&format!("${{{name}}}"), &values[name])
-            .replace(&format!("${name}"), &values[name]);
-    }
-    assert!(!out.contains('$'), "a variable the test does not know in {expr}");
-    out
-}
-
-/// A template variable's query, `label_values(selector, label)`, as the
-/// instant query `count by (label) (selector)`, and its label.
-fn variable_query(definition: &str, values: &BTreeMap<String, String>) -> (String, String) {
-    let inner = definition
-        .strip_prefix("label_values(")
-        .and_then(|d| d.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("not label_values(selector, label): {definition}"));
-    let (selector, label) = inner.rsplit_once(',').expect("label_values(selector, label)");
-    let label = label.trim().to_string();
-    (
-        format!("count by ({label}) ({})", substitute(selector, values)),
-        label,
-    )
 }
 
 /// Why `result` is no answer for a panel: empty, or a value that is not a finite number.
@@ -473,19 +402,23 @@ fn every_fleet_dashboard_query_returns_data_for_a_simulated_fleet_and_shows_it()
         .map(|(i, spec)| start_node(spec, &dir.path().join(spec.name), &mut turn, i))
         .collect();
     let prometheus = start_prometheus(dir.path(), &nodes);
-    let dashboard = dashboard();
+    let dashboard = Dashboard::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/mig-fleet.json"));
     let all = all_values(&dashboard);
 
     // Every template variable and panel query answers, once the rules have
     // been evaluated a few times (the idle average needs two evaluations).
     let mut checks: Vec<(String, String)> = Vec::new();
-    for v in dashboard["templating"]["list"].as_array().unwrap() {
+    for v in dashboard.variables() {
         if let Some(definition) = v["definition"].as_str().filter(|_| v["type"] == "query") {
-            let (query, _) = variable_query(definition, &all);
+            let (query, _) = label_values_query(definition, &all);
             checks.push((format!("variable ${}", v["name"].as_str().unwrap()), query));
         }
     }
-    let panels = panel_queries(&dashboard);
+    let panels: Vec<(String, String)> = dashboard
+        .queries()
+        .into_iter()
+        .map(|(title, _, expr)| (title, expr))
+        .collect();
     assert!(
         panels.len() >= 20,
         "only {} panel queries in the fleet dashboard",
@@ -519,13 +452,8 @@ fn every_fleet_dashboard_query_returns_data_for_a_simulated_fleet_and_shows_it()
     }
 
     // The variables offer this fleet.
-    let node_variable = dashboard["templating"]["list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "node")
-        .expect("a `node` variable");
-    let (query, label) = variable_query(node_variable["definition"].as_str().unwrap(), &all);
+    let node_variable = dashboard.variable("node");
+    let (query, label) = label_values_query(node_variable["definition"].as_str().unwrap(), &all);
     let offered: BTreeSet<String> = by_label(&prometheus, &query, &label).into_keys().collect();
     let names: BTreeSet<String> = FLEET.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(offered, names, "$node offers the fleet's nodes");

@@ -37,6 +37,7 @@ use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 use common::daemon::{free_address, url_encode, Daemon};
+use common::grafana::{label_values_query, substitute, Dashboard};
 use common::kubelet::{devices, pod, FakeKubelet};
 use common::{built, edit_world, mig_sim, which, Exporter};
 use contract::root;
@@ -62,23 +63,7 @@ const NODE: &str = "127.0.0.1";
 /// 1g.10gb MIG device of GPU 1, so "Owner pods" has data.)
 const NOT_YET_EXPORTED_PANELS: [(&str, &str, &str); 0] = [];
 
-/// Grafana's built-in interval variables, as Grafana would fill them in for
-/// a 1 s scrape interval over the last few minutes.
-/// (Longer names first: `$__range_s` before `$__range`.)
-const BUILT_INS: [(&str, &str); 5] = [
-    ("$__rate_interval", "15s"),
-    ("$__interval_ms", "5000"),
-    ("$__interval", "5s"),
-    ("$__range_s", "60"),
-    ("$__range", "1m"),
-];
-
 // ---------------------------------------------------------------- dashboards
-
-struct Dashboard {
-    file: String,
-    json: Json,
-}
 
 /// Load on GPU 0's GI 2 (its 3g.40gb), for panels and queries that need data.
 fn load_gpu0_gi2(world: &Path) {
@@ -103,65 +88,7 @@ fn dashboards() -> Vec<Dashboard> {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "fleet, node and drift dashboards: {files:?}");
-    files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            Dashboard {
-                file: path.file_name().unwrap().to_string_lossy().into_owned(),
-                json,
-            }
-        })
-        .collect()
-}
-
-impl Dashboard {
-    /// Every panel, those inside collapsed rows included, rows excluded.
-    fn panels(&self) -> Vec<&Json> {
-        fn walk<'a>(panels: &'a Json, out: &mut Vec<&'a Json>) {
-            for p in panels.as_array().into_iter().flatten() {
-                if p["type"] == "row" {
-                    walk(&p["panels"], out);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.json["panels"], &mut out);
-        out
-    }
-
-    fn variables(&self) -> &Vec<Json> {
-        self.json["templating"]["list"]
-            .as_array()
-            .expect("templating.list")
-    }
-
-    fn variable(&self, name: &str) -> &Json {
-        self.variables()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("{}: no `{name}` variable", self.file))
-    }
-
-    /// `(panel title, refId, expr)` of every panel query.
-    fn queries(&self) -> Vec<(String, String, String)> {
-        self.panels()
-            .into_iter()
-            .flat_map(|p| {
-                let title = p["title"].as_str().unwrap_or_default().to_string();
-                p["targets"].as_array().into_iter().flatten().map(move |t| {
-                    (
-                        title.clone(),
-                        t["refId"].as_str().unwrap_or_default().to_string(),
-                        t["expr"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-            })
-            .collect()
-    }
+    files.iter().map(|path| Dashboard::load(path)).collect()
 }
 
 fn datasource_ref() -> Json {
@@ -814,38 +741,14 @@ impl Stack {
     }
 }
 
-/// Fills a query's template variables and Grafana's interval variables in.
-fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = expr.to_string();
-    for (name, value) in BUILT_INS {
-        out = out.replace(name, value);
-    }
-    // Longest names first, so that `$gpu` never eats the start of `$gpu_x`.
-    let mut names: Vec<&String> = values.keys().collect();
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for name in names {
-        out = out
-            .replace(&format!("${{{name}}}"), &values[name])
-            .replace(&format!("${name}"), &values[name]);
-    }
-    assert!(!out.contains('$'), "a variable the test does not know in {expr}");
-    out
-}
-
 /// The values a `label_values(selector, label)` variable offers, asked
 /// through `/api/v1/query` as `count by (label) (selector)`.
 fn variable_values(stack: &Stack, definition: &str, values: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let inner = definition
-        .strip_prefix("label_values(")
-        .and_then(|d| d.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("not label_values(selector, label): {definition}"));
-    let (selector, label) = inner.rsplit_once(',').expect("label_values(selector, label)");
-    let label = label.trim();
-    let expr = format!("count by ({label}) ({})", substitute(selector, values));
+    let (expr, label) = label_values_query(definition, values);
     stack
         .query(&expr)
         .iter()
-        .filter_map(|s| s["metric"][label].as_str().map(str::to_string))
+        .filter_map(|s| s["metric"][label.as_str()].as_str().map(str::to_string))
         .collect()
 }
 

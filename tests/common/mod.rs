@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod daemon;
 pub mod device_plugin;
+pub mod grafana;
 pub mod kubelet;
 
 pub const EXPORTER: &str = env!("CARGO_BIN_EXE_mig-exporter");
