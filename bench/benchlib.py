@@ -221,9 +221,12 @@ class Target:
 
 
 def start_exporter(name, world, mode, log_dir, poll="5s", extra=(), env=None, preexec=None):
-    """mode 'sim': --world FILE; mode 'nvml': --nvml on libfake_nvml.so over FILE, --no-dcgm."""
+    """mode 'sim': --world FILE; mode 'nvml': --nvml on libfake_nvml.so over FILE, --no-dcgm.
+    POLL None: the exporter's default --poll.interval."""
     port = free_port()
-    argv = [EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", poll]
+    argv = [EXPORTER, "--web.listen-address", f"127.0.0.1:{port}"]
+    if poll is not None:
+        argv += ["--poll.interval", poll]
     full_env = {}
     if mode == "sim":
         argv += ["--world", world]
@@ -240,12 +243,16 @@ def start_exporter(name, world, mode, log_dir, poll="5s", extra=(), env=None, pr
     return t
 
 
-def start_node_exporter(log_dir):
+def start_node_exporter(log_dir, defaults=False):
+    """node_exporter on a free loopback port; DEFAULTS: nothing but the address (the Debian
+    package's settings otherwise left as shipped)."""
     port = free_port()
-    # --web.max-requests=0: no cap on parallel scrapes (its default of 40 answers
-    # the 41st to 50th concurrent scrape with 503 at once, which is not a scrape).
-    proc = start("node_exporter", [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
-                                   "--web.max-requests=0", "--log.level=warn"], log_dir=log_dir)
+    argv = [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"]
+    if not defaults:
+        # --web.max-requests=0: no cap on parallel scrapes (its default of 40 answers
+        # the 41st to 50th concurrent scrape with 503 at once, which is not a scrape).
+        argv += ["--web.max-requests=0", "--log.level=warn"]
+    proc = start("node_exporter", argv, log_dir=log_dir)
     t = Target("node_exporter", proc, f"http://127.0.0.1:{port}/metrics")
     wait_ready(t, t.url)
     return t
@@ -305,9 +312,12 @@ def wait_polls(target, source, n, timeout=60):
     raise RuntimeError(f"{target.name}: fewer than {n} polls of {source} after {timeout}s")
 
 
-def http_get(target, url=None, timeout=10):
-    """GET through curl (inside the target's network namespace when it has one)."""
-    argv = target.client(["curl", "-sS", "-f", "--max-time", str(timeout), "-o", "-", url or target.url])
+def http_get(target, url=None, timeout=10, headers=()):
+    """GET through curl (inside the target's network namespace when it has one), sending
+    HEADERS ("Name: value"); the body as sent (still compressed if the server compressed it)."""
+    header_args = [arg for h in headers for arg in ("-H", h)]
+    argv = target.client(["curl", "-sS", "-f", "--max-time", str(timeout), *header_args, "-o", "-",
+                          url or target.url])
     out = subprocess.run(argv, capture_output=True)
     if out.returncode != 0:
         raise RuntimeError(f"GET {url or target.url}: {out.stderr.decode(errors='replace').strip()}")
@@ -384,6 +394,9 @@ def wrk(target, connections, duration_s, threads=1, headers=()):
     r = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     r["rate"] = r["requests"] / (r["duration_us"] / 1e6)
     r["errors"] = sum(r[k] for k in r if k.startswith("errors_"))
+    if not r["requests"]:  # nothing answered in time (a short run, a slow server): no latency to report
+        for k in ("p50_us", "p99_us", "max_us"):
+            r[k] = float("nan")
     return r
 
 
@@ -431,10 +444,11 @@ class Scraper(threading.Thread):
     """GETs each target's /metrics once every PERIOD seconds until stopped (the client's own
     CPU is not the target's)."""
 
-    def __init__(self, targets, period=1.0):
+    def __init__(self, targets, period=1.0, headers=()):
         super().__init__(daemon=True)
         self.targets = targets
         self.period = period
+        self.headers = headers
         self.stop_event = threading.Event()
         self.count = {t.name: 0 for t in targets}
         self.failures = {t.name: 0 for t in targets}
@@ -444,7 +458,7 @@ class Scraper(threading.Thread):
         while not self.stop_event.is_set():
             for t in self.targets:
                 try:
-                    http_get(t)
+                    http_get(t, headers=self.headers)
                     self.count[t.name] += 1
                 except RuntimeError:
                     self.failures[t.name] += 1
@@ -456,9 +470,10 @@ class Scraper(threading.Thread):
         self.join()
 
 
-def footprint_phase(targets, duration_s, scraped):
-    """CPU% of one core and RSS (sampled each second) of every target over DURATION_S."""
-    scraper = Scraper(targets) if scraped else None
+def footprint_phase(targets, duration_s, scraped, period=1.0, headers=()):
+    """CPU% of one core and RSS (sampled each second) of every target over DURATION_S; when
+    SCRAPED, each target is scraped every PERIOD seconds (the first scrape at the start)."""
+    scraper = Scraper(targets, period, headers) if scraped else None
     cpu0 = {t.name: cpu_seconds(t.pid) for t in targets}
     rss = {t.name: [] for t in targets}
     t0 = time.monotonic()
@@ -474,8 +489,10 @@ def footprint_phase(targets, duration_s, scraped):
     out = {}
     for t in targets:
         st = proc_status(t.pid)
+        cpu = cpu_seconds(t.pid) - cpu0[t.name]
         out[t.name] = {
-            "cpu_pct": (cpu_seconds(t.pid) - cpu0[t.name]) / elapsed * 100,
+            "cpu_s": cpu,
+            "cpu_pct": cpu / elapsed * 100,
             "rss_avg": sum(rss[t.name]) / len(rss[t.name]),
             "rss_max": max(rss[t.name]),
             "rss_end": st["VmRSS"],
@@ -508,7 +525,14 @@ def verdict(ok):
     return "met" if ok else "MISSED"
 
 
+def div(a, b):
+    """a ÷ b, NaN where b is 0 or NaN (a phase too short to have an answer)."""
+    return a / b if b else float("nan")
+
+
 def fmt_us(us):
+    if us != us:  # NaN
+        return "–"
     if us >= 10000:
         return f"{us / 1000:.1f} ms"
     if us >= 1000:

@@ -41,6 +41,48 @@ def print_phases(phases, names):
                    "scrapes"], rows))
 
 
+DEBS = ["prometheus-node-exporter", "curl", "binutils"]
+
+
+def measure(duration=60):
+    """Both exporters and node_exporter side by side, DURATION s idle then DURATION s scraped
+    once a second (servers started and ended here); returns the phases and binary sizes."""
+    wd = b.workdir("footprint")
+    world = b.make_world(os.path.join(wd, "world.json"), gpus=8, per_gpu=7)
+    targets = [
+        b.start_exporter("ours (sim --world)", world, "sim", wd, poll="1s"),
+        b.start_exporter("ours (--nvml fake)", world, "nvml", wd, poll="1s"),
+        b.start_node_exporter(wd),
+    ]
+    try:
+        time.sleep(3)  # a few polls before measuring
+        idle = b.footprint_phase(targets, duration, scraped=False)
+        scraped = b.footprint_phase(targets, duration, scraped=True)
+    finally:
+        for t in targets:
+            b.stop(t.proc)
+    size, stripped = binary_sizes(wd)
+    return {"names": [t.name for t in targets], "duration": duration, "idle": idle, "scraped": scraped,
+            "size": size, "stripped": stripped, "node_size": os.path.getsize(b.NODE_EXPORTER)}
+
+
+def print_report(m):
+    idle, scraped = m["idle"], m["scraped"]
+    b.say()
+    print_phases([("idle", idle), ("scraped 1/s", scraped)], m["names"])
+    b.say()
+    b.say(f"binary: target/release/mig-exporter {b.mib(m['size'])} MiB as built, {b.mib(m['stripped'])} MiB "
+          f"stripped (node_exporter's: {b.mib(m['node_size'])} MiB)")
+    b.say()
+    b.say("targets (issue 10):")
+    for name in m["names"][:2]:
+        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
+            r = res[name]
+            b.say(f"  {name}, {phase}: RSS max {b.mib(r['rss_max'])} MiB, peak {b.mib(r['hwm'])} MiB "
+                  f"(target <= 15 MiB): {b.verdict(max(r['rss_max'], r['hwm']) <= RSS_TARGET)}; "
+                  f"CPU {r['cpu_pct']:.2f}% (target <= 0.5%): {b.verdict(r['cpu_pct'] <= CPU_TARGET)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=60, help="seconds per phase (60)")
@@ -52,39 +94,12 @@ def main():
         b.EXPORTER = os.path.abspath(args.exporter)
     duration = 10 if args.quick else args.duration
 
-    b.ensure_debs(["prometheus-node-exporter", "curl", "binutils"])
+    b.ensure_debs(DEBS)
     b.build(skip=args.no_build)
-    wd = b.workdir("footprint")
-    world = b.make_world(os.path.join(wd, "world.json"), gpus=8, per_gpu=7)
-
     b.say(f"machine: {b.machine()}")
     b.say(f"node: 8x H100 80GB HBM3, seven 1g.10gb each; --poll.interval 1s; {duration}s idle, "
           f"then {duration}s scraped once a second")
-    targets = [
-        b.start_exporter("ours (sim --world)", world, "sim", wd, poll="1s"),
-        b.start_exporter("ours (--nvml fake)", world, "nvml", wd, poll="1s"),
-        b.start_node_exporter(wd),
-    ]
-    time.sleep(3)  # a few polls before measuring
-    idle = b.footprint_phase(targets, duration, scraped=False)
-    scraped = b.footprint_phase(targets, duration, scraped=True)
-
-    b.say()
-    print_phases([("idle", idle), ("scraped 1/s", scraped)], [t.name for t in targets])
-
-    size, stripped = binary_sizes(wd)
-    b.say()
-    b.say(f"binary: target/release/mig-exporter {b.mib(size)} MiB as built, {b.mib(stripped)} MiB stripped "
-          f"(node_exporter's: {b.mib(os.path.getsize(b.NODE_EXPORTER))} MiB)")
-
-    b.say()
-    b.say("targets (issue 10):")
-    for t in targets[:2]:
-        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
-            r = res[t.name]
-            b.say(f"  {t.name}, {phase}: RSS max {b.mib(r['rss_max'])} MiB, peak {b.mib(r['hwm'])} MiB "
-                  f"(target <= 15 MiB): {b.verdict(max(r['rss_max'], r['hwm']) <= RSS_TARGET)}; "
-                  f"CPU {r['cpu_pct']:.2f}% (target <= 0.5%): {b.verdict(r['cpu_pct'] <= CPU_TARGET)}")
+    print_report(measure(duration))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,127 @@ def read_calls(path):
 GPUS = 8
 
 
+DEBS = ["wrk", "curl", "iproute2", "util-linux"]
+OURS = "mig-exporter --nvml"
+
+
+def measure(duration=30, scrape_duration=10, build_peer=True):
+    """mig-exporter and all-smi side by side (started and ended here); returns the figures.
+    all-smi is built first when missing and BUILD_PEER; without it, 'why' says why it is not
+    measured and only ours is."""
+    why = install_all_smi() if build_peer else None
+    if why is None and not os.path.exists(b.ALL_SMI):
+        why = (f"all-smi is not built ({os.path.relpath(b.ALL_SMI, b.ROOT)}); bench/peers.sh builds it "
+               "(~15 min on 2 cores)")
+    wd = b.workdir("peers")
+    world = b.make_world(os.path.join(wd, "world.json"), gpus=GPUS, per_gpu=7)
+    uuids = mig_facts(world)
+    # each process's fake-nvml writes its call counters once a second (a file write a second)
+    stats = {OURS: os.path.join(wd, "stats-ours.txt"), "all-smi": os.path.join(wd, "stats-all-smi.txt")}
+
+    def stats_env(name):
+        return {"FAKE_NVML_STATS_FILE": stats[name], "FAKE_NVML_STATS_INTERVAL_MS": "1000"}
+
+    targets = [b.start_exporter(OURS, world, "nvml", wd, poll="1s", env=stats_env(OURS))]
+    try:
+        if why is None:
+            try:
+                targets.append(b.start_all_smi(world, wd, interval_s=1, env=stats_env("all-smi")))
+            except RuntimeError as e:
+                why = f"all-smi did not start: {e}; its log: {os.path.join(wd, 'all-smi.log')}"
+                with open(os.path.join(wd, "all-smi.log"), errors="replace") as f:
+                    b.say(f.read()[-2000:])
+
+        time.sleep(4)  # a few collection cycles
+        shape, devices, mig = {}, {}, {}  # devices reported: the GPUs and the MIG devices seen in the output
+        for t in targets:
+            body = b.http_get(t)
+            shape[t.name] = (len(body), b.count_series(body))
+            seen, mig_lines, profiles = mig_report(body, uuids)
+            devices[t.name] = GPUS + len(seen)
+            mig[t.name] = (seen, mig_lines, profiles)
+
+        calls0 = {t.name: read_calls(stats[t.name]) for t in targets}
+        idle = b.footprint_phase(targets, duration, scraped=False)
+        calls1 = {t.name: read_calls(stats[t.name]) for t in targets}
+        scraped = b.footprint_phase(targets, duration, scraped=True)
+        loads = {}
+        for t in targets:
+            for c in (1, 50):
+                loads[(t.name, c)] = b.scrape_under_load(t, c, scrape_duration, shape[t.name][1])
+    finally:
+        for t in targets:
+            b.stop(t.proc)
+    return {
+        "why": why, "names": [t.name for t in targets], "uuids": uuids, "shape": shape, "devices": devices,
+        "mig": mig, "calls0": calls0, "calls1": calls1, "idle": idle, "scraped": scraped, "loads": loads,
+        "size": os.path.getsize(b.EXPORTER),
+        "peer_size": os.path.getsize(b.ALL_SMI) if len(targets) > 1 else None,
+    }
+
+
+def print_report(m):
+    names, idle, scraped, shape = m["names"], m["idle"], m["scraped"], m["shape"]
+    if m["why"]:
+        b.say(f"all-smi: not measured: {m['why']}")
+    b.say()
+    for name in names:
+        seen, mig_lines, profiles = m["mig"][name]
+        b.say(f"{name}: {shape[name][1]} series, {shape[name][0]} bytes; MIG UUIDs reported: "
+              f"{len(seen)} of {len(m['uuids'])}; MIG profiles named: {', '.join(profiles) or 'none'}; "
+              f"{len(mig_lines)} series mention MIG")
+        for line in mig_lines[:3]:
+            b.say(f"    e.g. {line[:160]}")
+    b.say()
+    rows = []
+    for name in names:
+        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
+            r = res[name]
+            rows.append([name, phase, f"{r['cpu_pct']:.2f}", b.mib(r["rss_avg"]), b.mib(r["rss_max"]),
+                         b.mib(r["hwm"])])
+    b.say(b.table(["process", "phase", "CPU % of a core", "RSS avg MiB", "RSS max MiB", "VmHWM MiB"], rows))
+    b.say()
+    for name in names:
+        (c0, n0, t0, f0), (c1, n1, t1, f1) = m["calls0"][name], m["calls1"][name]
+        b.say(f"{name}: {(c1 - c0) / (t1 - t0):.0f} NVML calls/s while idle, "
+              f"{(n1 - n0) / (t1 - t0) / 1e6:.2f} ms/s inside the library (fake-nvml's counters)")
+        rates = sorted(((f1[k] - f0.get(k, 0)) / (t1 - t0), k) for k in f1)
+        b.say("    " + ", ".join(f"{k} {r:.0f}/s" for r, k in reversed(rates[-8:]) if r > 0))
+    b.say()
+    b.say(f"per device reported ({GPUS} GPUs plus the MIG devices each names), idle:")
+    for name in names:
+        (c0, _, t0, _), (c1, _, t1, _) = m["calls0"][name], m["calls1"][name]
+        n = m["devices"][name]
+        b.say(f"  {name}: {n} devices, {(c1 - c0) / (t1 - t0) / n:.1f} NVML calls/s and "
+              f"{idle[name]['cpu_pct'] / n:.4f} % of a core per device")
+    b.say()
+    rows = []
+    for name in names:
+        for c in (1, 50):
+            r = m["loads"][(name, c)]
+            rows.append([name, c, b.fmt_us(r["p50_us"]), b.fmt_us(r["p99_us"]), f"{r['rate']:.0f}",
+                         shape[name][0], shape[name][1], f"{r['cpu_per_1000']:.3f}",
+                         f"{r['cpu_us_per_series']:.3f}", int(r["errors"])])
+    b.say(b.table(["server", "conns", "p50", "p99", "scrapes/s", "bytes/scrape", "series", "CPU s/1000",
+                   "CPU µs/series", "errors"], rows))
+    b.say()
+    line = f"binary: mig-exporter {b.mib(m['size'])} MiB"
+    if m["peer_size"] is not None:
+        line += f", all-smi {b.mib(m['peer_size'])} MiB (both as built by cargo install/build --release)"
+    b.say(line)
+
+    if len(names) > 1:
+        ours, peer = names[0], names[1]
+        b.say()
+        b.say("target (issue 10): lower memory and CPU than every peer measured")
+        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
+            o, p = res[ours], res[peer]
+            b.say(f"  {phase}: RSS max {b.mib(o['rss_max'])} vs {b.mib(p['rss_max'])} MiB: "
+                  f"{b.verdict(o['rss_max'] < p['rss_max'])}; CPU {o['cpu_pct']:.2f}% vs {p['cpu_pct']:.2f}%: "
+                  f"{b.verdict(o['cpu_pct'] < p['cpu_pct'])}")
+        b.say("note: all-smi also reads CPU, memory, chassis and storage of the host each cycle.")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=30, help="seconds per footprint phase (30)")
@@ -94,107 +215,12 @@ def main():
     if args.exporter:
         b.EXPORTER = os.path.abspath(args.exporter)
 
-    b.ensure_debs(["wrk", "curl", "iproute2", "util-linux"])
+    b.ensure_debs(DEBS)
     b.build(skip=args.no_build)
-    why = install_all_smi()
-    wd = b.workdir("peers")
-    world = b.make_world(os.path.join(wd, "world.json"), gpus=GPUS, per_gpu=7)
-    uuids = mig_facts(world)
-
     b.say(f"machine: {b.machine()}")
-    b.say(f"node: 8x H100 80GB HBM3, seven 1g.10gb each ({len(uuids)} MIG devices); both read NVML from "
+    b.say(f"node: 8x H100 80GB HBM3, seven 1g.10gb each ({GPUS * 7} MIG devices); both read NVML from "
           "libfake_nvml.so; 1 s poll")
-    # each process's fake-nvml writes its call counters once a second (a file write a second)
-    stats = {"mig-exporter --nvml": os.path.join(wd, "stats-ours.txt"), "all-smi": os.path.join(wd, "stats-all-smi.txt")}
-
-    def stats_env(name):
-        return {"FAKE_NVML_STATS_FILE": stats[name], "FAKE_NVML_STATS_INTERVAL_MS": "1000"}
-
-    targets = [b.start_exporter("mig-exporter --nvml", world, "nvml", wd, poll="1s",
-                                env=stats_env("mig-exporter --nvml"))]
-    if why is None:
-        try:
-            targets.append(b.start_all_smi(world, wd, interval_s=1, env=stats_env("all-smi")))
-        except RuntimeError as e:
-            why = f"all-smi did not start: {e}; its log: {os.path.join(wd, 'all-smi.log')}"
-            with open(os.path.join(wd, "all-smi.log"), errors="replace") as f:
-                b.say(f.read()[-2000:])
-    if why:
-        b.say(f"all-smi: not measured: {why}")
-
-    time.sleep(4)  # a few collection cycles
-    shape = {}
-    devices = {}  # devices reported: the GPUs and the MIG devices seen in the output
-    b.say()
-    for t in targets:
-        body = b.http_get(t)
-        shape[t.name] = (len(body), b.count_series(body))
-        seen, mig_lines, profiles = mig_report(body, uuids)
-        devices[t.name] = GPUS + len(seen)
-        b.say(f"{t.name}: {shape[t.name][1]} series, {shape[t.name][0]} bytes; MIG UUIDs reported: "
-              f"{len(seen)} of {len(uuids)}; MIG profiles named: {', '.join(profiles) or 'none'}; "
-              f"{len(mig_lines)} series mention MIG")
-        for line in mig_lines[:3]:
-            b.say(f"    e.g. {line[:160]}")
-
-    calls0 = {t.name: read_calls(stats[t.name]) for t in targets}
-    idle = b.footprint_phase(targets, args.duration, scraped=False)
-    calls1 = {t.name: read_calls(stats[t.name]) for t in targets}
-    scraped = b.footprint_phase(targets, args.duration, scraped=True)
-    loads = {}
-    for t in targets:
-        for c in (1, 50):
-            loads[(t.name, c)] = b.scrape_under_load(t, c, args.scrape_duration, shape[t.name][1])
-
-    b.say()
-    rows = []
-    for t in targets:
-        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
-            r = res[t.name]
-            rows.append([t.name, phase, f"{r['cpu_pct']:.2f}", b.mib(r["rss_avg"]), b.mib(r["rss_max"]),
-                         b.mib(r["hwm"])])
-    b.say(b.table(["process", "phase", "CPU % of a core", "RSS avg MiB", "RSS max MiB", "VmHWM MiB"], rows))
-    b.say()
-    for t in targets:
-        (c0, n0, t0, f0), (c1, n1, t1, f1) = calls0[t.name], calls1[t.name]
-        b.say(f"{t.name}: {(c1 - c0) / (t1 - t0):.0f} NVML calls/s while idle, "
-              f"{(n1 - n0) / (t1 - t0) / 1e6:.2f} ms/s inside the library (fake-nvml's counters)")
-        rates = sorted(((f1[k] - f0.get(k, 0)) / (t1 - t0), k) for k in f1)
-        b.say("    " + ", ".join(f"{k} {r:.0f}/s" for r, k in reversed(rates[-8:]) if r > 0))
-    b.say()
-    b.say(f"per device reported ({GPUS} GPUs plus the MIG devices each names), idle:")
-    for t in targets:
-        (c0, _, t0, _), (c1, _, t1, _) = calls0[t.name], calls1[t.name]
-        n = devices[t.name]
-        b.say(f"  {t.name}: {n} devices, {(c1 - c0) / (t1 - t0) / n:.1f} NVML calls/s and "
-              f"{idle[t.name]['cpu_pct'] / n:.4f} % of a core per device")
-    b.say()
-    rows = []
-    for t in targets:
-        for c in (1, 50):
-            r = loads[(t.name, c)]
-            rows.append([t.name, c, b.fmt_us(r["p50_us"]), b.fmt_us(r["p99_us"]), f"{r['rate']:.0f}",
-                         shape[t.name][0], shape[t.name][1], f"{r['cpu_per_1000']:.3f}",
-                         f"{r['cpu_us_per_series']:.3f}", int(r["errors"])])
-    b.say(b.table(["server", "conns", "p50", "p99", "scrapes/s", "bytes/scrape", "series", "CPU s/1000",
-                   "CPU µs/series", "errors"], rows))
-    b.say()
-    size = os.path.getsize(b.EXPORTER)
-    line = f"binary: mig-exporter {b.mib(size)} MiB"
-    if len(targets) > 1:
-        line += f", all-smi {b.mib(os.path.getsize(b.ALL_SMI))} MiB (both as built by cargo install/build --release)"
-    b.say(line)
-
-    if len(targets) > 1:
-        ours, peer = targets[0].name, targets[1].name
-        b.say()
-        b.say("target (issue 10): lower memory and CPU than every peer measured")
-        for phase, res in (("idle", idle), ("scraped 1/s", scraped)):
-            o, p = res[ours], res[peer]
-            b.say(f"  {phase}: RSS max {b.mib(o['rss_max'])} vs {b.mib(p['rss_max'])} MiB: "
-                  f"{b.verdict(o['rss_max'] < p['rss_max'])}; CPU {o['cpu_pct']:.2f}% vs {p['cpu_pct']:.2f}%: "
-                  f"{b.verdict(o['cpu_pct'] < p['cpu_pct'])}")
-        b.say("note: all-smi also reads CPU, memory, chassis and storage of the host each cycle.")
+    print_report(measure(args.duration, args.scrape_duration))
 
 
 if __name__ == "__main__":

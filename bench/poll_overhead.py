@@ -110,43 +110,32 @@ def between_polls(target, stats_file, timeout=30):
     raise RuntimeError("no quiet moment between two polls")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--polls", type=int, default=30, help="polls measured (30)")
-    ap.add_argument("--interval", default="1s", help="--poll.interval of the exporter (1s)")
-    ap.add_argument("--sleep", action="store_true",
-                    help="let fake-nvml sleep its latencies (default: spin those under 1 ms, "
-                         "FAKE_NVML_SPIN_LATENCY=1, since a µs sleep overshoots by tens of µs)")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
-    args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
+DEBS = ["curl"]
 
-    b.ensure_debs(["curl"])
-    b.build(skip=args.no_build)
+
+def measure(polls=30, interval="1s", sleep=False):
+    """One exporter in NVML mode on fake-nvml with the probe's latencies (started and ended
+    here); returns the per-poll figures over POLLS polls after the first two."""
     wd = b.workdir("poll")
     lat = latency_map()
     world = b.make_world(os.path.join(wd, "world.json"), gpus=8, per_gpu=7, latency_us=lat)
     stats_file = os.path.join(wd, "fake-nvml-stats.txt")
-
-    b.say(f"machine: {b.machine()}; exporter: {os.path.relpath(b.EXPORTER, b.ROOT)}")
-    b.say("node: 8x H100 80GB HBM3, seven 1g.10gb each; mig-exporter --nvml (fake-nvml) --no-dcgm "
-          f"--nvml.slow-interval 1h --poll.interval {args.interval}")
-    b.say("per-call latency (µs): " + ", ".join(f"{k} {v}" for k, v in sorted(lat.items())))
-    t = b.start_exporter("exporter", world, "nvml", wd, poll=args.interval,
+    t = b.start_exporter("exporter", world, "nvml", wd, poll=interval,
                          extra=["--nvml.slow-interval", "1h"],
                          env={"FAKE_NVML_STATS_FILE": stats_file, "FAKE_NVML_STATS_INTERVAL_MS": "20",
-                              "FAKE_NVML_SPIN_LATENCY": "0" if args.sleep else "1"})
-    # leave out the first two polls (init, event registration, energy)
-    while (poll_metrics(t)[0] or 0) < 2:
-        time.sleep(0.05)
-    c0, s0, st0 = between_polls(t, stats_file)
-    while (poll_metrics(t)[0] or 0) < c0 + args.polls - 1:
-        time.sleep(0.2)
-    c1, s1, st1 = between_polls(t, stats_file)
-    if poll_metrics(t)[2] != 1.0:
-        raise SystemExit("source nvml is not up: see the exporter's log in " + wd)
+                              "FAKE_NVML_SPIN_LATENCY": "0" if sleep else "1"})
+    try:
+        # leave out the first two polls (init, event registration, energy)
+        while (poll_metrics(t)[0] or 0) < 2:
+            time.sleep(0.05)
+        c0, s0, st0 = between_polls(t, stats_file)
+        while (poll_metrics(t)[0] or 0) < c0 + polls - 1:
+            time.sleep(0.2)
+        c1, s1, st1 = between_polls(t, stats_file)
+        if poll_metrics(t)[2] != 1.0:
+            raise SystemExit("source nvml is not up: see the exporter's log in " + wd)
+    finally:
+        b.stop(t.proc)
 
     polls = c1 - c0
     per_source = {src: (s1.get(src, 0.0) - s0.get(src, 0.0)) / polls for src in s1}
@@ -168,24 +157,52 @@ def main():
     lib_s = lib_ns / polls / 1e9
     conf_s = conf_ns / polls / 1e9
     own_s = poll_s - lib_s
+    return {
+        "polls": polls, "interval": interval, "sleep": sleep, "latencies": lat, "rows": rows,
+        "calls": calls_total / polls, "per_source": per_source, "poll_s": poll_s, "lib_s": lib_s,
+        "conf_s": conf_s, "own_s": own_s, "ratio": poll_s / lib_s, "projected": (conf_s + own_s) / conf_s,
+    }
 
+
+def print_report(m):
     b.say()
-    b.say(f"per poll (mean of {polls} polls):")
-    b.say(b.table(["NVML function", "calls", "µs/call set", "set µs", "recorded µs"], rows))
+    b.say(f"per poll (mean of {m['polls']} polls):")
+    b.say(b.table(["NVML function", "calls", "µs/call set", "set µs", "recorded µs"], m["rows"]))
     b.say()
-    b.say(f"NVML calls per poll:                 {calls_total / polls:.0f}")
-    b.say(f"poll time (exporter's histograms):   {poll_s * 1e3:.2f} ms ("
-          + ", ".join(f"source {k} {v * 1e3:.2f} ms" for k, v in sorted(per_source.items())) + ")")
-    b.say(f"library time recorded by the fake:   {lib_s * 1e3:.2f} ms "
-          f"(latencies as set: {conf_s * 1e3:.2f} ms; the rest is the fake's own work"
-          + (" and sleep overshoot)" if args.sleep else ")"))
-    b.say(f"exporter's own time (poll − library): {own_s * 1e3:.2f} ms, "
-          f"{own_s / (calls_total / polls) * 1e6:.2f} µs per call")
-    ratio = poll_s / lib_s
-    projected = (conf_s + own_s) / conf_s
-    b.say(f"poll overhead ratio = poll ÷ library time = {ratio:.3f}  (target <= 1.10: {b.verdict(ratio <= 1.10)})")
-    b.say(f"projected onto the probe's latencies = (set + own) ÷ set = {projected:.3f}  "
-          f"(target <= 1.10: {b.verdict(projected <= 1.10)})")
+    b.say(f"NVML calls per poll:                 {m['calls']:.0f}")
+    b.say(f"poll time (exporter's histograms):   {m['poll_s'] * 1e3:.2f} ms ("
+          + ", ".join(f"source {k} {v * 1e3:.2f} ms" for k, v in sorted(m["per_source"].items())) + ")")
+    b.say(f"library time recorded by the fake:   {m['lib_s'] * 1e3:.2f} ms "
+          f"(latencies as set: {m['conf_s'] * 1e3:.2f} ms; the rest is the fake's own work"
+          + (" and sleep overshoot)" if m["sleep"] else ")"))
+    b.say(f"exporter's own time (poll − library): {m['own_s'] * 1e3:.2f} ms, "
+          f"{m['own_s'] / m['calls'] * 1e6:.2f} µs per call")
+    b.say(f"poll overhead ratio = poll ÷ library time = {m['ratio']:.3f}  "
+          f"(target <= 1.10: {b.verdict(m['ratio'] <= 1.10)})")
+    b.say(f"projected onto the probe's latencies = (set + own) ÷ set = {m['projected']:.3f}  "
+          f"(target <= 1.10: {b.verdict(m['projected'] <= 1.10)})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--polls", type=int, default=30, help="polls measured (30)")
+    ap.add_argument("--interval", default="1s", help="--poll.interval of the exporter (1s)")
+    ap.add_argument("--sleep", action="store_true",
+                    help="let fake-nvml sleep its latencies (default: spin those under 1 ms, "
+                         "FAKE_NVML_SPIN_LATENCY=1, since a µs sleep overshoots by tens of µs)")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+    args = ap.parse_args()
+    if args.exporter:
+        b.EXPORTER = os.path.abspath(args.exporter)
+
+    b.ensure_debs(DEBS)
+    b.build(skip=args.no_build)
+    b.say(f"machine: {b.machine()}; exporter: {os.path.relpath(b.EXPORTER, b.ROOT)}")
+    b.say("node: 8x H100 80GB HBM3, seven 1g.10gb each; mig-exporter --nvml (fake-nvml) --no-dcgm "
+          f"--nvml.slow-interval 1h --poll.interval {args.interval}")
+    b.say("per-call latency (µs): " + ", ".join(f"{k} {v}" for k, v in sorted(latency_map().items())))
+    print_report(measure(args.polls, args.interval, args.sleep))
 
 
 if __name__ == "__main__":

@@ -869,3 +869,83 @@ fn the_readme_stays_a_front_door_under_16_kib_whose_links_resolve() {
     }
     assert!(links > 10, "{links} links");
 }
+
+/// The lines between `<!-- report:begin -->` and `<!-- report:end -->` in
+/// `text`: the first names the report (`From [PATH](PATH):`), the others are
+/// copied from it.
+fn report_block(text: &str, doc: &str) -> (String, Vec<String>) {
+    let (_, rest) = text
+        .split_once("<!-- report:begin -->\n")
+        .unwrap_or_else(|| panic!("{doc} has no <!-- report:begin --> block"));
+    let (block, _) = rest
+        .split_once("<!-- report:end -->")
+        .unwrap_or_else(|| panic!("{doc}: the report block has no end"));
+    let mut lines = block.lines().map(str::to_string);
+    let first = lines.next().unwrap_or_default();
+    let path = first
+        .strip_prefix("From [")
+        .and_then(|r| r.split_once("]("))
+        .and_then(|(shown, r)| (r.strip_suffix("):") == Some(shown)).then_some(shown))
+        .unwrap_or_else(|| panic!("{doc}: the report block opens with {first:?}, not From [PATH](PATH):"))
+        .to_string();
+    (path, lines.collect())
+}
+
+/// The performance figures of README.md and docs/performance.md and
+/// bench/README.md's table of targets are copies of one committed report of `bench/report.sh`: every line of
+/// each block is a line of the report both name, and the table rows follow
+/// one another there as in the doc, so a figure edited in one place (or a
+/// row dropped) fails here.
+#[test]
+fn the_performance_figures_are_copies_of_one_committed_report() {
+    let docs = [
+        ("README.md", root(), readme()),
+        (
+            "bench/README.md",
+            root().join("bench"),
+            std::fs::read_to_string(root().join("bench/README.md")).expect("bench/README.md"),
+        ),
+        (
+            "docs/performance.md",
+            root().join("docs"),
+            std::fs::read_to_string(root().join("docs/performance.md")).expect("docs/performance.md"),
+        ),
+    ];
+    let mut reports = BTreeSet::new();
+    for (doc, dir, text) in &docs {
+        let (path, lines) = report_block(text, doc);
+        let file = dir
+            .join(&path)
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{doc} names {path}: {e}"));
+        assert!(
+            file.starts_with(root().join("bench/results").canonicalize().unwrap())
+                && file.extension().is_some_and(|e| e == "md"),
+            "{doc} names {path}, not a report under bench/results/"
+        );
+        let report = std::fs::read_to_string(&file).unwrap();
+        let report_lines: BTreeSet<&str> = report.lines().collect();
+        for line in lines.iter().filter(|l| !l.is_empty()) {
+            assert!(
+                report_lines.contains(line.as_str()),
+                "{doc}: this line of the report block is not in {path}:\n{line}"
+            );
+        }
+        let rows: Vec<&str> = lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with('|'))
+            .collect();
+        assert!(
+            rows.len() >= 7,
+            "{doc}: the report block holds {} table rows",
+            rows.len()
+        );
+        assert!(
+            report.contains(&format!("\n{}\n", rows.join("\n"))),
+            "{doc}: the table's rows are not one table of {path}, in this order"
+        );
+        reports.insert(file);
+    }
+    assert_eq!(reports.len(), 1, "the docs name different reports: {reports:?}");
+}
