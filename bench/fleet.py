@@ -215,8 +215,34 @@ def wait_until(what, check, timeout, period=1.0):
     raise RuntimeError(f"{what}: not reached after {timeout}s")
 
 
+_next_port = [0]
+LOGS = [None]  # where every process logs (set in main)
+
+
+def listen_port():
+    """A free port below the kernel's ephemeral range: with hundreds of servers and their
+    clients on loopback, a port picked from that range (benchlib.free_port) can be taken
+    by a client connection before the server binds it."""
+    import socket
+
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    if not _next_port[0]:
+        _next_port[0] = max(1024, low - 12000)
+    while _next_port[0] < low:
+        port = _next_port[0]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return b.free_port()
+
+
 def start_exporter(node, logs, extra=(), name=None, poll="5s"):
-    port = b.free_port()
+    port = listen_port()
     argv = [b.EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", poll,
             "--world", node.world, "--kubelet.pod-resources-socket", node.socket,
             "--mig.config", node.mig_config,
@@ -241,8 +267,7 @@ def wait_polled(targets, n, timeout):
 
 
 def _polls_or_zero(t):
-    if t.proc.poll() is not None:
-        raise SystemExit(f"{t.name} exited with {t.proc.returncode}; see its log")
+    alive(t.proc, LOGS[0])
     try:
         return polls(t)
     except (OSError, urllib.error.URLError):
@@ -266,7 +291,7 @@ def start_engines(wd, logs, nodes):
     for name, rules in (("prometheus.yml", True), ("vm.yml", False)):
         with open(os.path.join(wd, name), "w") as f:
             f.write(scrape_config(targets_file, rules))
-    pport, vport = b.free_port(), b.free_port()
+    pport, vport = listen_port(), listen_port()
     prom = b.start("prometheus", [PROMETHEUS, f"--config.file={wd}/prometheus.yml",
                                   f"--storage.tsdb.path={wd}/prometheus-data",
                                   f"--web.listen-address=127.0.0.1:{pport}", "--log.level=warn"], log_dir=logs)
@@ -302,6 +327,14 @@ def scalar(url, expr):
 
 def counter(url, name, labels=None):
     return sum(b.metric_values(http(url + "/metrics"), name, labels))
+
+
+def version(url, family):
+    """The `version` label of FAMILY in URL's own /metrics."""
+    import re
+
+    m = re.search(family + r'\{[^}]*version="([^"]+)"', http(url + "/metrics").decode(errors="replace"))
+    return m.group(1) if m else "unknown"
 
 
 def loadavg():
@@ -403,6 +436,7 @@ def main():
     t_start = time.time()
     wd = b.workdir("fleet")
     logs = os.path.join(wd, "logs")
+    LOGS[0] = logs
     os.makedirs(logs)
     b.say(f"machine: {b.machine()}; load average {loadavg()}")
     b.say(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: {args.nodes} nodes, seed {args.seed}")
@@ -432,6 +466,12 @@ def main():
                lambda: scalar(prom_url, 'count(up{job="mig-exporter"} == 1)') == n, 120, 2)
     wait_until("every target up in VictoriaMetrics",
                lambda: scalar(vm_url, 'count(up{job="mig-exporter"} == 1)') == n, 120, 2)
+    try:
+        with open(VM + ".deb-version") as f:
+            vm_version = f.read().strip() + " (Debian)"
+    except OSError:
+        vm_version = version(vm_url, "vm_app_version")
+    b.say(f"Prometheus {version(prom_url, 'prometheus_build_info')}, VictoriaMetrics {vm_version}")
     b.say(f"all {n} targets up in both engines after {time.time() - t_start:.0f}s; "
           f"warm-up {args.warmup}s; load average {loadavg()}")
     time.sleep(args.warmup)
@@ -441,6 +481,7 @@ def main():
     others = {"Prometheus": prom, "VictoriaMetrics": vm, "fake kubelets": kubelets}
     cpu0 = {t.name: b.cpu_seconds(t.pid) for t in exporters}
     cpu0.update({k: b.cpu_seconds(p.pid) for k, p in others.items()})
+    missed0 = counter(prom_url, "prometheus_rule_group_iterations_missed_total")
     samples0 = (counter(prom_url, "prometheus_tsdb_head_samples_appended_total"),
                 counter(vm_url, "vm_rows_inserted_total", {"type": "promscrape"}))
     busy = [(nd, d) for nd in nodes if nd.drift != "reboot" for d in nd.devices if not d[4]]
@@ -468,6 +509,8 @@ def main():
     steady_end = time.time()
     samples1 = (counter(prom_url, "prometheus_tsdb_head_samples_appended_total"),
                 counter(vm_url, "vm_rows_inserted_total", {"type": "promscrape"}))
+    missed = counter(prom_url, "prometheus_rule_group_iterations_missed_total") - missed0
+    scrape_fail = scalar(prom_url, 'count(min_over_time(up{job="mig-exporter"}[5m]) == 0)')
     cpu = {t.name: b.cpu_seconds(t.pid) - cpu0[t.name] for t in exporters}
     cpu.update({k: b.cpu_seconds(p.pid) - cpu0[k] for k, p in others.items()})
     exp_rss_end = [b.proc_status(t.pid)["VmRSS"] for t in exporters]
@@ -493,6 +536,7 @@ def main():
     prom_head = counter(prom_url, "prometheus_tsdb_head_series")
     vm_series = scalar(vm_url, 'count({__name__=~".+"})')
     prom_scraped = scalar(prom_url, 'sum(scrape_samples_scraped{job="mig-exporter"})')
+    recorded = scalar(prom_url, 'count({__name__=~".+:.+"})')  # recording rules' names have colons
 
     # ---- queries: recorded vs raw
     rules = recording_rules(prom_url)
@@ -540,10 +584,13 @@ def main():
     ]))
     b.say(f"samples per scrape round (sum of scrape_samples_scraped): {prom_scraped:.0f}, "
           f"i.e. {prom_scraped / 15:.0f} samples/s at a 15 s scrape; Prometheus' appends include the recorded series")
+    b.say(f"recorded series: {recorded:.0f}, {recorded / n:.1f} per node")
     b.say()
     b.say("rule groups, evaluation time (/api/v1/rules evaluationTime, one sample per tick): "
           + "; ".join(f"{g} median {statistics.median(v) * 1000:.1f} ms max {max(v) * 1000:.1f} ms"
                       for g, v in evals.items()))
+    b.say(f"rule group iterations missed in the steady phase (evaluation longer than the 15 s interval): "
+          f"{missed:.0f}; targets with a failed scrape in its last 5 min: {scrape_fail:.0f}")
     b.say()
     qrows_fmt = [[t[:60], f"{r * 1000:.1f}", f"{w * 1000:.1f}", f"{w / r:.1f}x", f"{v * 1000:.1f}", f"{rn}/{wn}/{vn}"]
                  for t, r, w, v, rn, wn, vn in qrows]

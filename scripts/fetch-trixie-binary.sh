@@ -3,7 +3,8 @@
 # installing anything system-wide: the package's .deb is downloaded from the
 # Debian mirror this machine's apt already uses, with a private apt state
 # (its own sources, lists and cache under a temporary directory), and only
-# ./usr/bin/BINARY is extracted. Does nothing when DEST_DIR/BINARY exists.
+# ./usr/bin/BINARY is extracted (and the package's version, into
+# DEST_DIR/BINARY.deb-version). Does nothing when DEST_DIR/BINARY exists.
 # Used by scripts/test.sh (vmagent) and bench/fleet.py (victoria-metrics).
 #
 # Usage: scripts/fetch-trixie-binary.sh PACKAGE BINARY DEST_DIR
@@ -33,6 +34,9 @@ apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_di
   -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
 apt-get "${apt_private[@]}" update -qq
 (cd "$apt_dir" && apt-get "${apt_private[@]}" download "$package" >/dev/null)
-dpkg-deb --fsys-tarfile "$apt_dir"/"${package}"_*.deb | tar -xO "./usr/bin/$binary" > "$dest/$binary.part"
+deb="$(echo "$apt_dir"/"${package}"_*.deb)"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/bin/$binary" > "$dest/$binary.part"
+# Debian's build leaves the binary's own version string empty: keep the package's beside it.
+dpkg-deb -f "$deb" Version > "$dest/$binary.deb-version"
 chmod 755 "$dest/$binary.part"
 mv "$dest/$binary.part" "$dest/$binary"
