@@ -520,10 +520,12 @@ def main():
     series = {nd.name: b.count_series(http(nd.target.url)) for nd in nodes}
     gis = {nd.name: 0 if nd.drift == "reboot" else len({(g, gi) for g, gi, *_ in nd.devices}) for nd in nodes}
     sample, seen = [], set()
-    # The 8 x H100 x seven 1g.10gb node of docs/series-budget.md first, then one of each other kind.
-    for nd in sorted(nodes, key=lambda nd: (nd.product, nd.kind, nd.gpus) != ("h100-80gb", "1g", 8)):
+    # The 8 x H100 x seven 1g.10gb node of docs/series-budget.md first, then one of each other kind;
+    # nodes without drift first (a node with a mismatched config keeps its layout, a rebooted one has none).
+    for nd in sorted(nodes, key=lambda nd: (nd.drift is not None,
+                                            (nd.product, nd.kind, nd.gpus) != ("h100-80gb", "1g", 8))):
         key = (nd.product, nd.kind, nd.gpus)
-        if nd.drift is None and key not in seen and len(sample) < args.trim_sample:
+        if nd.drift != "reboot" and key not in seen and len(sample) < args.trim_sample:
             seen.add(key)
             sample.append(nd)
     trimmed = {nd.name: start_exporter(nd, logs, TRIM, name=f"trim-{nd.name}", poll="1s") for nd in sample}
@@ -537,19 +539,6 @@ def main():
     vm_series = scalar(vm_url, 'count({__name__=~".+"})')
     prom_scraped = scalar(prom_url, 'sum(scrape_samples_scraped{job="mig-exporter"})')
     recorded = scalar(prom_url, 'count({__name__=~".+:.+"})')  # recording rules' names have colons
-
-    # ---- queries: recorded vs raw
-    rules = recording_rules(prom_url)
-    step = 15
-    end = steady_end
-    start = max(steady_start, end - 300)
-    qrows = []
-    for title, expr in panel_queries():
-        raw = rawify(expr, rules, f"{step}s")
-        rec_s, rec_n = time_query(prom_url, expr, args.query_runs, start, end, step)
-        raw_s, raw_n = time_query(prom_url, raw, args.query_runs, start, end, step)
-        vm_s, vm_n = time_query(vm_url, raw, args.query_runs, start, end, step)
-        qrows.append((title, rec_s, raw_s, vm_s, rec_n, raw_n, vm_n))
 
     # ---- print
     b.say()
@@ -592,6 +581,28 @@ def main():
     b.say(f"rule group iterations missed in the steady phase (evaluation longer than the 15 s interval): "
           f"{missed:.0f}; targets with a failed scrape in its last 5 min: {scrape_fail:.0f}")
     b.say()
+    exp_cpu = sum(cpu[t.name] for t in exporters)
+    b.say(f"exporters: CPU {exp_cpu / elapsed / n * 100:.3f} % of a core per node "
+          f"({exp_cpu / elapsed * 100:.1f} % for all {n}); RSS per node mean {b.mib(statistics.mean(exp_rss))} MiB "
+          f"over the phase, {b.mib(max(exp_rss_end))} MiB largest at its end (5 s poll, 15 s scrape by both engines)")
+    b.say(f"fake kubelets (one process, {n} sockets): CPU {cpu['fake kubelets'] / elapsed * 100:.1f} % of a core, "
+          f"RSS {b.mib(max(rss['fake kubelets']))} MiB")
+    b.say(f"load average: {loadavg()} before the queries")
+    b.say()
+
+    # ---- queries, recorded vs raw (after the figures above are out: at large N they take minutes)
+    rules = recording_rules(prom_url)
+    step = 15
+    end = steady_end
+    start = max(steady_start, end - 300)
+    qrows = []
+    for title, expr in panel_queries():
+        raw = rawify(expr, rules, f"{step}s")
+        rec_s, rec_n = time_query(prom_url, expr, args.query_runs, start, end, step)
+        raw_s, raw_n = time_query(prom_url, raw, args.query_runs, start, end, step)
+        vm_s, vm_n = time_query(vm_url, raw, args.query_runs, start, end, step)
+        qrows.append((title, rec_s, raw_s, vm_s, rec_n, raw_n, vm_n))
+
     qrows_fmt = [[t[:60], f"{r * 1000:.1f}", f"{w * 1000:.1f}", f"{w / r:.1f}x", f"{v * 1000:.1f}", f"{rn}/{wn}/{vn}"]
                  for t, r, w, v, rn, wn, vn in qrows]
     b.say(f"fleet dashboard queries: query_range over the last {end - start:.0f}s at a {step}s step, "
@@ -602,12 +613,6 @@ def main():
     b.say(f"all {len(qrows)} queries: recorded {rec_sum * 1000:.0f} ms, raw {raw_sum * 1000:.0f} ms "
           f"({raw_sum / rec_sum:.1f}x); median ratio {statistics.median(r[2] / r[1] for r in qrows):.1f}x")
     b.say()
-    exp_cpu = sum(cpu[t.name] for t in exporters)
-    b.say(f"exporters: CPU {exp_cpu / elapsed / n * 100:.3f} % of a core per node "
-          f"({exp_cpu / elapsed * 100:.1f} % for all {n}); RSS per node mean {b.mib(statistics.mean(exp_rss))} MiB "
-          f"over the phase, {b.mib(max(exp_rss_end))} MiB largest at its end (5 s poll, 15 s scrape by both engines)")
-    b.say(f"fake kubelets (one process, {n} sockets): CPU {cpu['fake kubelets'] / elapsed * 100:.1f} % of a core, "
-          f"RSS {b.mib(max(rss['fake kubelets']))} MiB")
     b.say(f"load average: {loadavg()} at the end; total {time.time() - t_start:.0f}s")
 
 
