@@ -102,33 +102,13 @@ export MIG_TEST_HELM
 # so the test pushes to vmagent (Debian package victoria-metrics, trixie), a
 # real OTLP receiver that remote-writes to Prometheus. Its .deb is fetched from
 # the Debian mirror this machine's apt already uses, with a private apt state
-# (nothing installed system-wide), and vmagent is kept under the target
-# directory. Elsewhere, set MIG_TEST_VMAGENT to a vmagent binary (1.112+).
+# (nothing installed system-wide; scripts/fetch-trixie-binary.sh), and vmagent
+# is kept under the target directory. Elsewhere, set MIG_TEST_VMAGENT to a
+# vmagent binary (1.112+).
 if [ -z "${MIG_TEST_VMAGENT:-}" ]; then
   vmagent_dir="${CARGO_TARGET_DIR:-target}/tools/vmagent"
-  if [ ! -x "$vmagent_dir/vmagent" ]; then
-    sources=/etc/apt/sources.list.d/debian.sources
-    if [ ! -r "$sources" ]; then
-      echo "scripts/test.sh: $sources is missing, so Debian trixie's victoria-metrics (vmagent) cannot be" >&2
-      echo "fetched for tests/otlp.rs; set MIG_TEST_VMAGENT to a vmagent binary (1.112 or newer) instead" >&2
-      exit 1
-    fi
-    echo "==> fetching vmagent (Debian trixie's victoria-metrics) into $vmagent_dir"
-    mkdir -p "$vmagent_dir"
-    vmagent_dir="$(cd "$vmagent_dir" && pwd)"
-    apt_dir="$(mktemp -d)"
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/parts"
-    sed 's/bookworm-updates//; s/bookworm-security/trixie-security/; s/bookworm/trixie/' "$sources" \
-      > "$apt_dir/parts/trixie.sources"
-    apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/parts"
-      -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
-    apt-get "${apt_private[@]}" update -qq
-    (cd "$apt_dir" && apt-get "${apt_private[@]}" download victoria-metrics >/dev/null)
-    dpkg-deb --fsys-tarfile "$apt_dir"/victoria-metrics_*.deb | tar -xO ./usr/bin/vmagent > "$vmagent_dir/vmagent.part"
-    chmod 755 "$vmagent_dir/vmagent.part"
-    mv "$vmagent_dir/vmagent.part" "$vmagent_dir/vmagent"
-    rm -rf "$apt_dir"
-  fi
+  scripts/fetch-trixie-binary.sh victoria-metrics vmagent "$vmagent_dir" ||
+    { echo "scripts/test.sh: or set MIG_TEST_VMAGENT to a vmagent binary (1.112 or newer)" >&2; exit 1; }
   MIG_TEST_VMAGENT="$(cd "$vmagent_dir" && pwd)/vmagent"
 fi
 export MIG_TEST_VMAGENT
