@@ -16,11 +16,8 @@ fn main() -> std::process::ExitCode {
 /// work against that: every thread that allocates may get its own arena, and
 /// the mmap threshold adapts upward after each large free, so the same work
 /// moves the heap by a megabyte at a time and the top is rarely trimmed back.
-/// One arena (the threads here rarely allocate at once, so they seldom wait
-/// for its lock) and fixed thresholds keep resident memory where the live
-/// data is: with two, each heap kept its own free holes, and resident memory
-/// crept faster in the accelerated soak (bench/README.md, "Accelerated soak
-/// and allocator"). 256 KiB is above
+/// Two arenas (the threads here rarely allocate at once) and fixed
+/// thresholds keep resident memory where the live data is. 256 KiB is above
 /// the largest block a poll or scrape allocates (a `/metrics` body of the
 /// 8-GPU, 56-instance node is about 140 kB), so those come from the heap
 /// instead of an mmap and munmap each.
@@ -35,7 +32,7 @@ fn steady_allocator() {
         const THRESHOLD: libc::c_int = 256 * 1024;
         // SAFETY: mallopt only sets allocator parameters; no thread exists yet.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_ARENA_MAX, 2);
             libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
             libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
         }
