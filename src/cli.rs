@@ -764,6 +764,17 @@ pub fn demo_warning(reason: &str) -> String {
     )
 }
 
+/// How long an idle thread of the runtime's blocking pool waits for work
+/// before it exits. Each poll runs on one ([`Poller::run`]); tokio's default
+/// of 10 s would end it between two polls of a longer interval and start a
+/// new thread, with a fresh stack and malloc cache, for every poll (seen
+/// with `strace -f -e clone3` at a 12 s poll). Outliving the interval keeps
+/// one thread for all of them.
+fn blocking_keep_alive(poll_interval: Duration) -> Duration {
+    const TOKIO_DEFAULT: Duration = Duration::from_secs(10);
+    poll_interval.saturating_mul(2).max(TOKIO_DEFAULT)
+}
+
 /// Runs the command; the exit status is `check`'s verdict, or success.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -862,6 +873,7 @@ fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .filter(|n| !n.is_empty());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_keep_alive(blocking_keep_alive(args.poll_interval))
         .enable_all()
         .build()
         .context("starting the async runtime")?;

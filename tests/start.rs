@@ -327,3 +327,37 @@ fn sigterm_stops_the_exporter_cleanly_with_its_kubelet_and_kubernetes_clients() 
     assert!(status.success(), "exit {status}: {log:#?}");
     assert!(!log.iter().any(|l| l.contains("panicked")), "{log:#?}");
 }
+
+/// Each poll runs on a thread of the runtime's blocking pool. tokio ends an
+/// idle one after 10 s, so at a longer interval every poll would start a
+/// new thread (src/cli.rs, `blocking_keep_alive`). Over two polls 11 s
+/// apart the exporter's threads stay the same ones.
+#[test]
+fn a_poll_interval_longer_than_ten_seconds_keeps_its_polling_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = h100_world(dir.path(), 1, "19");
+    let exporter = Exporter::start(&["--world", world.to_str().unwrap(), "--poll.interval", "11s"]);
+    let polls = || -> u64 {
+        value(
+            &exporter.metrics(),
+            "mig_exporter_poll_duration_seconds_count{source=\"sim\"}",
+        )
+        .and_then(|v| v.parse().ok())
+        .expect("the poll count")
+    };
+    let threads = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{}/task", exporter.pid()))
+            .expect("the exporter's threads")
+            .map(|t| t.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // The poll at start, then one every 11 s: wait (at most 15 s each) for the next two.
+    common::wait_for(|| polls() >= 2, "the first poll after start");
+    let after_first = threads();
+    common::wait_for(|| polls() >= 3, "the second poll after start");
+    let after_second = threads();
+    assert_eq!(
+        after_first, after_second,
+        "the exporter's threads (ids) changed between two polls 11 s apart"
+    );
+}

@@ -170,8 +170,12 @@ impl Exporter {
         if !names_a_source && !names_a_library {
             command.env(NVML_LIBRARY_ENV, NO_DRIVER);
         }
+        // The harness's poll interval, unless the test names its own (the soak's knob).
+        if !args.iter().any(|a| a.starts_with("--poll.interval")) {
+            command.args(["--poll.interval", "100ms"]);
+        }
         let mut child = command
-            .args(["--web.listen-address", "127.0.0.1:0", "--poll.interval", "100ms"])
+            .args(["--web.listen-address", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
