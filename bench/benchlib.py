@@ -139,6 +139,21 @@ def ensure_debs(packages):
     run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
 
 
+def add_build_options(ap):
+    """The options every script takes: --no-build and --exporter FILE."""
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+
+
+def prepare(args, debs):
+    """What every script does first: the exporter to measure, the Debian packages, the build."""
+    global EXPORTER
+    if args.exporter:
+        EXPORTER = os.path.abspath(args.exporter)
+    ensure_debs(debs)
+    build(skip=args.no_build)
+
+
 def build(skip=False):
     if skip and all(os.path.exists(p) for p in (EXPORTER, MIG_SIM, FAKE_NVML)):
         return

@@ -87,15 +87,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=60, help="seconds per phase (60)")
     ap.add_argument("--quick", action="store_true", help="10 s per phase")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+    b.add_build_options(ap)
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
     duration = 10 if args.quick else args.duration
 
-    b.ensure_debs(DEBS)
-    b.build(skip=args.no_build)
+    b.prepare(args, DEBS)
     b.say(f"machine: {b.machine()}")
     b.say(f"node: 8x H100 80GB HBM3, seven 1g.10gb each; --poll.interval 1s; {duration}s idle, "
           f"then {duration}s scraped once a second")

@@ -65,13 +65,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=300, help="seconds scraped (300)")
     ap.add_argument("--period", type=float, default=15.0, help="seconds between scrapes (15)")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+    b.add_build_options(ap)
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
-    b.ensure_debs(DEBS)
-    b.build(skip=args.no_build)
+    b.prepare(args, DEBS)
     b.say(f"machine: {b.machine()}")
     b.say("node: 8x H100 80GB HBM3, seven 1g.10gb each; ours in NVML mode on fake-nvml at its default "
           "poll interval, node_exporter with its defaults")

@@ -209,14 +209,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=30, help="seconds per footprint phase (30)")
     ap.add_argument("--scrape-duration", type=int, default=10, help="seconds of wrk per concurrency (10)")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+    b.add_build_options(ap)
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
-
-    b.ensure_debs(DEBS)
-    b.build(skip=args.no_build)
+    b.prepare(args, DEBS)
     b.say(f"machine: {b.machine()}")
     b.say(f"node: 8x H100 80GB HBM3, seven 1g.10gb each ({GPUS * 7} MIG devices); both read NVML from "
           "libfake_nvml.so; 1 s poll")

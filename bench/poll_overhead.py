@@ -190,14 +190,9 @@ def main():
     ap.add_argument("--sleep", action="store_true",
                     help="let fake-nvml sleep its latencies (default: spin those under 1 ms, "
                          "FAKE_NVML_SPIN_LATENCY=1, since a µs sleep overshoots by tens of µs)")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
+    b.add_build_options(ap)
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
-
-    b.ensure_debs(DEBS)
-    b.build(skip=args.no_build)
+    b.prepare(args, DEBS)
     b.say(f"machine: {b.machine()}; exporter: {os.path.relpath(b.EXPORTER, b.ROOT)}")
     b.say("node: 8x H100 80GB HBM3, seven 1g.10gb each; mig-exporter --nvml (fake-nvml) --no-dcgm "
           f"--nvml.slow-interval 1h --poll.interval {args.interval}")

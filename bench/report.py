@@ -237,23 +237,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run of about 3 minutes: short phases, noisy figures; all-smi not built")
-    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    b.add_build_options(ap)
     ap.add_argument("--node-duration", type=int,
                     help=f"seconds of the cost-per-node phase ({FULL['node']}; --quick {QUICK['node']})")
     ap.add_argument("--out", help="the report file (bench/results/YYYY-MM-DD.md, by the run's UTC date)")
     ap.add_argument("--update-docs", action="store_true",
                     help="copy the tables into README.md, docs/performance.md and bench/README.md "
                          "(their report:begin/end blocks)")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
     d = dict(QUICK if args.quick else FULL)
     if args.node_duration:
         d["node"] = args.node_duration
 
-    b.ensure_debs(sorted(set(scrape.DEBS + footprint.DEBS + poll_overhead.DEBS + peers.DEBS + node_cost.DEBS)))
-    b.build(skip=args.no_build)
+    b.prepare(args, sorted(set(scrape.DEBS + footprint.DEBS + poll_overhead.DEBS + peers.DEBS + node_cost.DEBS)))
     r = {"quick": args.quick, "machine": b.machine(), "commit": git_commit(), "load_before": loadavg()}
     r["started"] = datetime.datetime.now(datetime.timezone.utc)
     b.say(f"machine: {r['machine']}; commit {r['commit']}; load {r['load_before']}")

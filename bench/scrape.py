@@ -174,20 +174,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds of load per server and concurrency (10)")
     ap.add_argument("--connections", default="1,50", help="concurrent scrapers, comma-separated (1,50)")
-    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    b.add_build_options(ap)
     ap.add_argument("--cold-duration", type=int, default=5,
                     help="seconds of timing the first scrape after each poll, at a 100 ms poll (5)")
     ap.add_argument("--poll", default="2s", help="the exporters' --poll.interval (2s)")
-    ap.add_argument("--exporter", help="another mig-exporter binary to measure (e.g. an older build)")
     ap.add_argument("--scrapers", type=int, default=50, help="open-loop scrapers (50)")
     ap.add_argument("--periods", default="1,0.05",
                     help="open-loop scrape period of each scraper in seconds, comma-separated (1,0.05)")
     args = ap.parse_args()
-    if args.exporter:
-        b.EXPORTER = os.path.abspath(args.exporter)
-
-    b.ensure_debs(DEBS)
-    b.build(skip=args.no_build)
+    b.prepare(args, DEBS)
     b.say(f"machine: {b.machine()}; exporter: {os.path.relpath(b.EXPORTER, b.ROOT)}")
     b.say("node: 8x H100 80GB HBM3, MIG on, seven 1g.10gb (+ default CI) on each; "
           f"{args.duration}s of wrk per server and concurrency, one wrk thread, loopback; "
