@@ -451,111 +451,186 @@ fn every_fleet_dashboard_query_returns_data_for_a_simulated_fleet_and_shows_it()
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The variables offer this fleet.
-    let node_variable = dashboard.variable("node");
-    let (query, label) = label_values_query(node_variable["definition"].as_str().unwrap(), &all);
-    let offered: BTreeSet<String> = by_label(&prometheus, &query, &label).into_keys().collect();
-    let names: BTreeSet<String> = FLEET.iter().map(|s| s.name.to_string()).collect();
-    assert_eq!(offered, names, "$node offers the fleet's nodes");
+    // What the panels show is this fleet's, once every node's series have
+    // gone through every rule group (asked again until then: a query above
+    // may have answered before the last node's first scrape was recorded).
+    let fleet_shown = || -> Vec<String> {
+        let mut wrong = Vec::new();
+        // The variables offer this fleet.
+        let node_variable = dashboard.variable("node");
+        let (query, label) = label_values_query(node_variable["definition"].as_str().unwrap(), &all);
+        let offered: BTreeSet<String> = by_label(&prometheus, &query, &label).into_keys().collect();
+        let names: BTreeSet<String> = FLEET.iter().map(|s| s.name.to_string()).collect();
+        expect_eq(&mut wrong, offered, names, "$node offers the fleet's nodes");
 
-    // The stat panels, against what the fleet holds.
-    let panel = |title: &str| -> String {
-        let (_, expr) = panels
-            .iter()
-            .find(|(t, _)| t == title)
-            .unwrap_or_else(|| panic!("no panel {title:?}"));
-        substitute(expr, &all)
-    };
-    let gpus: usize = nodes.iter().map(|n| n.world.gpus.len()).sum();
-    let devices: usize = nodes
-        .iter()
-        .flat_map(|n| &n.world.gpus)
-        .flat_map(|g| &g.gpu_instances)
-        .map(|gi| gi.compute_instances.len())
-        .sum();
-    let (used, capacity) = nodes
-        .iter()
-        .flat_map(|n| &n.world.gpus)
-        .fold((0, 0), |(u, c), g| {
-            (u + g.slices_used().0, c + g.spec().compute_slices)
-        });
-    assert_eq!(scalar(&prometheus, &panel("Nodes")), 5.0);
-    assert_eq!(scalar(&prometheus, &panel("GPUs")), gpus as f64);
-    assert_eq!(scalar(&prometheus, &panel("GPUs in MIG mode")), gpus as f64);
-    assert_eq!(scalar(&prometheus, &panel("GPUs with drift")), 1.0);
-    assert_eq!(scalar(&prometheus, &panel("MIG devices")), devices as f64);
-    let in_use = scalar(&prometheus, &panel("SM slices in use"));
-    assert!(
-        (in_use - used as f64 / capacity as f64).abs() < 1e-9,
-        "SM slices in use {in_use}, the fleet uses {used} of {capacity}"
-    );
-
-    // Drift: GPU 1 of h100-drifted, profile_mismatch, and only there.
-    let drift = by_label(
-        &prometheus,
-        r#"sum by (node, reason) (node_reason:nvidia_mig_drift:count)"#,
-        "node",
-    );
-    assert_eq!(drift, BTreeMap::from([("h100-drifted".to_string(), 1.0)]));
-    let reasons = by_label(&prometheus, "node_reason:nvidia_mig_drift:count", "reason");
-    assert_eq!(reasons, BTreeMap::from([("profile_mismatch".to_string(), 1.0)]));
-
-    // Fragmentation: the stranded memory slots of each node.
-    let unplaceable = by_label(
-        &prometheus,
-        "node:nvidia_mig_memory_slices_unplaceable:sum",
-        "node",
-    );
-    let want: BTreeMap<String, f64> = UNPLACEABLE.iter().map(|(n, v)| (n.to_string(), *v)).collect();
-    assert_eq!(
-        unplaceable, want,
-        "free memory slots no profile can use, per node"
-    );
-
-    // Reclaimable slices: exactly the idle pod's.
-    let reclaimable = prometheus.query(&panel("Reclaimable slices"));
-    let idle: Vec<(&str, &str, &str)> = reclaimable
-        .iter()
-        .map(|s| {
-            let m = &s["metric"];
-            (
-                m["node"].as_str().unwrap(),
-                m["namespace"].as_str().unwrap(),
-                m["pod"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(idle, [(IDLE_NODE, IDLE_NAMESPACE, IDLE_POD)], "{reclaimable:?}");
-
-    // SM slices per namespace: each held device's GPU instance counted once
-    // for its namespace (one compute instance per GPU instance here).
-    let mut want: BTreeMap<String, f64> = BTreeMap::new();
-    for n in &nodes {
-        for (namespace, _, mig_uuid) in &n.pods {
-            let slices = n
-                .world
-                .gpus
+        // The stat panels, against what the fleet holds.
+        let panel = |title: &str| -> String {
+            let (_, expr) = panels
                 .iter()
-                .flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
-                .find(|(_, gi)| gi.compute_instances.iter().any(|ci| &ci.uuid == mig_uuid))
-                .map(|(g, gi)| g.gi_profile(gi).unwrap().compute_slices)
-                .expect("a held device is in the World");
-            *want.entry(namespace.clone()).or_default() += slices as f64;
+                .find(|(t, _)| t == title)
+                .unwrap_or_else(|| panic!("no panel {title:?}"));
+            substitute(expr, &all)
+        };
+        let gpus: usize = nodes.iter().map(|n| n.world.gpus.len()).sum();
+        let devices: usize = nodes
+            .iter()
+            .flat_map(|n| &n.world.gpus)
+            .flat_map(|g| &g.gpu_instances)
+            .map(|gi| gi.compute_instances.len())
+            .sum();
+        let (used, capacity) = nodes
+            .iter()
+            .flat_map(|n| &n.world.gpus)
+            .fold((0, 0), |(u, c), g| {
+                (u + g.slices_used().0, c + g.spec().compute_slices)
+            });
+        expect_eq(&mut wrong, scalar(&prometheus, &panel("Nodes")), 5.0, "Nodes");
+        expect_eq(
+            &mut wrong,
+            scalar(&prometheus, &panel("GPUs")),
+            gpus as f64,
+            "GPUs",
+        );
+        expect_eq(
+            &mut wrong,
+            scalar(&prometheus, &panel("GPUs in MIG mode")),
+            gpus as f64,
+            "GPUs in MIG mode",
+        );
+        expect_eq(
+            &mut wrong,
+            scalar(&prometheus, &panel("GPUs with drift")),
+            1.0,
+            "GPUs with drift",
+        );
+        expect_eq(
+            &mut wrong,
+            scalar(&prometheus, &panel("MIG devices")),
+            devices as f64,
+            "MIG devices",
+        );
+        let in_use = scalar(&prometheus, &panel("SM slices in use"));
+        if (in_use - used as f64 / capacity as f64).abs() >= 1e-9 {
+            wrong.push(format!(
+                "SM slices in use {in_use}, the fleet uses {used} of {capacity}"
+            ));
         }
-    }
-    let per_namespace = by_label(&prometheus, &panel("SM slices per namespace"), "namespace");
-    assert_eq!(per_namespace, want, "SM slices per namespace");
 
-    // Every recorded series keeps the target's cluster.
-    let clusters = by_label(
-        &prometheus,
-        "count by (cluster) (node:mig_exporter_build_info:count)",
-        "cluster",
-    );
-    assert_eq!(clusters, BTreeMap::from([(CLUSTER.to_string(), 5.0)]));
+        // Drift: GPU 1 of h100-drifted, profile_mismatch, and only there.
+        let drift = by_label(
+            &prometheus,
+            r#"sum by (node, reason) (node_reason:nvidia_mig_drift:count)"#,
+            "node",
+        );
+        expect_eq(
+            &mut wrong,
+            drift,
+            BTreeMap::from([("h100-drifted".to_string(), 1.0)]),
+            "drift per node",
+        );
+        let reasons = by_label(&prometheus, "node_reason:nvidia_mig_drift:count", "reason");
+        expect_eq(
+            &mut wrong,
+            reasons,
+            BTreeMap::from([("profile_mismatch".to_string(), 1.0)]),
+            "drift reasons",
+        );
+
+        // Fragmentation: the stranded memory slots of each node.
+        let unplaceable = by_label(
+            &prometheus,
+            "node:nvidia_mig_memory_slices_unplaceable:sum",
+            "node",
+        );
+        let want: BTreeMap<String, f64> = UNPLACEABLE.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        expect_eq(
+            &mut wrong,
+            unplaceable,
+            want,
+            "free memory slots no profile can use, per node",
+        );
+
+        // Reclaimable slices: exactly the idle pod's.
+        let reclaimable = prometheus.query(&panel("Reclaimable slices"));
+        let idle: Vec<(&str, &str, &str)> = reclaimable
+            .iter()
+            .map(|s| {
+                let m = &s["metric"];
+                (
+                    m["node"].as_str().unwrap(),
+                    m["namespace"].as_str().unwrap(),
+                    m["pod"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        expect_eq(
+            &mut wrong,
+            idle,
+            [(IDLE_NODE, IDLE_NAMESPACE, IDLE_POD)],
+            format!("reclaimable slices {reclaimable:?}"),
+        );
+
+        // SM slices per namespace: each held device's GPU instance counted once
+        // for its namespace (one compute instance per GPU instance here).
+        let mut want: BTreeMap<String, f64> = BTreeMap::new();
+        for n in &nodes {
+            for (namespace, _, mig_uuid) in &n.pods {
+                let slices = n
+                    .world
+                    .gpus
+                    .iter()
+                    .flat_map(|g| g.gpu_instances.iter().map(move |gi| (g, gi)))
+                    .find(|(_, gi)| gi.compute_instances.iter().any(|ci| &ci.uuid == mig_uuid))
+                    .map(|(g, gi)| g.gi_profile(gi).unwrap().compute_slices)
+                    .expect("a held device is in the World");
+                *want.entry(namespace.clone()).or_default() += slices as f64;
+            }
+        }
+        let per_namespace = by_label(&prometheus, &panel("SM slices per namespace"), "namespace");
+        expect_eq(&mut wrong, per_namespace, want, "SM slices per namespace");
+
+        // Every recorded series keeps the target's cluster.
+        let clusters = by_label(
+            &prometheus,
+            "count by (cluster) (node:mig_exporter_build_info:count)",
+            "cluster",
+        );
+        expect_eq(
+            &mut wrong,
+            clusters,
+            BTreeMap::from([(CLUSTER.to_string(), 5.0)]),
+            "nodes per cluster",
+        );
+        wrong
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let wrong = fleet_shown();
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet dashboard does not show the fleet after 20 s more:\n{}",
+            wrong.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     eprintln!(
         "fleet end-to-end test took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Notes in `wrong` what is not as wanted.
+fn expect_eq<A: PartialEq<B> + std::fmt::Debug, B: std::fmt::Debug>(
+    wrong: &mut Vec<String>,
+    got: A,
+    want: B,
+    what: impl std::fmt::Display,
+) {
+    if got != want {
+        wrong.push(format!("{what}: got {got:?}, want {want:?}"));
+    }
 }
