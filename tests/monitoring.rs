@@ -244,14 +244,7 @@ fn collect_uids<'a>(json: &'a Json, out: &mut Vec<&'a str>) {
 fn dashboards_use_only_metric_names_of_the_contract() {
     let known = contract::contract_names();
     for d in dashboards() {
-        let variable_queries = d.variables().iter().map(|v| {
-            (
-                "variable".to_string(),
-                v["definition"].as_str().unwrap_or_default().to_string(),
-            )
-        });
-        let panel_queries = d.queries().into_iter().map(|(title, _, expr)| (title, expr));
-        for (title, expr) in variable_queries.chain(panel_queries) {
+        for (title, expr) in d.variable_and_panel_queries() {
             for metric in contract::metric_names(&expr) {
                 assert!(
                     known.contains(&metric),
@@ -299,14 +292,7 @@ fn the_fleet_dashboard_reads_only_recorded_series_and_every_one_is_recorded() {
     let recorded = recorded_names();
     assert!(recorded.len() >= 20, "{recorded:?}");
     for d in dashboards() {
-        let variable_queries = d.variables().iter().map(|v| {
-            (
-                "variable".to_string(),
-                v["definition"].as_str().unwrap_or_default().to_string(),
-            )
-        });
-        let panel_queries = d.queries().into_iter().map(|(title, _, expr)| (title, expr));
-        for (title, expr) in variable_queries.chain(panel_queries) {
+        for (title, expr) in d.variable_and_panel_queries() {
             let names = recorded_names_in(&expr);
             for name in &names {
                 assert!(

@@ -63,6 +63,19 @@ impl Dashboard {
             .unwrap_or_else(|| panic!("{}: no `{name}` variable", self.file))
     }
 
+    /// `(what, query)` of every template variable's definition ("variable")
+    /// and every panel query (its panel's title).
+    pub fn variable_and_panel_queries(&self) -> Vec<(String, String)> {
+        let variables = self.variables().iter().map(|v| {
+            (
+                "variable".to_string(),
+                v["definition"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        let panels = self.queries().into_iter().map(|(title, _, expr)| (title, expr));
+        variables.chain(panels).collect()
+    }
+
     /// `(panel title, refId, expr)` of every panel query.
     pub fn queries(&self) -> Vec<(String, String, String)> {
         self.panels()
