@@ -109,7 +109,7 @@ fn next_event(set: usize) -> Res<Option<nvmlEventData_t>> {
         let Some((uuid, done, target, xid)) = found else {
             return Ok(None);
         };
-        let device = st.handles.handle(target) as nvmlDevice_t;
+        let device = st.handles.handle(target, &w) as nvmlDevice_t;
         if let Some(es) = st.event_sets.get_mut(&set) {
             es.delivered.insert(uuid, done);
         }

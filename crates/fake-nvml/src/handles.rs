@@ -43,6 +43,24 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// Whether `world` still has what this target names. A GPU always counts
+    /// as there: a lost GPU keeps its handle, which answers GPU_IS_LOST.
+    fn exists_in(&self, world: &World) -> bool {
+        let gpu_of = |uuid: &str| world.gpus.iter().find(|g| g.uuid == uuid);
+        match self {
+            Target::Gpu { .. } => true,
+            Target::Mig { gpu, gi, ci, uuid } | Target::Ci { gpu, gi, ci, uuid } => {
+                gpu_of(gpu).is_some_and(|g| find_ci(g, *gi, *ci, uuid).is_ok())
+            }
+            Target::Gi {
+                gpu,
+                gi,
+                profile_id,
+                start,
+            } => gpu_of(gpu).is_some_and(|g| find_gi(g, *gi, *profile_id, *start).is_some()),
+        }
+    }
+
     fn kind(&self) -> Kind {
         match self {
             Target::Gpu { .. } => Kind::Gpu,
@@ -62,23 +80,41 @@ pub(crate) enum Kind {
 }
 
 /// The registry of handed-out targets.
+///
+/// A slot whose target the World no longer has is given to the next new
+/// target, so the registry stays as large as the most targets that lived at
+/// once, however often instances are destroyed and created. nvml.h allows
+/// it ("Handles may be reused and their properties can change"); until then
+/// the old handle resolves to nothing, as a destroyed instance's handle does.
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
     targets: Vec<Target>,
 }
 
 impl Handles {
-    /// The handle of `target`, the same one every time.
-    pub fn handle(&mut self, target: Target) -> usize {
+    /// The handle of `target`, the same one every time while it exists in `world`.
+    pub fn handle(&mut self, target: Target, world: &World) -> usize {
         let kind = target.kind() as usize;
         let slot = match self.targets.iter().position(|t| *t == target) {
             Some(slot) => slot,
-            None => {
-                self.targets.push(target);
-                self.targets.len() - 1
-            }
+            None => match self.targets.iter().position(|t| !t.exists_in(world)) {
+                Some(gone) => {
+                    self.targets[gone] = target;
+                    gone
+                }
+                None => {
+                    self.targets.push(target);
+                    self.targets.len() - 1
+                }
+            },
         };
         ((slot + 1) << 4) | kind
+    }
+
+    /// How many slots the registry holds.
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        self.targets.len()
     }
 
     /// The target of `handle` if it is a handle of one of `kinds`.
@@ -130,6 +166,13 @@ pub(crate) fn check_not_lost(world: &World, gpu: &Gpu) -> Result<(), nvmlReturn_
     } else {
         Ok(())
     }
+}
+
+/// The GPU instance `gi` of `gpu` if it still has that profile and placement.
+fn find_gi(gpu: &Gpu, gi: u32, profile_id: u32, start: u32) -> Option<&GpuInstance> {
+    gpu.gpu_instances
+        .iter()
+        .find(|g| g.id == gi && g.profile_id == profile_id && g.placement.start == start)
 }
 
 /// The GPU instance `gi` and compute instance `ci` of `gpu` if the compute
@@ -184,11 +227,7 @@ pub(crate) fn gpu_instance<'w>(
             start,
         } => {
             let gpu = gpu_by_uuid(world, gpu)?;
-            let g = gpu
-                .gpu_instances
-                .iter()
-                .find(|g| g.id == *gi && g.profile_id == *profile_id && g.placement.start == *start)
-                .ok_or(INVALID_ARGUMENT)?;
+            let g = find_gi(gpu, *gi, *profile_id, *start).ok_or(INVALID_ARGUMENT)?;
             Ok((gpu, g))
         }
         _ => Err(INVALID_ARGUMENT),
@@ -250,18 +289,22 @@ mod tests {
 
     #[test]
     fn handles_are_stable_nonnull_and_typed() {
+        let world = World::new("node", mig_model::Product::H100_80GB, 0);
         let mut h = Handles::default();
-        let a = h.handle(Target::Gpu { uuid: "GPU-a".into() });
-        let b = h.handle(Target::Gpu { uuid: "GPU-b".into() });
-        let gi = h.handle(Target::Gi {
-            gpu: "GPU-a".into(),
-            gi: 1,
-            profile_id: 9,
-            start: 0,
-        });
+        let a = h.handle(Target::Gpu { uuid: "GPU-a".into() }, &world);
+        let b = h.handle(Target::Gpu { uuid: "GPU-b".into() }, &world);
+        let gi = h.handle(
+            Target::Gi {
+                gpu: "GPU-a".into(),
+                gi: 1,
+                profile_id: 9,
+                start: 0,
+            },
+            &world,
+        );
         assert_ne!(a, 0);
         assert_ne!(a, b);
-        assert_eq!(h.handle(Target::Gpu { uuid: "GPU-a".into() }), a);
+        assert_eq!(h.handle(Target::Gpu { uuid: "GPU-a".into() }, &world), a);
         assert!(matches!(h.target(a, &[Kind::Gpu]), Ok(Target::Gpu { uuid }) if uuid == "GPU-a"));
         assert_eq!(h.target(gi, &[Kind::Gpu, Kind::Mig]), Err(INVALID_ARGUMENT));
         assert_eq!(h.target(0, &[Kind::Gpu]), Err(INVALID_ARGUMENT));
@@ -270,5 +313,66 @@ mod tests {
             h.target(a & !0xf | Kind::Mig as usize, &[Kind::Mig]),
             Err(INVALID_ARGUMENT)
         );
+    }
+
+    /// Every handle a poll takes: the GPU, each GPU instance, compute
+    /// instance and MIG device.
+    fn handle_everything(h: &mut Handles, world: &World) -> Vec<usize> {
+        let mut taken = Vec::new();
+        for gpu in &world.gpus {
+            taken.push(h.handle(gpu_target(gpu), world));
+            for gi in &gpu.gpu_instances {
+                taken.push(h.handle(gi_target(gpu, gi), world));
+                for ci in &gi.compute_instances {
+                    taken.push(h.handle(ci_target(gpu, gi, ci), world));
+                    taken.push(h.handle(mig_target(gpu, gi, ci), world));
+                }
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn the_registry_stays_as_large_as_what_lived_at_once_through_reconfigurations() {
+        let mut world = World::new("node", mig_model::Product::H100_80GB, 1);
+        world.gpus[0].set_mig_mode(true);
+        let mut h = Handles::default();
+        let mut most = 0;
+        for round in 0..50 {
+            // Destroyed and created again: new MIG UUIDs every time.
+            let gpu = &mut world.gpus[0];
+            gpu.gpu_instances.clear();
+            for profile in [9, 14, 19, 19] {
+                let gi = gpu.create_gpu_instance(profile, None).unwrap();
+                gpu.create_compute_instance(gi, None).unwrap();
+            }
+            let taken = handle_everything(&mut h, &world);
+            most = most.max(taken.len());
+            // Those of the same World are distinct, and the same when asked again.
+            let distinct: std::collections::BTreeSet<_> = taken.iter().collect();
+            assert_eq!(distinct.len(), taken.len(), "round {round}");
+            assert_eq!(handle_everything(&mut h, &world), taken, "round {round}");
+        }
+        // One GPU, four GPU instances, four compute instances, four MIG
+        // devices live at once; the old ones' slots are taken by the new.
+        assert_eq!(most, 13);
+        assert!(
+            h.slots() <= 2 * most,
+            "{} slots after 50 layouts of {most}",
+            h.slots()
+        );
+    }
+
+    #[test]
+    fn a_handle_to_a_destroyed_instance_resolves_to_nothing() {
+        let mut world = World::new("node", mig_model::Product::H100_80GB, 1);
+        world.gpus[0].set_mig_mode(true);
+        let gi = world.gpus[0].create_gpu_instance(19, None).unwrap();
+        world.gpus[0].create_compute_instance(gi, None).unwrap();
+        let mut h = Handles::default();
+        let old = handle_everything(&mut h, &world);
+        world.gpus[0].destroy_compute_instance(gi, 0).unwrap();
+        assert_eq!(compute_instance(&h, &world, old[2]).err(), Some(INVALID_ARGUMENT));
+        assert_eq!(device(&h, &world, old[3]).err(), Some(INVALID_ARGUMENT));
     }
 }

@@ -171,7 +171,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
     index: c_uint,
     mig_device: *mut nvmlDevice_t,
 ) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetMigDeviceHandleByIndex", device, |st, _, dev| {
+    with_device("nvmlDeviceGetMigDeviceHandleByIndex", device, |st, w, dev| {
         let Dev::Gpu(gpu) = dev else {
             return Err(INVALID_ARGUMENT);
         };
@@ -187,7 +187,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
             .into_iter()
             .find(|(gi, ci)| gi.id == gi_id && ci.id == ci_id)
             .ok_or(NOT_FOUND)?;
-        let h = st.handles.handle(mig_target(gpu, gi, ci));
+        let h = st.handles.handle(mig_target(gpu, gi, ci), w);
         unsafe { out(mig_device, h as nvmlDevice_t) }
     })
 }
@@ -202,12 +202,12 @@ pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
     with_device(
         "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
         mig_device,
-        |st, _, dev| {
+        |st, w, dev| {
             let Dev::Mig { gpu, .. } = dev else {
                 return Err(INVALID_ARGUMENT);
             };
             nonnull(device)?;
-            let h = st.handles.handle(gpu_target(gpu));
+            let h = st.handles.handle(gpu_target(gpu), w);
             unsafe { out(device, h as nvmlDevice_t) }
         },
     )
@@ -463,7 +463,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstances(
         gis.sort_by_key(|g| g.id);
         gis.truncate(p.max_instances as usize);
         for (i, gi) in gis.iter().enumerate() {
-            let h = st.handles.handle(gi_target(gpu, gi));
+            let h = st.handles.handle(gi_target(gpu, gi), w);
             // SAFETY: the caller's array holds the profile's instance count.
             unsafe { gpu_instances.add(i).write(h as nvmlGpuInstance_t) };
         }
@@ -482,7 +482,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceById(
     id: c_uint,
     gpu_instance: *mut nvmlGpuInstance_t,
 ) -> nvmlReturn_t {
-    with_device("nvmlDeviceGetGpuInstanceById", device, |st, _, dev| {
+    with_device("nvmlDeviceGetGpuInstanceById", device, |st, w, dev| {
         let Dev::Gpu(gpu) = dev else {
             return Err(NOT_SUPPORTED);
         };
@@ -491,7 +491,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceById(
             return Err(NOT_SUPPORTED);
         }
         let gi = gpu.gpu_instances.iter().find(|g| g.id == id).ok_or(NOT_FOUND)?;
-        let h = st.handles.handle(gi_target(gpu, gi));
+        let h = st.handles.handle(gi_target(gpu, gi), w);
         unsafe { out(gpu_instance, h as nvmlGpuInstance_t) }
     })
 }
@@ -515,9 +515,9 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetInfo(
     gpu_instance: nvmlGpuInstance_t,
     info: *mut nvmlGpuInstanceInfo_t,
 ) -> nvmlReturn_t {
-    with_gi("nvmlGpuInstanceGetInfo", gpu_instance, |st, _, gpu, gi| {
+    with_gi("nvmlGpuInstanceGetInfo", gpu_instance, |st, w, gpu, gi| {
         nonnull(info)?;
-        let device = st.handles.handle(gpu_target(gpu)) as nvmlDevice_t;
+        let device = st.handles.handle(gpu_target(gpu), w) as nvmlDevice_t;
         unsafe {
             out(
                 info,
@@ -703,7 +703,7 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetComputeInstances(
     with_gi(
         "nvmlGpuInstanceGetComputeInstances",
         gpu_instance,
-        |st, _, gpu, gi| {
+        |st, w, gpu, gi| {
             let (_, profiles) = ci_profiles_of(gpu, gi)?;
             let cp = ci_profile(&profiles, profile_id)?;
             nonnull(compute_instances)?;
@@ -716,7 +716,7 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetComputeInstances(
             cis.sort_by_key(|c| c.id);
             cis.truncate(cp.max_instances as usize);
             for (i, ci) in cis.iter().enumerate() {
-                let h = st.handles.handle(ci_target(gpu, gi, ci));
+                let h = st.handles.handle(ci_target(gpu, gi, ci), w);
                 // SAFETY: the caller's array holds the profile's instance count.
                 unsafe { compute_instances.add(i).write(h as nvmlComputeInstance_t) };
             }
@@ -738,14 +738,14 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetComputeInstanceById(
     with_gi(
         "nvmlGpuInstanceGetComputeInstanceById",
         gpu_instance,
-        |st, _, gpu, gi| {
+        |st, w, gpu, gi| {
             nonnull(compute_instance)?;
             let ci = gi
                 .compute_instances
                 .iter()
                 .find(|c| c.id == id)
                 .ok_or(NOT_FOUND)?;
-            let h = st.handles.handle(ci_target(gpu, gi, ci));
+            let h = st.handles.handle(ci_target(gpu, gi, ci), w);
             unsafe { out(compute_instance, h as nvmlComputeInstance_t) }
         },
     )
@@ -758,8 +758,8 @@ fn ci_info(
 ) -> Res<nvmlComputeInstanceInfo_t> {
     let (gpu, gi, ci) = handles::compute_instance(&st.handles, w, compute_instance as usize)?;
     Ok(nvmlComputeInstanceInfo_t {
-        device: st.handles.handle(gpu_target(gpu)) as nvmlDevice_t,
-        gpuInstance: st.handles.handle(gi_target(gpu, gi)) as nvmlGpuInstance_t,
+        device: st.handles.handle(gpu_target(gpu), w) as nvmlDevice_t,
+        gpuInstance: st.handles.handle(gi_target(gpu, gi), w) as nvmlGpuInstance_t,
         id: ci.id,
         profileId: ci.profile_id,
         placement: nvmlComputeInstancePlacement_t {

@@ -144,7 +144,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
         nonnull(device)?;
         let gpu = w.gpus.iter().find(|g| g.index == index).ok_or(INVALID_ARGUMENT)?;
         check_not_lost(w, gpu)?;
-        let h = st.handles.handle(gpu_target(gpu));
+        let h = st.handles.handle(gpu_target(gpu), w);
         unsafe { out(device, h as nvmlDevice_t) }
     })
 }
@@ -171,13 +171,13 @@ fn handle_by_uuid(st: &mut state::State, w: &World, uuid: &str) -> Res<usize> {
     for gpu in &w.gpus {
         if gpu.uuid == uuid {
             check_not_lost(w, gpu)?;
-            return Ok(st.handles.handle(gpu_target(gpu)));
+            return Ok(st.handles.handle(gpu_target(gpu), w));
         }
         for gi in &gpu.gpu_instances {
             for ci in &gi.compute_instances {
                 if ci.uuid == uuid {
                     check_not_lost(w, gpu)?;
-                    return Ok(st.handles.handle(mig_target(gpu, gi, ci)));
+                    return Ok(st.handles.handle(mig_target(gpu, gi, ci), w));
                 }
             }
         }
@@ -204,7 +204,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByPciBusId_v2(
             .find(|g| parse_bus_id(&g.pci_bus_id) == Some(wanted))
             .ok_or(NOT_FOUND)?;
         check_not_lost(w, gpu)?;
-        let h = st.handles.handle(gpu_target(gpu));
+        let h = st.handles.handle(gpu_target(gpu), w);
         unsafe { out(device, h as nvmlDevice_t) }
     })
 }
