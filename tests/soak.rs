@@ -42,7 +42,11 @@
 //! * `MIG_SOAK_MAX_GROWTH_KIB`: the most resident memory may grow after the
 //!   warm-up (default [`MAX_GROWTH_KIB`]);
 //! * `MIG_SOAK_MIN_POLLS`: the fewest NVML polls the run must make (default 0),
-//!   so that a run slowed by a busy machine does not pass for a long one.
+//!   so that a run slowed by a busy machine does not pass for a long one;
+//! * `MIG_SOAK_FAULTS`: the faults that come after the warm-up round, a comma
+//!   list of `gi-without-ci`, `profile-mismatch`, `reboot`,
+//!   `host-engine-restart` (default: all), or `none` for pod changes and
+//!   scrapes only; with it, memory growth can be laid at one kind's door.
 
 mod common;
 
@@ -278,6 +282,38 @@ const EVERY_KIND: [Kind; 4] = [
     Kind::Reboot,
     Kind::HostEngineRestart,
 ];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::GiWithoutCi => "gi-without-ci",
+            Kind::ProfileMismatch => "profile-mismatch",
+            Kind::Reboot => "reboot",
+            Kind::HostEngineRestart => "host-engine-restart",
+        }
+    }
+}
+
+/// The kinds `MIG_SOAK_FAULTS` names (see the module documentation).
+fn kinds_named(list: &str) -> Result<Vec<Kind>, String> {
+    if list.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|name| {
+            EVERY_KIND
+                .into_iter()
+                .find(|k| k.name() == name.trim())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = EVERY_KIND.iter().map(|k| k.name()).collect();
+                    format!(
+                        "MIG_SOAK_FAULTS: no fault {name:?}; known: {}, or none",
+                        known.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
 
 /// One fault: when it started and when the node was whole again (and
 /// re-advertised), and the finding it must raise on which GPU.
@@ -604,6 +640,10 @@ fn soak() {
     let poll_ms = knob("MIG_SOAK_POLL_MS", "the poll interval in milliseconds");
     let max_growth_kib = knob("MIG_SOAK_MAX_GROWTH_KIB", "KiB").map_or(MAX_GROWTH_KIB, |k| k as f64);
     let min_polls = knob("MIG_SOAK_MIN_POLLS", "a count of polls").unwrap_or(0);
+    let after_warm_up = match std::env::var("MIG_SOAK_FAULTS") {
+        Ok(list) if !list.is_empty() => kinds_named(&list).unwrap_or_else(|e| panic!("{e}")),
+        _ => EVERY_KIND.to_vec(),
+    };
     assert!(
         poll_ms != Some(0),
         "MIG_SOAK_POLL_MS=0: the poll interval must be at least 1 ms"
@@ -618,8 +658,9 @@ fn soak() {
     );
     println!(
         "soak: {seconds} s, seed {seed} (MIG_SOAK_SEED={seed} replays it), poll every {} ms, \
-         growth limit {max_growth_kib} KiB, at least {min_polls} polls",
-        poll_ms.unwrap_or(100)
+         growth limit {max_growth_kib} KiB, at least {min_polls} polls, faults after the warm-up: {:?}",
+        poll_ms.unwrap_or(100),
+        after_warm_up
     );
     let mut rng = Rng(seed);
 
@@ -737,7 +778,11 @@ fn soak() {
                 warm_up_polls = nvml_polls(&exporter.metrics()).expect("the NVML poll count");
                 sampling.elapsed().as_secs_f64()
             });
-            EVERY_KIND[rng.below(EVERY_KIND.len())]
+            if after_warm_up.is_empty() {
+                wait(Instant::now() + HOLD + SETTLE, &mut rng, &mut judge);
+                continue;
+            }
+            after_warm_up[rng.below(after_warm_up.len())]
         } else {
             warm_up.remove(rng.below(warm_up.len()))
         };
@@ -1031,6 +1076,20 @@ fn soak() {
         failures.is_empty(),
         "soak failed (seed {seed}):\n  {}",
         failures.join("\n  ")
+    );
+}
+
+#[test]
+fn the_faults_knob_names_kinds_or_none() {
+    assert_eq!(
+        kinds_named("reboot, host-engine-restart"),
+        Ok(vec![Kind::Reboot, Kind::HostEngineRestart])
+    );
+    assert_eq!(kinds_named("none"), Ok(vec![]));
+    let unknown = kinds_named("reboot,meteor").unwrap_err();
+    assert!(
+        unknown.contains("\"meteor\"") && unknown.contains("gi-without-ci"),
+        "{unknown}"
     );
 }
 
