@@ -362,15 +362,58 @@ fn heal(world: &Path, kind: Kind) {
 
 // ------------------------------------------------------------------ figures
 
-fn resident_kib(pid: u32) -> Option<f64> {
+/// Resident memory in KiB (proc(5), /proc/PID/status): all of it
+/// (`VmRSS`), the anonymous part (`RssAnon`: heap, stacks, where a leak
+/// shows) and the file-backed part (`RssFile`: pages of the binary and
+/// libraries, mapped in as code first runs, so at most their size).
+#[derive(Debug, Clone, Copy)]
+struct Resident {
+    total: f64,
+    anon: f64,
+    file: f64,
+}
+
+fn resident_kib(pid: u32) -> Option<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Resident {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
+}
+
+/// How `points` (time, KiB) grew from `from` on: the line through their
+/// [`floors`], and the first and last floor.
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    minutes: f64,
+    per_minute: f64,
+    fitted: f64,
+    first: f64,
+    last: f64,
+}
+
+fn growth_after(points: &[(f64, f64)], from: f64) -> Growth {
+    let after: Vec<(f64, f64)> = points.iter().filter(|(t, _)| *t >= from).copied().collect();
+    let settled = floors(&after, FLOOR_WINDOW);
+    let minutes = settled.last().map_or(0.0, |l| l.0 - settled[0].0) / 60.0;
+    let per_minute = slope(&settled) * 60.0;
+    Growth {
+        minutes,
+        per_minute,
+        fitted: per_minute * minutes,
+        first: settled.first().map_or(0.0, |f| f.1),
+        last: settled.last().map_or(0.0, |f| f.1),
+    }
 }
 
 /// The lowest of `points` (time, KiB) in each `window` seconds, at the
@@ -719,18 +762,18 @@ fn soak() {
     let prometheus = Prometheus::start(dir.path(), &exporter.address);
 
     // Resident memory, every MEMORY_SAMPLE, from its own thread.
-    let memory = Arc::new(Mutex::new(Vec::<(f64, f64)>::new()));
+    let memory = Arc::new(Mutex::new(Vec::<(f64, Resident)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sampling = Instant::now();
     let sampler = {
         let (memory, stop) = (memory.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(kib) = resident_kib(pid) {
+                if let Some(resident) = resident_kib(pid) {
                     memory
                         .lock()
                         .unwrap()
-                        .push((sampling.elapsed().as_secs_f64(), kib));
+                        .push((sampling.elapsed().as_secs_f64(), resident));
                 }
                 std::thread::sleep(MEMORY_SAMPLE);
             }
@@ -992,22 +1035,23 @@ fn soak() {
     }
 
     // Resident memory flat after the warm-up.
-    let memory = memory.lock().unwrap().clone();
+    let samples = memory.lock().unwrap().clone();
+    let part =
+        |of: fn(&Resident) -> f64| -> Vec<(f64, f64)> { samples.iter().map(|(t, r)| (*t, of(r))).collect() };
+    let memory = part(|r| r.total);
     let warm_up_end = warm_up_end.unwrap_or(f64::INFINITY);
-    let settled: Vec<(f64, f64)> = memory
-        .iter()
-        .filter(|(t, _)| *t >= warm_up_end)
-        .copied()
-        .collect();
-    let settled = floors(&settled, FLOOR_WINDOW);
-    let measured_minutes = settled.last().map_or(0.0, |l| l.0 - settled[0].0) / 60.0;
-    let per_minute = slope(&settled) * 60.0;
-    let growth = per_minute * measured_minutes;
-    // The floors of the first and last windows after the warm-up, unfitted.
-    let (after_warm_up, at_end) = (
-        settled.first().map_or(0.0, |f| f.1),
-        settled.last().map_or(0.0, |f| f.1),
+    let total = growth_after(&memory, warm_up_end);
+    let (anon, file) = (
+        growth_after(&part(|r| r.anon), warm_up_end),
+        growth_after(&part(|r| r.file), warm_up_end),
     );
+    let Growth {
+        minutes: measured_minutes,
+        per_minute,
+        fitted: growth,
+        first: after_warm_up,
+        last: at_end,
+    } = total;
     let measured_polls = polls.saturating_sub(warm_up_polls);
     let per_1000_polls = growth / (measured_polls.max(1) as f64 / 1000.0);
     if measured_minutes * 60.0 < MIN_MEASURED.as_secs_f64() {
@@ -1067,10 +1111,17 @@ fn soak() {
         "soak memory: {polls} NVML polls ({measured_polls} after the warm-up), {} faults {kinds:?}; \
          resident {after_warm_up:.0} KiB after the warm-up, {at_end:.0} KiB at the end \
          ({:+.0} KiB unfitted); growth {growth:+.0} KiB fitted over {measured_minutes:.1} min = \
-         {per_minute:+.1} KiB/min = {per_1000_polls:+.2} KiB per 1000 polls; \
+         {per_minute:+.1} KiB/min = {per_1000_polls:+.2} KiB per 1000 polls (anonymous {:.0} → \
+         {:.0} KiB, {:+.0} fitted; file-backed {:.0} → {:.0} KiB, {:+.0} fitted); \
          limit {max_growth_kib} KiB: {verdict}",
         episodes.len(),
         at_end - after_warm_up,
+        anon.first,
+        anon.last,
+        anon.fitted,
+        file.first,
+        file.last,
+        file.fitted,
     );
     assert!(
         failures.is_empty(),
