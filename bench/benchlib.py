@@ -31,6 +31,7 @@ RELEASE = os.path.join(TARGET, "release")
 EXPORTER = os.path.join(RELEASE, "mig-exporter")
 MIG_SIM = os.path.join(RELEASE, "mig-sim")
 FAKE_NVML = os.path.join(RELEASE, "libfake_nvml.so")
+FAKE_DCGM = os.path.join(RELEASE, "libfake_dcgm.so")
 TOOLS = os.path.join(TARGET, "bench-tools")
 ALL_SMI_VERSION = "0.22.0"  # the newest all-smi whose rust-version this toolchain meets
 ALL_SMI = os.path.join(TOOLS, "bin", "all-smi")
@@ -155,10 +156,11 @@ def prepare(args, debs):
 
 
 def build(skip=False):
-    if skip and all(os.path.exists(p) for p in (EXPORTER, MIG_SIM, FAKE_NVML)):
+    if skip and all(os.path.exists(p) for p in (EXPORTER, MIG_SIM, FAKE_NVML, FAKE_DCGM)):
         return
-    say("building release binaries (cargo build --release -p mig-exporter -p mig-sim -p fake-nvml)")
-    run(["cargo", "build", "--release", "-q", "-p", "mig-exporter", "-p", "mig-sim", "-p", "fake-nvml"], cwd=ROOT)
+    packages = ["mig-exporter", "mig-sim", "fake-nvml", "fake-dcgm"]
+    say(f"building release binaries (cargo build --release -p {' -p '.join(packages)})")
+    run(["cargo", "build", "--release", "-q", *(a for p in packages for a in ("-p", p))], cwd=ROOT)
 
 
 def machine():
