@@ -4,13 +4,15 @@
 # pod churn, reconfigurations, reboots, host-engine restarts, GPU instances
 # without a compute instance) on a release build, with the exporter polling
 # every 50 ms. It prints the polls, the faults by kind, resident memory after
-# the warm-up and its growth over the run (KiB, KiB/min, KiB per 1000 polls),
+# the warm-up and its growth over the run (KiB, KiB/min, KiB per 1000 polls;
+# anonymous and file-backed apart),
 # and fails when memory grows by more than 1 MiB after the warm-up or the
 # run made fewer than 30 000 polls per 30 minutes (a machine too busy).
 #
 #   bench/soak.sh [--no-build] [SECONDS]   default 1800 (at least 64)
 #   MIG_SOAK_SEED=N bench/soak.sh 600      replays a run's faults
 #   MIG_SOAK_MIN_POLLS=N, MIG_SOAK_MAX_GROWTH_KIB=N   other bars
+#   MIG_SOAK_FAULTS=reboot bench/soak.sh 600   one kind of fault after the warm-up (or none)
 #
 # Allocator settings pass through the environment to the exporter, e.g.
 # GLIBC_TUNABLES=glibc.malloc.arena_max=1 (which also turns off the
