@@ -821,18 +821,7 @@ fn the_config_name_follows_the_label_file() {
 /// build readings with the simulator source.
 #[test]
 fn drift_imports_no_source_module_outside_its_tests() {
-    let mut files = Vec::new();
-    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/drift")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
+    let files = common::files_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/drift"));
     assert!(files.len() > 8, "{files:?}");
     let mut offenders = Vec::new();
     for path in files {

@@ -522,17 +522,9 @@ fn series_value(metrics: &str, quote: &str) -> Option<String> {
 /// Every file under deploy/, read.
 fn deploy_text() -> String {
     let mut text = String::new();
-    let mut dirs = vec![root().join("deploy")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                text += &std::fs::read_to_string(&path).unwrap_or_default();
-                text.push('\n');
-            }
-        }
+    for path in common::files_under(&root().join("deploy")) {
+        text += &std::fs::read_to_string(&path).unwrap_or_default();
+        text.push('\n');
     }
     text
 }

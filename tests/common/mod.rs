@@ -303,6 +303,23 @@ pub fn value(exposition: &str, key: &str) -> Option<String> {
     })
 }
 
+/// Every file under `dir` and its subdirectories, in no particular order.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
