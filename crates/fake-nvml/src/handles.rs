@@ -44,7 +44,9 @@ pub(crate) enum Target {
 
 impl Target {
     /// Whether `world` still has what this target names. A GPU always counts
-    /// as there: a lost GPU keeps its handle, which answers GPU_IS_LOST.
+    /// as there: a lost GPU keeps its handle, which answers GPU_IS_LOST
+    /// (nvml.h documents that return for calls on a GPU that fell off the
+    /// bus; unverified: that the driver never reuses such a GPU's handle).
     fn exists_in(&self, world: &World) -> bool {
         let gpu_of = |uuid: &str| world.gpus.iter().find(|g| g.uuid == uuid);
         match self {
@@ -84,8 +86,10 @@ pub(crate) enum Kind {
 /// A slot whose target the World no longer has is given to the next new
 /// target, so the registry stays as large as the most targets that lived at
 /// once, however often instances are destroyed and created. nvml.h allows
-/// it ("Handles may be reused and their properties can change"); until then
-/// the old handle resolves to nothing, as a destroyed instance's handle does.
+/// it ("Handles may be reused and their properties can change"). Until then
+/// the old handle resolves to nothing (INVALID_ARGUMENT); unverified: what
+/// the driver answers for a destroyed instance's handle, and whether it
+/// gives the freed handle to the next instance created, as this does.
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
     targets: Vec<Target>,
